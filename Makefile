@@ -1,0 +1,131 @@
+# itmanager — see README.md. `make dev` and `make test` are all a newcomer needs.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+IMG ?= ghcr.io/itmanager-io/itmanager:dev
+LOCALBIN ?= $(shell pwd)/bin
+
+# Pinned tools (go install; see ../shared/TOOLCHAIN.md). Each binary carries
+# its version in its name, so changing a version here rebuilds it.
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+GOLANGCI_LINT_VERSION ?= v2.15.0
+KUSTOMIZE_VERSION ?= v5.8.2
+HELM_VERSION ?= v3.22.0
+
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KUBECTL ?= $(LOCALBIN)/kubectl
+
+# Tests: the real control plane built from source (hack/control-plane.sh).
+GO_TEST_FLAGS ?= -race -count=1
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: dev
+dev: control-plane manifests ## Run a local control plane, the manager (under its own RBAC) and the samples; Ctrl-C stops everything.
+	go run ./hack/dev
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook configuration, and copy the CRDs into the chart.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+	hack/sync-chart.sh
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: verify
+verify: manifests generate ## Fail when generated files (CRDs, RBAC, webhooks, deepcopy, chart CRDs) are stale.
+	@if [ -n "$$(git status --porcelain -- api config charts internal controllers)" ]; then \
+		echo "Generated files are stale; run 'make manifests generate' and commit:"; \
+		git status --porcelain -- api config charts internal controllers; \
+		git --no-pager diff --stat -- api config charts internal controllers; \
+		exit 1; \
+	fi
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) vet ## Run golangci-lint and go vet.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: control-plane
+control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubectl from source into bin/ (only what is missing).
+	hack/control-plane.sh >/dev/null
+
+.PHONY: test
+test: control-plane manifests generate ## Run unit and envtest integration tests against the real control plane (and slapd for LDAP).
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+
+##@ Build
+
+.PHONY: build
+build: manifests generate ## Build the manager, the agent and the kubectl plugin into bin/.
+	go build -o $(LOCALBIN)/manager .
+
+.PHONY: run
+run: manifests generate ## Run the manager against the current kubeconfig.
+	go run . --webhook-cert-dir=$${WEBHOOK_CERT_DIR:-/tmp/k8s-webhook-server/serving-certs}
+
+##@ Deployment
+
+.PHONY: install
+install: manifests $(KUSTOMIZE) ## Install the CRDs into the cluster of the current kubeconfig.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests $(KUSTOMIZE) ## Remove the CRDs from the cluster of the current kubeconfig.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests $(KUSTOMIZE) ## Deploy the operator (config/default) to the cluster of the current kubeconfig.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove the operator (config/default) from the cluster of the current kubeconfig.
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+##@ Tools
+
+$(LOCALBIN):
+	mkdir -p $(LOCALBIN)
+
+$(CONTROLLER_GEN): | $(LOCALBIN)
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+$(GOLANGCI_LINT): | $(LOCALBIN)
+	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+$(KUSTOMIZE): | $(LOCALBIN)
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+$(HELM): | $(LOCALBIN)
+	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
+
+# go-install-tool installs package $(2) at version $(3) as the file $(1).
+define go-install-tool
+@set -e; tmp=$$(mktemp -d); \
+echo "Installing $(2)@$(3)"; \
+GOBIN=$$tmp go install $(2)@$(3); \
+mv $$tmp/$$(basename $$(echo $(2) | sed 's|/v[0-9]*$$||')) $(1); rm -rf $$tmp
+endef

@@ -1,0 +1,212 @@
+// Package testenv starts the real control plane that hack/control-plane.sh
+// builds from source (etcd and kube-apiserver through envtest, and, when a
+// test needs garbage collection, namespace deletion, Jobs, default
+// ServiceAccounts or the aggregated view/edit roles, kube-controller-manager)
+// for integration tests.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
+
+// ControllerManagerControllers are the kube-controller-manager controllers a
+// local control plane runs (DESIGN §5). The node lifecycle controller is left
+// out on purpose: with no kubelet it would taint every Node unreachable.
+const ControllerManagerControllers = "garbagecollector,namespace,job,serviceaccount,clusterrole-aggregation"
+
+// Scheme knows the built-in kinds and itmanager's.
+var Scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
+	utilruntime.Must(itmv1.AddToScheme(Scheme))
+}
+
+// RepoRoot is the directory holding the main module's go.mod.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(bytes.TrimSpace(data), []byte("module github.com/itmanager-io/itmanager\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no itmanager go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// BinaryDir is where the control-plane binaries are: $KUBEBUILDER_ASSETS when
+// set (make test sets it), otherwise the versioned directory in bin/.
+func BinaryDir() (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command(filepath.Join(root, "hack", "control-plane.sh"), "--print").Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/control-plane.sh --print: %w", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if _, err := os.Stat(filepath.Join(dir, "kube-apiserver")); err != nil {
+		return "", fmt.Errorf("control plane not built in %s; run make control-plane: %w", dir, err)
+	}
+	return dir, nil
+}
+
+// Options selects what an Environment runs besides etcd and kube-apiserver.
+type Options struct {
+	// Webhooks installs config/webhook and serves it from the test process
+	// (envtest generates the serving certificate for 127.0.0.1).
+	Webhooks bool
+	// ControllerManager runs kube-controller-manager with
+	// ControllerManagerControllers.
+	ControllerManager bool
+}
+
+// Environment is a running control plane.
+type Environment struct {
+	*envtest.Environment
+	Config *rest.Config
+
+	kcm    *exec.Cmd
+	kcmDir string
+}
+
+// Start starts etcd, kube-apiserver with itmanager's CRDs installed, and
+// whatever opts asks for.
+func Start(opts Options) (*Environment, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := BinaryDir()
+	if err != nil {
+		return nil, err
+	}
+	env := &Environment{Environment: &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: bin,
+		Scheme:                Scheme,
+	}}
+	if opts.Webhooks {
+		env.WebhookInstallOptions = envtest.WebhookInstallOptions{
+			Paths:            []string{filepath.Join(root, "config", "webhook")},
+			LocalServingHost: "127.0.0.1",
+		}
+	}
+	cfg, err := env.Environment.Start()
+	if err != nil {
+		return nil, fmt.Errorf("start envtest with binaries from %s: %w", bin, err)
+	}
+	env.Config = cfg
+	if opts.ControllerManager {
+		if err := env.startControllerManager(bin); err != nil {
+			_ = env.Stop()
+			return nil, err
+		}
+	}
+	return env, nil
+}
+
+func (e *Environment) startControllerManager(bin string) error {
+	admin, err := e.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("add kube-controller-manager user: %w", err)
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		return err
+	}
+	if e.kcmDir, err = os.MkdirTemp("", "itm-kcm-"); err != nil {
+		return err
+	}
+	path := filepath.Join(e.kcmDir, "kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	e.kcm = exec.Command(filepath.Join(bin, "kube-controller-manager"), ControllerManagerArgs(path)...)
+	logFile, err := os.Create(filepath.Join(e.kcmDir, "kube-controller-manager.log"))
+	if err != nil {
+		return err
+	}
+	e.kcm.Stdout, e.kcm.Stderr = logFile, logFile
+	if err := e.kcm.Start(); err != nil {
+		return fmt.Errorf("start kube-controller-manager: %w", err)
+	}
+	return e.waitForAggregatedRoles(60 * time.Second)
+}
+
+// ControllerManagerArgs are the kube-controller-manager flags for a local
+// control plane whose admin kubeconfig is at kubeconfig.
+func ControllerManagerArgs(kubeconfig string) []string {
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--controllers=" + ControllerManagerControllers,
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--use-service-account-credentials=false",
+		"--concurrent-gc-syncs=5",
+		"--v=1",
+	}
+}
+
+// waitForAggregatedRoles returns once clusterrole-aggregation has filled the
+// built-in view role, the last of the controllers to become useful.
+func (e *Environment) waitForAggregatedRoles(timeout time.Duration) error {
+	cs, err := kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		role, err := cs.RbacV1().ClusterRoles().Get(ctx, "view", metav1.GetOptions{})
+		if err == nil && len(role.Rules) > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kube-controller-manager did not aggregate the view ClusterRole within %s (log in %s)", timeout, e.kcmDir)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops everything Start started.
+func (e *Environment) Stop() error {
+	if e.kcm != nil && e.kcm.Process != nil {
+		_ = e.kcm.Process.Kill()
+		_ = e.kcm.Wait()
+	}
+	if e.kcmDir != "" {
+		_ = os.RemoveAll(e.kcmDir)
+	}
+	return e.Environment.Stop()
+}
