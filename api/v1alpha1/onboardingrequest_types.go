@@ -228,8 +228,8 @@ type OnboardingRequestStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=onb,categories=itmanager
-// +kubebuilder:printcolumn:name="Name",type=string,JSONPath=`.spec.person.displayName`
-// +kubebuilder:printcolumn:name="Start",type=date,JSONPath=`.spec.startDate`
+// +kubebuilder:printcolumn:name="Person",type=string,JSONPath=`.spec.person.displayName`
+// +kubebuilder:printcolumn:name="Start",type=string,JSONPath=`.spec.startDate`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Approved",type=string,JSONPath=`.status.conditions[?(@.type=="Approved")].status`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

@@ -87,6 +87,10 @@ type Options struct {
 	// ControllerManager runs kube-controller-manager with
 	// ControllerManagerControllers.
 	ControllerManager bool
+	// LogDir, when set, receives etcd.log, kube-apiserver.log and
+	// kube-controller-manager.log; otherwise they go to a temporary
+	// directory (controller manager) or are discarded (etcd, API server).
+	LogDir string
 }
 
 // Environment is a running control plane.
@@ -96,6 +100,7 @@ type Environment struct {
 
 	kcm    *exec.Cmd
 	kcmDir string
+	logs   []*os.File
 }
 
 // Start starts etcd, kube-apiserver with itmanager's CRDs installed, and
@@ -121,13 +126,27 @@ func Start(opts Options) (*Environment, error) {
 			LocalServingHost: "127.0.0.1",
 		}
 	}
+	if opts.LogDir != "" {
+		etcdLog, err := env.logFile(opts.LogDir, "etcd.log")
+		if err != nil {
+			return nil, err
+		}
+		apiLog, err := env.logFile(opts.LogDir, "kube-apiserver.log")
+		if err != nil {
+			env.closeLogs()
+			return nil, err
+		}
+		env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+		env.ControlPlane.APIServer = &envtest.APIServer{Out: apiLog, Err: apiLog}
+	}
 	cfg, err := env.Environment.Start()
 	if err != nil {
+		env.closeLogs()
 		return nil, fmt.Errorf("start envtest with binaries from %s: %w", bin, err)
 	}
 	env.Config = cfg
 	if opts.ControllerManager {
-		if err := env.startControllerManager(bin); err != nil {
+		if err := env.startControllerManager(bin, opts.LogDir); err != nil {
 			_ = env.Stop()
 			return nil, err
 		}
@@ -135,7 +154,26 @@ func Start(opts Options) (*Environment, error) {
 	return env, nil
 }
 
-func (e *Environment) startControllerManager(bin string) error {
+func (e *Environment) logFile(dir, name string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		return nil, err
+	}
+	e.logs = append(e.logs, f)
+	return f, nil
+}
+
+func (e *Environment) closeLogs() {
+	for _, f := range e.logs {
+		_ = f.Close()
+	}
+	e.logs = nil
+}
+
+func (e *Environment) startControllerManager(bin, logDir string) error {
 	admin, err := e.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return fmt.Errorf("add kube-controller-manager user: %w", err)
@@ -152,7 +190,10 @@ func (e *Environment) startControllerManager(bin string) error {
 		return err
 	}
 	e.kcm = exec.Command(filepath.Join(bin, "kube-controller-manager"), ControllerManagerArgs(path)...)
-	logFile, err := os.Create(filepath.Join(e.kcmDir, "kube-controller-manager.log"))
+	if logDir == "" {
+		logDir = e.kcmDir
+	}
+	logFile, err := e.logFile(logDir, "kube-controller-manager.log")
 	if err != nil {
 		return err
 	}
@@ -193,7 +234,7 @@ func (e *Environment) waitForAggregatedRoles(timeout time.Duration) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kube-controller-manager did not aggregate the view ClusterRole within %s (log in %s)", timeout, e.kcmDir)
+			return fmt.Errorf("kube-controller-manager did not aggregate the view ClusterRole within %s (see kube-controller-manager.log)", timeout)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -208,5 +249,7 @@ func (e *Environment) Stop() error {
 	if e.kcmDir != "" {
 		_ = os.RemoveAll(e.kcmDir)
 	}
-	return e.Environment.Stop()
+	err := e.Environment.Stop()
+	e.closeLogs()
+	return err
 }

@@ -1,0 +1,379 @@
+// Command dev is `make dev`: a local itmanager on a control plane built from
+// source. It starts etcd, kube-apiserver and kube-controller-manager on
+// loopback, installs the CRDs and the validating webhook (served by the
+// manager at https://127.0.0.1:<port> with a certificate for that IP), runs
+// the manager from main.go as its own ServiceAccount under the ClusterRole
+// generated from the RBAC markers (not as admin, so a missing marker shows),
+// applies config/samples, and only then writes the admin kubeconfig
+// .dev/kubeconfig. SIGINT or SIGTERM stops every process it started.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/itmanager-io/itmanager/internal/testenv"
+)
+
+const (
+	operatorNamespace = "itmanager-system"
+	serviceAccount    = "itmanager-controller-manager"
+	fieldManager      = "itmanager-dev"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "make dev: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return err
+	}
+	devDir := filepath.Join(root, ".dev")
+	logDir := filepath.Join(devDir, "logs")
+	adminKubeconfig := filepath.Join(devDir, "kubeconfig")
+	if err := claim(devDir); err != nil {
+		return err
+	}
+	defer os.Remove(filepath.Join(devDir, "pid"))
+	defer os.Remove(adminKubeconfig)
+	// A kubeconfig from an earlier run points at a dead server; nobody may
+	// read it as a sign that this run is ready.
+	_ = os.Remove(adminKubeconfig)
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	step("Starting etcd, kube-apiserver and kube-controller-manager (logs in .dev/logs)")
+	env, err := testenv.Start(testenv.Options{Webhooks: true, ControllerManager: true, LogDir: logDir})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("Stopping the control plane")
+		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "make dev: stopping the control plane: %v\n", err)
+		}
+	}()
+	admin, err := client.New(env.Config, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		return err
+	}
+
+	step("Granting the manager its generated RBAC (config/rbac/role.yaml) as ServiceAccount " + operatorNamespace + "/" + serviceAccount)
+	token, err := grantManagerRBAC(ctx, root, admin, cs)
+	if err != nil {
+		return err
+	}
+	managerKubeconfig := filepath.Join(devDir, "manager.kubeconfig")
+	if err := writeKubeconfig(managerKubeconfig, env.Config, serviceAccount, token); err != nil {
+		return err
+	}
+	defer os.Remove(managerKubeconfig)
+
+	step("Building and starting the manager (main.go) under that ServiceAccount")
+	manager, probeAddr, err := startManager(root, logDir, managerKubeconfig, env)
+	if err != nil {
+		return err
+	}
+	managerDone := make(chan error, 1)
+	go func() { managerDone <- manager.Wait() }()
+	defer stopProcess(manager, managerDone, "manager")
+	if err := waitReady(ctx, "http://"+probeAddr+"/readyz", managerDone); err != nil {
+		return fmt.Errorf("manager did not become ready (see .dev/logs/manager.log): %w", err)
+	}
+
+	step("Applying config/samples")
+	if err := applySamples(ctx, root, admin); err != nil {
+		return err
+	}
+
+	if err := writeAdminKubeconfig(adminKubeconfig, env); err != nil {
+		return err
+	}
+	printNextSteps(env.Config.Host)
+
+	select {
+	case <-ctx.Done():
+		fmt.Println()
+		step("Interrupted; stopping everything")
+	case err := <-managerDone:
+		managerDone <- err // let stopProcess see it exited
+		return fmt.Errorf("the manager exited (%v); see .dev/logs/manager.log", err)
+	}
+	return nil
+}
+
+func step(msg string) { fmt.Printf("==> %s\n", msg) }
+
+// claim refuses to start a second `make dev` in the same checkout: both
+// would write .dev/kubeconfig.
+func claim(devDir string) error {
+	if err := os.MkdirAll(devDir, 0o755); err != nil {
+		return err
+	}
+	pidFile := filepath.Join(devDir, "pid")
+	if data, err := os.ReadFile(pidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid != os.Getpid() {
+			if syscall.Kill(pid, 0) == nil {
+				return fmt.Errorf("make dev is already running in this checkout (pid %d)", pid)
+			}
+		}
+	}
+	return os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644)
+}
+
+func grantManagerRBAC(ctx context.Context, root string, admin client.Client, cs kubernetes.Interface) (string, error) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}
+	if err := admin.Create(ctx, ns); err != nil {
+		return "", fmt.Errorf("create namespace %s: %w", operatorNamespace, err)
+	}
+	role, err := readObjects(filepath.Join(root, "config", "rbac", "role.yaml"))
+	if err != nil {
+		return "", err
+	}
+	if len(role) != 1 || role[0].GetKind() != "ClusterRole" {
+		return "", fmt.Errorf("config/rbac/role.yaml: want exactly one ClusterRole")
+	}
+	roleName := "itmanager-" + role[0].GetName()
+	role[0].SetName(roleName)
+	if err := admin.Create(ctx, role[0]); err != nil {
+		return "", fmt.Errorf("create ClusterRole %s: %w", roleName, err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: serviceAccount}}
+	if err := admin.Create(ctx, sa); err != nil {
+		return "", fmt.Errorf("create ServiceAccount: %w", err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: roleName + "binding"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: roleName},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: operatorNamespace, Name: serviceAccount}},
+	}
+	if err := admin.Create(ctx, binding); err != nil {
+		return "", fmt.Errorf("create ClusterRoleBinding: %w", err)
+	}
+	// A bound token, as the kubelet would project into the manager's Pod.
+	tr, err := cs.CoreV1().ServiceAccounts(operatorNamespace).CreateToken(ctx, serviceAccount, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](7 * 24 * 3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("request a token for the manager: %w", err)
+	}
+	return tr.Status.Token, nil
+}
+
+func writeKubeconfig(path string, base *rest.Config, user, token string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["itmanager-dev"] = &clientcmdapi.Cluster{Server: base.Host, CertificateAuthorityData: base.CAData}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["itmanager-dev"] = &clientcmdapi.Context{Cluster: "itmanager-dev", AuthInfo: user}
+	cfg.CurrentContext = "itmanager-dev"
+	return writeFileAtomic(path, cfg)
+}
+
+func writeAdminKubeconfig(path string, env *testenv.Environment) error {
+	cfg, err := clientcmd.Load(env.KubeConfig)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, cfg)
+}
+
+// writeFileAtomic writes a kubeconfig so a reader sees the whole file or none.
+func writeFileAtomic(path string, cfg *clientcmdapi.Config) error {
+	tmp := path + ".tmp"
+	if err := clientcmd.WriteToFile(*cfg, tmp); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*exec.Cmd, string, error) {
+	bin := filepath.Join(root, "bin", "manager")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, "", fmt.Errorf("build the manager: %w", err)
+	}
+	probePort, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	metricsPort, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	wh := env.WebhookInstallOptions
+	probeAddr := fmt.Sprintf("127.0.0.1:%d", probePort)
+	logFile, err := os.Create(filepath.Join(logDir, "manager.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(bin,
+		"--leader-elect",
+		"--operator-namespace="+operatorNamespace,
+		"--health-probe-bind-address="+probeAddr,
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort),
+		"--webhook-host="+wh.LocalServingHost,
+		fmt.Sprintf("--webhook-port=%d", wh.LocalServingPort),
+		"--webhook-cert-dir="+wh.LocalServingCertDir,
+		"--zap-devel",
+	)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Own process group, so a terminal's Ctrl-C reaches only this program,
+	// which stops the manager before the API server it talks to.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("start the manager: %w", err)
+	}
+	return cmd, probeAddr, nil
+}
+
+func waitReady(ctx context.Context, url string, exited <-chan error) error {
+	deadline := time.After(2 * time.Minute)
+	for {
+		resp, err := http.Get(url) //nolint:gosec,noctx // loopback readiness probe
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-exited:
+			return fmt.Errorf("manager exited: %v", err)
+		case <-deadline:
+			return errors.New("timed out after 2m")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func stopProcess(cmd *exec.Cmd, done chan error, name string) {
+	select {
+	case <-done:
+		return
+	default:
+	}
+	step("Stopping the " + name)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func readObjects(path string) ([]*unstructured.Unstructured, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dec := yaml.NewYAMLOrJSONDecoder(f, 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
+
+func applySamples(ctx context.Context, root string, admin client.Client) error {
+	files, err := filepath.Glob(filepath.Join(root, "config", "samples", "itmanager_*.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		objs, err := readObjects(f)
+		if err != nil {
+			return err
+		}
+		for _, obj := range objs {
+			if err := admin.Patch(ctx, obj, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
+				return fmt.Errorf("apply %s: %w", filepath.Base(f), err)
+			}
+			fmt.Printf("    %s/%s\n", strings.ToLower(obj.GetKind()), obj.GetName())
+		}
+	}
+	return nil
+}
+
+func printNextSteps(host string) {
+	k := "bin/kubectl --kubeconfig .dev/kubeconfig"
+	fmt.Printf(`
+itmanager is running.
+  API server   %s (admin kubeconfig: .dev/kubeconfig)
+  manager      runs as system:serviceaccount:%s:%s
+  logs         .dev/logs/{manager,kube-apiserver,kube-controller-manager,etcd}.log
+
+Try:
+  %[4]s get itmanager
+  %[4]s get devices -o wide
+  %[4]s explain maintenancewindow.spec.windows
+  %[4]s auth can-i --list --as=system:serviceaccount:%[2]s:%[3]s
+  # The webhook rejects a schedule cron cannot run:
+  %[4]s patch mw ring1-weekly-berlin --type=json -p='[{"op":"replace","path":"/spec/windows/0/schedule","value":"0 2 31 2 MON"}]'
+
+Press Ctrl-C to stop everything.
+`, host, operatorNamespace, serviceAccount, k)
+}
