@@ -56,25 +56,22 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: verify
-verify: manifests generate ## Fail when generated files (CRDs, RBAC, webhooks, deepcopy, chart CRDs) are stale.
-	@if [ -n "$$(git status --porcelain -- api config charts internal controllers)" ]; then \
-		echo "Generated files are stale; run 'make manifests generate' and commit:"; \
-		git status --porcelain -- api config charts internal controllers; \
-		git --no-pager diff --stat -- api config charts internal controllers; \
-		exit 1; \
-	fi
+verify: $(CONTROLLER_GEN) ## Fail when generated files (CRDs, RBAC, webhooks, deepcopy, chart copies) are stale.
+	hack/verify.sh
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) vet ## Run golangci-lint and go vet.
+lint: $(GOLANGCI_LINT) $(HELM) vet ## Run golangci-lint, go vet and helm lint.
 	$(GOLANGCI_LINT) run ./...
+	$(HELM) lint --strict charts/itmanager
 
 .PHONY: control-plane
 control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubectl from source into bin/ (only what is missing).
 	hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane manifests generate ## Run unit and envtest integration tests against the real control plane (and slapd for LDAP).
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+test: control-plane manifests generate $(HELM) ## Run unit and integration tests against the real control plane built from source.
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" \
+		go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 ##@ Build
 

@@ -167,7 +167,3 @@ type AccountProviderList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AccountProvider `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AccountProvider{}, &AccountProviderList{})
-}

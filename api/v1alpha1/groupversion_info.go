@@ -7,8 +7,9 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
@@ -16,8 +17,20 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "itmanager.io", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the kinds of this API with a scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the kinds of this API to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion,
+		&Device{}, &DeviceList{},
+		&AccessPolicy{}, &AccessPolicyList{},
+		&OnboardingRequest{}, &OnboardingRequestList{},
+		&AccountProvider{}, &AccountProviderList{},
+		&MaintenanceWindow{}, &MaintenanceWindowList{},
+	)
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

@@ -291,7 +291,3 @@ type MaintenanceWindowList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []MaintenanceWindow `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MaintenanceWindow{}, &MaintenanceWindowList{})
-}

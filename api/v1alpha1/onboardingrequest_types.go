@@ -255,7 +255,3 @@ type OnboardingRequestList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []OnboardingRequest `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&OnboardingRequest{}, &OnboardingRequestList{})
-}

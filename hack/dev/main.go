@@ -108,14 +108,13 @@ func run() error {
 	defer os.Remove(managerKubeconfig)
 
 	step("Building and starting the manager (main.go) under that ServiceAccount")
-	manager, probeAddr, err := startManager(root, logDir, managerKubeconfig, env)
+	cmd, probeAddr, err := startManager(root, logDir, managerKubeconfig, env)
 	if err != nil {
 		return err
 	}
-	managerDone := make(chan error, 1)
-	go func() { managerDone <- manager.Wait() }()
-	defer stopProcess(manager, managerDone, "manager")
-	if err := waitReady(ctx, "http://"+probeAddr+"/readyz", managerDone); err != nil {
+	manager := watch(cmd)
+	defer manager.stop("manager")
+	if err := waitReady(ctx, "http://"+probeAddr+"/readyz", manager); err != nil {
 		return fmt.Errorf("manager did not become ready (see .dev/logs/manager.log): %w", err)
 	}
 
@@ -133,9 +132,8 @@ func run() error {
 	case <-ctx.Done():
 		fmt.Println()
 		step("Interrupted; stopping everything")
-	case err := <-managerDone:
-		managerDone <- err // let stopProcess see it exited
-		return fmt.Errorf("the manager exited (%v); see .dev/logs/manager.log", err)
+	case <-manager.done:
+		return fmt.Errorf("the manager exited, see .dev/logs/manager.log: %w", manager.err)
 	}
 	return nil
 }
@@ -278,10 +276,10 @@ func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*e
 	return cmd, probeAddr, nil
 }
 
-func waitReady(ctx context.Context, url string, exited <-chan error) error {
+func waitReady(ctx context.Context, url string, p *process) error {
 	deadline := time.After(2 * time.Minute)
 	for {
-		resp, err := http.Get(url) //nolint:gosec,noctx // loopback readiness probe
+		resp, err := http.Get(url) //nolint:noctx // loopback readiness probe, bounded by the loop
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -291,8 +289,8 @@ func waitReady(ctx context.Context, url string, exited <-chan error) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-exited:
-			return fmt.Errorf("manager exited: %v", err)
+		case <-p.done:
+			return fmt.Errorf("manager exited: %w", p.err)
 		case <-deadline:
 			return errors.New("timed out after 2m")
 		case <-time.After(200 * time.Millisecond):
@@ -300,19 +298,39 @@ func waitReady(ctx context.Context, url string, exited <-chan error) error {
 	}
 }
 
-func stopProcess(cmd *exec.Cmd, done chan error, name string) {
+// process is a child whose exit is observed by closing done.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // valid once done is closed
+}
+
+func watch(cmd *exec.Cmd) *process {
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p
+}
+
+func (p *process) stop(name string) {
 	select {
-	case <-done:
+	case <-p.done:
 		return
 	default:
 	}
 	step("Stopping the " + name)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-done:
+	case <-p.done:
+		if p.err != nil {
+			fmt.Fprintf(os.Stderr, "make dev: the %s exited: %v\n", name, p.err)
+		}
 	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+		fmt.Fprintf(os.Stderr, "make dev: the %s did not stop within 15s; killing it\n", name)
+		_ = p.cmd.Process.Kill()
+		<-p.done
 	}
 }
 
@@ -349,7 +367,7 @@ func applySamples(ctx context.Context, root string, admin client.Client) error {
 			return err
 		}
 		for _, obj := range objs {
-			if err := admin.Patch(ctx, obj, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
+			if err := admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 				return fmt.Errorf("apply %s: %w", filepath.Base(f), err)
 			}
 			fmt.Printf("    %s/%s\n", strings.ToLower(obj.GetKind()), obj.GetName())

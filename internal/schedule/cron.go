@@ -82,8 +82,8 @@ func parseField(s string, f field) (uint64, error) {
 			step = n
 		}
 		lo, hi := f.min, f.max
-		switch {
-		case rng == "*":
+		switch rng {
+		case "*":
 			if f.name == "day-of-week" {
 				hi = 6 // * covers Sunday once, as 0
 			}

@@ -1,0 +1,161 @@
+// Package chart tests the Helm chart against a real API server: it renders
+// with the pinned helm and creates every object, so a template that renders
+// invalid objects, or rules that drift from the generated ones, fail here.
+package chart
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/itmanager-io/itmanager/internal/testenv"
+)
+
+const namespace = "itmanager-system"
+
+func helmBinary(t *testing.T, root string) string {
+	t.Helper()
+	if h := os.Getenv("HELM"); h != "" {
+		return h
+	}
+	matches, _ := filepath.Glob(filepath.Join(root, "bin", "helm-v*"))
+	if len(matches) == 0 {
+		t.Fatal("no helm in bin/; run the tests with make test, which installs the pinned helm")
+	}
+	return matches[0]
+}
+
+func decodeAll(t *testing.T, data []byte) []*unstructured.Unstructured {
+	t.Helper()
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs
+			}
+			t.Fatal(err)
+		}
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
+
+func TestChartInstallsIntoARealAPIServer(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(helmBinary(t, root), "template", "itmanager", filepath.Join(root, "charts", "itmanager"),
+		"--namespace", namespace, "--kube-version", "1.36.3").Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	objs := decodeAll(t, out)
+
+	env, err := testenv.Start(testenv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(env.Config, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
+		t.Fatal(err)
+	}
+
+	kinds := map[string]int{}
+	for _, obj := range objs {
+		if err := c.Create(ctx, obj); err != nil {
+			t.Errorf("create %s %s: %v", obj.GetKind(), obj.GetName(), err)
+		}
+		kinds[obj.GetKind()]++
+		if obj.GetLabels()["app.kubernetes.io/managed-by"] != "Helm" {
+			t.Errorf("%s %s lacks the chart's labels", obj.GetKind(), obj.GetName())
+		}
+	}
+	for _, k := range []string{"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Secret", "ValidatingWebhookConfiguration"} {
+		if kinds[k] == 0 {
+			t.Errorf("the chart renders no %s", k)
+		}
+	}
+
+	t.Run("ClusterRole is the one generated from the RBAC markers", func(t *testing.T) {
+		generated := readTyped[rbacv1.ClusterRole](t, filepath.Join(root, "config", "rbac", "role.yaml"))
+		installed := &rbacv1.ClusterRole{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "itmanager-manager"}, installed); err != nil {
+			t.Fatal(err)
+		}
+		if !equality.Semantic.DeepEqual(generated.Rules, installed.Rules) {
+			t.Errorf("chart ClusterRole rules differ from config/rbac/role.yaml; run make manifests")
+		}
+	})
+
+	t.Run("webhooks are the generated ones, pointed at the Service with a CA", func(t *testing.T) {
+		generated := readTyped[admissionregistrationv1.ValidatingWebhookConfiguration](t, filepath.Join(root, "config", "webhook", "manifests.yaml"))
+		installed := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "itmanager"}, installed); err != nil {
+			t.Fatal(err)
+		}
+		if len(installed.Webhooks) != len(generated.Webhooks) {
+			t.Fatalf("chart has %d webhooks, markers declare %d", len(installed.Webhooks), len(generated.Webhooks))
+		}
+		for i, w := range installed.Webhooks {
+			g := generated.Webhooks[i]
+			for j := range g.Rules {
+				if g.Rules[j].Scope == nil { // the API server defaults it
+					all := admissionregistrationv1.AllScopes
+					g.Rules[j].Scope = &all
+				}
+			}
+			if w.Name != g.Name || !equality.Semantic.DeepEqual(w.Rules, g.Rules) || *w.SideEffects != admissionregistrationv1.SideEffectClassNone ||
+				*w.FailurePolicy != admissionregistrationv1.Fail {
+				t.Errorf("webhook %d (%s) differs from the generated %s", i, w.Name, g.Name)
+			}
+			if w.ClientConfig.Service == nil || w.ClientConfig.Service.Name != "itmanager-webhook" || w.ClientConfig.Service.Namespace != namespace ||
+				*w.ClientConfig.Service.Path != *g.ClientConfig.Service.Path {
+				t.Errorf("webhook %s does not point at the chart's Service: %+v", w.Name, w.ClientConfig.Service)
+			}
+			if len(w.ClientConfig.CABundle) == 0 {
+				t.Errorf("webhook %s has no CA bundle", w.Name)
+			}
+		}
+	})
+}
+
+func readTyped[T any](t *testing.T, path string) *T {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := decodeAll(t, data)
+	if len(objs) != 1 {
+		t.Fatalf("%s: want one object, found %d", path, len(objs))
+	}
+	out := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(objs[0].Object, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
