@@ -76,12 +76,17 @@ test: control-plane manifests generate $(HELM) ## Run unit and integration tests
 ##@ Build
 
 .PHONY: build
-build: manifests generate ## Build the manager, the agent and the kubectl plugin into bin/.
+build: manifests generate ## Build the manager into bin/.
 	go build -o $(LOCALBIN)/manager .
 
+# The cluster's webhook configuration points at the in-cluster Service, so a
+# locally run manager serves no webhook unless asked (ENABLE_WEBHOOKS=true,
+# with tls.crt and tls.key in WEBHOOK_CERT_DIR).
+ENABLE_WEBHOOKS ?= false
 .PHONY: run
 run: manifests generate ## Run the manager against the current kubeconfig.
-	go run . --webhook-cert-dir=$${WEBHOOK_CERT_DIR:-/tmp/k8s-webhook-server/serving-certs}
+	go run . --enable-webhooks=$(ENABLE_WEBHOOKS) --metrics-secure=false --metrics-bind-address=127.0.0.1:8080 \
+		--health-probe-bind-address=127.0.0.1:8081 --webhook-cert-dir=$${WEBHOOK_CERT_DIR:-/tmp/k8s-webhook-server/serving-certs} --zap-devel
 
 ##@ Deployment
 
