@@ -36,7 +36,8 @@ help: ## Show this help.
 
 .PHONY: dev
 dev: control-plane manifests ## Run a local control plane, the manager (under its own RBAC) and the samples; Ctrl-C stops everything.
-	go run ./hack/dev
+	go build -o $(LOCALBIN)/itmanager-dev ./hack/dev
+	$(LOCALBIN)/itmanager-dev
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook configuration, and copy the CRDs into the chart.

@@ -5,16 +5,28 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
+	"strings"
+	"time"
 
 	// Embedded IANA time zone data, so MaintenanceWindow time zones resolve
 	// identically in a distroless image and on a developer's machine.
 	_ "time/tzdata"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -22,6 +34,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/controllers"
+	"github.com/itmanager-io/itmanager/internal/checkin"
 	itmwebhook "github.com/itmanager-io/itmanager/internal/webhook"
 )
 
@@ -37,15 +51,14 @@ func init() {
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
-// Leader election and events.
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// Leader election (in the operator namespace), events, and the check-in
+// service's serving certificate (a Secret in the operator namespace). The
+// namespaces in these markers are the defaults; the chart and make dev put
+// the Roles where --operator-namespace and --devices-namespace point.
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=itmanager-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=itmanager-system,resources=secrets,verbs=get;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-
-// The manager reads the kinds it reconciles; later controllers add their own
-// markers next to their Reconcile methods.
-// +kubebuilder:rbac:groups=itmanager.io,resources=devices;accesspolicies;onboardingrequests;accountproviders;maintenancewindows,verbs=get;list;watch
-// +kubebuilder:rbac:groups=itmanager.io,resources=devices/status;accesspolicies/status;onboardingrequests/status;accountproviders/status;maintenancewindows/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",namespace=itmanager-system,resources=events,verbs=create;patch
 
 func main() {
 	var (
@@ -60,6 +73,15 @@ func main() {
 		webhookCertDir       string
 		enableHTTP2          bool
 		operatorNamespace    string
+		devicesNamespace     string
+		staleAfter           time.Duration
+		lastCheckInRefresh   time.Duration
+		checkinAddr          string
+		checkinURL           string
+		checkinCertSecret    string
+		checkinCertHosts     string
+		agentInterval        time.Duration
+		agentAddressCIDRs    string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; \"0\" disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, authenticating and authorizing each scrape.")
@@ -72,12 +94,35 @@ func main() {
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhook server; reloaded when they change.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the metrics and webhook servers (off by default: CVE-2023-44487).")
 	flag.StringVar(&operatorNamespace, "operator-namespace", envOr("POD_NAMESPACE", "itmanager-system"), "Namespace of the operator; it holds the leader election Lease, and Secrets referenced by AccountProviders resolve only here.")
+	flag.StringVar(&devicesNamespace, "devices-namespace", "itmanager-devices", "Namespace of the per-device Leases and enrolment Secrets.")
+	flag.DurationVar(&staleAfter, "checkin-stale-after", 5*time.Minute, "A device whose last check-in is older than this is CheckedIn=False.")
+	flag.DurationVar(&lastCheckInRefresh, "last-checkin-refresh", 5*time.Minute, "Rewrite a Device's status.lastCheckIn at most this often while CheckedIn does not change (the Lease holds the live value).")
+	flag.StringVar(&checkinAddr, "checkin-bind-address", ":9444", "Address the agent check-in service (HTTPS) binds to; \"0\" disables it.")
+	flag.StringVar(&checkinURL, "checkin-url", "", "URL agents reach the check-in service at, written into enrolment Secrets (default https://itmanager-checkin.<operator namespace>.svc).")
+	flag.StringVar(&checkinCertSecret, "checkin-cert-secret", "", "Secret in the operator namespace with tls.crt, tls.key (and ca.crt) for the check-in service; when empty the manager issues and rotates a self-signed one in itmanager-checkin-tls.")
+	flag.StringVar(&checkinCertHosts, "checkin-cert-hosts", "", "Comma-separated DNS names and IPs of the self-signed check-in certificate (default: the host of --checkin-url).")
+	flag.DurationVar(&agentInterval, "agent-interval", time.Minute, "How often agents are asked to check in.")
+	flag.StringVar(&agentAddressCIDRs, "agent-address-cidrs", "", "Comma-separated CIDRs that reported device addresses must fall in (default: any).")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+
+	if checkinURL == "" {
+		checkinURL = fmt.Sprintf("https://itmanager-checkin.%s.svc", operatorNamespace)
+	}
+	cidrs, err := parseCIDRs(agentAddressCIDRs)
+	if err != nil {
+		log.Error(err, "Invalid --agent-address-cidrs")
+		os.Exit(1)
+	}
+	certHosts, err := certificateHosts(checkinCertHosts, checkinURL)
+	if err != nil {
+		log.Error(err, "Invalid --checkin-url or --checkin-cert-hosts")
+		os.Exit(1)
+	}
 
 	var tlsOpts []func(*tls.Config)
 	if !enableHTTP2 {
@@ -97,7 +142,17 @@ func main() {
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                  scheme,
+		Scheme: scheme,
+		Cache: cache.Options{
+			// Least privilege: namespaced kinds are watched only where the
+			// manager's Roles allow, and Secrets only as metadata (the
+			// operator never holds device tokens in memory).
+			ByObject: map[client.Object]cache.ByObject{
+				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{devicesNamespace: {}, controllers.NodeLeaseNamespace: {}}},
+				&corev1.Secret{}:        {Namespaces: map[string]cache.Config{devicesNamespace: {}}},
+			},
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          enableLeaderElection,
@@ -116,6 +171,56 @@ func main() {
 	if err != nil {
 		log.Error(err, "Unable to create manager")
 		os.Exit(1)
+	}
+
+	ctx := ctrl.SetupSignalHandler()
+	clk := clock.RealClock{}
+	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
+		log.Error(err, "Unable to set up field indexes")
+		os.Exit(1)
+	}
+	if err := (&controllers.DeviceReconciler{
+		Client: mgr.GetClient(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-device"),
+		DevicesNamespace: devicesNamespace, StaleAfter: staleAfter, RefreshEvery: lastCheckInRefresh,
+	}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to create controller", "controller", "Device")
+		os.Exit(1)
+	}
+	if err := (&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to create controller", "controller", "NodeDiscovery")
+		os.Exit(1)
+	}
+
+	certSecret := types.NamespacedName{Namespace: operatorNamespace, Name: checkinCertSecret}
+	if checkinCertSecret == "" {
+		certSecret.Name = "itmanager-checkin-tls"
+		if err := mgr.Add(&checkin.Rotator{
+			Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Secret: certSecret, Hosts: certHosts, Clock: clk,
+			Log: ctrl.Log.WithName("checkin-cert"), Every: time.Hour,
+		}); err != nil {
+			log.Error(err, "Unable to add the check-in certificate rotator")
+			os.Exit(1)
+		}
+	}
+	certs := &checkin.CertLoader{Reader: mgr.GetAPIReader(), Secret: certSecret, Clock: clk, Refresh: time.Minute}
+	if err := (&controllers.EnrolmentReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("itmanager-enrolment"),
+		DevicesNamespace: devicesNamespace, URL: checkinURL, CA: certs.CA,
+	}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to create controller", "controller", "Enrolment")
+		os.Exit(1)
+	}
+	if checkinAddr != "0" {
+		server := &checkin.Server{
+			Reader: mgr.GetCache(), Writer: mgr.GetClient(), Clock: clk, DevicesNamespace: devicesNamespace,
+			StaleAfter: staleAfter, Interval: agentInterval, AddressCIDRs: cidrs, Log: ctrl.Log.WithName("checkin"),
+		}
+		if err := mgr.Add(&checkin.Listener{
+			Addr: checkinAddr, Handler: server.Handler(), GetCertificate: certs.GetCertificate, Log: ctrl.Log.WithName("checkin"),
+		}); err != nil {
+			log.Error(err, "Unable to add the check-in service")
+			os.Exit(1)
+		}
 	}
 
 	if enableWebhooks {
@@ -140,8 +245,8 @@ func main() {
 		os.Exit(1)
 	}
 
-	log.Info("Starting manager", "operatorNamespace", operatorNamespace)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	log.Info("Starting manager", "operatorNamespace", operatorNamespace, "devicesNamespace", devicesNamespace, "checkinURL", checkinURL)
+	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "Manager exited with an error")
 		os.Exit(1)
 	}
@@ -152,4 +257,42 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+func parseCIDRs(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// certificateHosts are the names of the self-signed check-in certificate.
+func certificateHosts(hosts, checkinURL string) ([]string, error) {
+	var out []string
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	u, err := url.Parse(checkinURL)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+		return nil, fmt.Errorf("--checkin-url %q must be an https:// URL", checkinURL)
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); ip == nil && strings.HasSuffix(host, ".svc") {
+		// Agents inside the cluster may also use the fully qualified name.
+		return []string{host, host + ".cluster.local"}, nil
+	}
+	return []string{host}, nil
 }

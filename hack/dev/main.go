@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -24,29 +23,31 @@ import (
 	"syscall"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
 const (
-	operatorNamespace = "itmanager-system"
-	serviceAccount    = "itmanager-controller-manager"
+	operatorNamespace = testenv.OperatorNamespace
+	devicesNamespace  = testenv.DevicesNamespace
+	serviceAccount    = testenv.ManagerServiceAccount
 	fieldManager      = "itmanager-dev"
 )
 
 func main() {
+	// Stop like on SIGTERM when the parent (make) goes away without
+	// passing a signal on, so no control plane is ever left behind.
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0); errno != 0 {
+		fmt.Fprintf(os.Stderr, "make dev: prctl(PR_SET_PDEATHSIG): %v\n", errno)
+	}
+	if os.Getppid() == 1 {
+		fmt.Fprintln(os.Stderr, "make dev: started without a parent; refusing to run unattended")
+		os.Exit(1)
+	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "make dev: %v\n", err)
 		os.Exit(1)
@@ -91,24 +92,20 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cs, err := kubernetes.NewForConfig(env.Config)
-	if err != nil {
-		return err
-	}
 
 	step("Granting the manager its generated RBAC (config/rbac/role.yaml) as ServiceAccount " + operatorNamespace + "/" + serviceAccount)
-	token, err := grantManagerRBAC(ctx, root, admin, cs)
+	managerConfig, err := env.ManagerConfig(ctx)
 	if err != nil {
 		return err
 	}
 	managerKubeconfig := filepath.Join(devDir, "manager.kubeconfig")
-	if err := writeKubeconfig(managerKubeconfig, env.Config, serviceAccount, token); err != nil {
+	if err := writeKubeconfig(managerKubeconfig, managerConfig, serviceAccount, managerConfig.BearerToken); err != nil {
 		return err
 	}
 	defer os.Remove(managerKubeconfig)
 
 	step("Building and starting the manager (main.go) under that ServiceAccount")
-	cmd, probeAddr, err := startManager(root, logDir, managerKubeconfig, env)
+	cmd, probeAddr, checkinURL, err := startManager(root, logDir, managerKubeconfig, env)
 	if err != nil {
 		return err
 	}
@@ -126,7 +123,7 @@ func run() error {
 	if err := writeAdminKubeconfig(adminKubeconfig, env); err != nil {
 		return err
 	}
-	printNextSteps(env.Config.Host)
+	printNextSteps(env.Config.Host, checkinURL)
 
 	select {
 	case <-ctx.Done():
@@ -155,45 +152,6 @@ func claim(devDir string) error {
 		}
 	}
 	return os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644)
-}
-
-func grantManagerRBAC(ctx context.Context, root string, admin client.Client, cs kubernetes.Interface) (string, error) {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}
-	if err := admin.Create(ctx, ns); err != nil {
-		return "", fmt.Errorf("create namespace %s: %w", operatorNamespace, err)
-	}
-	role, err := readObjects(filepath.Join(root, "config", "rbac", "role.yaml"))
-	if err != nil {
-		return "", err
-	}
-	if len(role) != 1 || role[0].GetKind() != "ClusterRole" {
-		return "", fmt.Errorf("config/rbac/role.yaml: want exactly one ClusterRole")
-	}
-	roleName := "itmanager-" + role[0].GetName()
-	role[0].SetName(roleName)
-	if err := admin.Create(ctx, role[0]); err != nil {
-		return "", fmt.Errorf("create ClusterRole %s: %w", roleName, err)
-	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: serviceAccount}}
-	if err := admin.Create(ctx, sa); err != nil {
-		return "", fmt.Errorf("create ServiceAccount: %w", err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: roleName + "binding"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: roleName},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: operatorNamespace, Name: serviceAccount}},
-	}
-	if err := admin.Create(ctx, binding); err != nil {
-		return "", fmt.Errorf("create ClusterRoleBinding: %w", err)
-	}
-	// A bound token, as the kubelet would project into the manager's Pod.
-	tr, err := cs.CoreV1().ServiceAccounts(operatorNamespace).CreateToken(ctx, serviceAccount, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](7 * 24 * 3600)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("request a token for the manager: %w", err)
-	}
-	return tr.Status.Token, nil
 }
 
 func writeKubeconfig(path string, base *rest.Config, user, token string) error {
@@ -234,30 +192,35 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*exec.Cmd, string, error) {
+func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*exec.Cmd, string, string, error) {
 	bin := filepath.Join(root, "bin", "manager")
 	build := exec.Command("go", "build", "-o", bin, ".")
 	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
-		return nil, "", fmt.Errorf("build the manager: %w", err)
+		return nil, "", "", fmt.Errorf("build the manager: %w", err)
 	}
-	probePort, err := freePort()
-	if err != nil {
-		return nil, "", err
+	var ports [3]int
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return nil, "", "", err
+		}
+		ports[i] = p
 	}
-	metricsPort, err := freePort()
-	if err != nil {
-		return nil, "", err
-	}
+	probePort, metricsPort, checkinPort := ports[0], ports[1], ports[2]
+	checkinURL := fmt.Sprintf("https://127.0.0.1:%d", checkinPort)
 	wh := env.WebhookInstallOptions
 	probeAddr := fmt.Sprintf("127.0.0.1:%d", probePort)
 	logFile, err := os.Create(filepath.Join(logDir, "manager.log"))
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	cmd := exec.Command(bin,
 		"--leader-elect",
 		"--operator-namespace="+operatorNamespace,
+		"--devices-namespace="+devicesNamespace,
+		fmt.Sprintf("--checkin-bind-address=127.0.0.1:%d", checkinPort),
+		"--checkin-url="+checkinURL,
 		"--health-probe-bind-address="+probeAddr,
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort),
 		"--webhook-host="+wh.LocalServingHost,
@@ -271,9 +234,9 @@ func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*e
 	// which stops the manager before the API server it talks to.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
-		return nil, "", fmt.Errorf("start the manager: %w", err)
+		return nil, "", "", fmt.Errorf("start the manager: %w", err)
 	}
-	return cmd, probeAddr, nil
+	return cmd, probeAddr, checkinURL, nil
 }
 
 func waitReady(ctx context.Context, url string, p *process) error {
@@ -334,35 +297,13 @@ func (p *process) stop(name string) {
 	}
 }
 
-func readObjects(path string) ([]*unstructured.Unstructured, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	dec := yaml.NewYAMLOrJSONDecoder(f, 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		obj := &unstructured.Unstructured{}
-		if err := dec.Decode(&obj.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				return objs, nil
-			}
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if len(obj.Object) > 0 {
-			objs = append(objs, obj)
-		}
-	}
-}
-
 func applySamples(ctx context.Context, root string, admin client.Client) error {
 	files, err := filepath.Glob(filepath.Join(root, "config", "samples", "itmanager_*.yaml"))
 	if err != nil {
 		return err
 	}
 	for _, f := range files {
-		objs, err := readObjects(f)
+		objs, err := testenv.ReadObjects(f)
 		if err != nil {
 			return err
 		}
@@ -376,12 +317,13 @@ func applySamples(ctx context.Context, root string, admin client.Client) error {
 	return nil
 }
 
-func printNextSteps(host string) {
+func printNextSteps(host, checkinURL string) {
 	k := "bin/kubectl --kubeconfig .dev/kubeconfig"
 	fmt.Printf(`
 itmanager is running.
   API server   %s (admin kubeconfig: .dev/kubeconfig)
-  manager      runs as system:serviceaccount:%s:%s
+  manager      runs as system:serviceaccount:%[2]s:%[3]s
+  check-ins    %[5]s (agents: go run ./cmd/itmanager-agent --enrolment-secret ...)
   logs         .dev/logs/{manager,kube-apiserver,kube-controller-manager,etcd}.log
 
 Try:
@@ -393,5 +335,5 @@ Try:
   %[4]s patch mw ring1-weekly-berlin --type=json -p='[{"op":"replace","path":"/spec/windows/0/schedule","value":"0 2 31 2 MON"}]'
 
 Press Ctrl-C to stop everything.
-`, host, operatorNamespace, serviceAccount, k)
+`, host, operatorNamespace, serviceAccount, k, checkinURL)
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -198,6 +199,8 @@ func (e *Environment) startControllerManager(bin, logDir string) error {
 		return err
 	}
 	e.kcm.Stdout, e.kcm.Stderr = logFile, logFile
+	// Never outlive the process that started it.
+	e.kcm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := e.kcm.Start(); err != nil {
 		return fmt.Errorf("start kube-controller-manager: %w", err)
 	}

@@ -94,20 +94,38 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 			t.Errorf("%s %s lacks the chart's labels", obj.GetKind(), obj.GetName())
 		}
 	}
-	for _, k := range []string{"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Secret", "ValidatingWebhookConfiguration"} {
+	for _, k := range []string{"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Namespace", "Service", "Secret", "ValidatingWebhookConfiguration"} {
 		if kinds[k] == 0 {
 			t.Errorf("the chart renders no %s", k)
 		}
 	}
 
-	t.Run("ClusterRole is the one generated from the RBAC markers", func(t *testing.T) {
-		generated := readTyped[rbacv1.ClusterRole](t, filepath.Join(root, "config", "rbac", "role.yaml"))
-		installed := &rbacv1.ClusterRole{}
-		if err := c.Get(ctx, client.ObjectKey{Name: "itmanager-manager"}, installed); err != nil {
-			t.Fatal(err)
+	t.Run("RBAC is the one generated from the RBAC markers", func(t *testing.T) {
+		generated := decodeAll(t, mustRead(t, filepath.Join(root, "config", "rbac", "role.yaml")))
+		if len(generated) < 2 {
+			t.Fatalf("config/rbac/role.yaml holds %d objects; want a ClusterRole and Roles", len(generated))
 		}
-		if !equality.Semantic.DeepEqual(generated.Rules, installed.Rules) {
-			t.Errorf("chart ClusterRole rules differ from config/rbac/role.yaml; run make manifests")
+		for _, g := range generated {
+			var want, got []rbacv1.PolicyRule
+			want = rulesOf(t, g.Object)
+			var err error
+			switch g.GetKind() {
+			case "ClusterRole":
+				installed := &rbacv1.ClusterRole{}
+				err = c.Get(ctx, client.ObjectKey{Name: "itmanager-manager"}, installed)
+				got = installed.Rules
+			case "Role":
+				installed := &rbacv1.Role{}
+				err = c.Get(ctx, client.ObjectKey{Namespace: g.GetNamespace(), Name: "itmanager-manager"}, installed)
+				got = installed.Rules
+			}
+			if err != nil {
+				t.Errorf("%s in %q: %v", g.GetKind(), g.GetNamespace(), err)
+				continue
+			}
+			if !equality.Semantic.DeepEqual(want, got) {
+				t.Errorf("chart %s in %q differs from config/rbac/role.yaml; run make manifests", g.GetKind(), g.GetNamespace())
+			}
 		}
 	})
 
@@ -143,13 +161,27 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 	})
 }
 
-func readTyped[T any](t *testing.T, path string) *T {
+func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := decodeAll(t, data)
+	return data
+}
+
+func rulesOf(t *testing.T, obj map[string]any) []rbacv1.PolicyRule {
+	t.Helper()
+	role := &rbacv1.ClusterRole{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, role); err != nil {
+		t.Fatal(err)
+	}
+	return role.Rules
+}
+
+func readTyped[T any](t *testing.T, path string) *T {
+	t.Helper()
+	objs := decodeAll(t, mustRead(t, path))
 	if len(objs) != 1 {
 		t.Fatalf("%s: want one object, found %d", path, len(objs))
 	}

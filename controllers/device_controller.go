@@ -1,0 +1,259 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/device"
+)
+
+// NodeLeaseNamespace holds the kubelets' Leases.
+const NodeLeaseNamespace = "kube-node-lease"
+
+// DeviceReconciler derives a Device's status: phase, CheckedIn from its
+// Lease, UpToDate, Ready, and for Node devices the observed facts of the
+// Node. It requeues for the instant a device's check-in goes stale; it never
+// polls the fleet.
+type DeviceReconciler struct {
+	client.Client
+	Clock    clock.PassiveClock
+	Recorder recorder.EventRecorder
+	// DevicesNamespace holds the agents' Leases.
+	DevicesNamespace string
+	// StaleAfter is the CheckedIn threshold.
+	StaleAfter time.Duration
+	// RefreshEvery bounds how often status.lastCheckIn is rewritten.
+	RefreshEvery time.Duration
+}
+
+// +kubebuilder:rbac:groups=itmanager.io,resources=devices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=itmanager.io,resources=devices/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=kube-node-lease,resources=leases,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=itmanager-devices,resources=leases,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile computes one Device's status and writes it when it changed.
+func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	dev := &itmv1.Device{}
+	if err := r.Get(ctx, req.NamespacedName, dev); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	log := ctrl.LoggerFrom(ctx).WithValues("Device", klog.KObj(dev))
+	if dev.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil
+	}
+
+	in := device.Input{Device: dev, Now: r.Clock.Now(), StaleAfter: r.StaleAfter, RefreshEvery: r.RefreshEvery}
+	var err error
+	if in.RenewTime, err = r.renewTime(ctx, dev); err != nil {
+		return ctrl.Result{}, err
+	}
+	if dev.Spec.Class == itmv1.DeviceClassNode {
+		node := &corev1.Node{}
+		switch err := r.Get(ctx, types.NamespacedName{Name: dev.Spec.NodeName}, node); {
+		case err == nil:
+			in.NodeFacts = device.NodeFacts(node)
+		case !apierrors.IsNotFound(err):
+			return ctrl.Result{}, err
+		}
+	}
+	if in.Conflicts, err = r.conflicts(ctx, dev); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	res := device.Evaluate(in)
+	if !equality.Semantic.DeepEqual(dev.Status, res.Status) {
+		base := dev.DeepCopy()
+		dev.Status = res.Status
+		// The optimistic lock keeps a concurrent write (the check-in
+		// service's facts, an upgrade step) from being overwritten.
+		if err := r.Status().Patch(ctx, dev, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, fmt.Errorf("patch status of Device %s: %w", dev.Name, err)
+		}
+		r.recordTransitions(base, dev)
+		log.V(1).Info("Updated device status", "phase", dev.Status.Phase)
+	}
+	return ctrl.Result{RequeueAfter: res.RequeueAfter}, nil
+}
+
+// renewTime is the device's live check-in: its agent Lease, or for a Node
+// device its Node's Lease.
+func (r *DeviceReconciler) renewTime(ctx context.Context, dev *itmv1.Device) (*time.Time, error) {
+	key := types.NamespacedName{Namespace: r.DevicesNamespace, Name: dev.Name}
+	if dev.Spec.Class == itmv1.DeviceClassNode {
+		key = types.NamespacedName{Namespace: NodeLeaseNamespace, Name: dev.Spec.NodeName}
+	} else if dev.Spec.Agent == nil || !dev.Spec.Agent.Enabled {
+		return nil, nil
+	}
+	lease := &coordinationv1.Lease{}
+	if err := r.Get(ctx, key, lease); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	if lease.Spec.RenewTime == nil {
+		return nil, nil
+	}
+	return &lease.Spec.RenewTime.Time, nil
+}
+
+func (r *DeviceReconciler) conflicts(ctx context.Context, dev *itmv1.Device) (map[string][]string, error) {
+	var out map[string][]string
+	for _, addr := range DeviceAddresses(dev) {
+		others := &itmv1.DeviceList{}
+		if err := r.List(ctx, others, client.MatchingFields{IndexDeviceAddress: addr}); err != nil {
+			return nil, err
+		}
+		for _, o := range others.Items {
+			if o.Name == dev.Name {
+				continue
+			}
+			if out == nil {
+				out = map[string][]string{}
+			}
+			out[addr] = append(out[addr], o.Name)
+		}
+		slices.Sort(out[addr])
+	}
+	return out, nil
+}
+
+func (r *DeviceReconciler) recordTransitions(before, after *itmv1.Device) {
+	if r.Recorder == nil {
+		return
+	}
+	for _, t := range []string{itmv1.DeviceConditionCheckedIn, itmv1.DeviceConditionUpToDate, itmv1.ConditionReady} {
+		old := meta.FindStatusCondition(before.Status.Conditions, t)
+		cur := meta.FindStatusCondition(after.Status.Conditions, t)
+		if cur == nil || (old != nil && old.Status == cur.Status && old.Reason == cur.Reason) {
+			continue
+		}
+		kind := corev1.EventTypeNormal
+		if cur.Status != metav1.ConditionTrue {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(after, nil, kind, cur.Reason, t, "%s", cur.Message)
+	}
+	if before.Status.Phase != after.Status.Phase && before.Status.Phase != "" {
+		r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, string(after.Status.Phase), "Phase",
+			"phase changed from %s to %s", before.Status.Phase, after.Status.Phase)
+	}
+}
+
+// SetupWithManager watches Devices, their Leases, Nodes, and Devices that
+// share an address.
+func (r *DeviceReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("device").
+		For(&itmv1.Device{}, builder.WithPredicates(deviceInputsChanged())).
+		Watches(&itmv1.Device{}, handler.EnqueueRequestsFromMapFunc(r.devicesSharingAddresses),
+			builder.WithPredicates(addressesChanged())).
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.leaseToDevices),
+			builder.WithPredicates(r.freshnessChanged())).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToDevices),
+			builder.WithPredicates(nodeFactsChanged())).
+		Complete(r)
+}
+
+// deviceInputsChanged passes what the status depends on (spec, reported
+// facts, upgrade progress, deletion), not the controller's own status writes.
+func deviceInputsChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*itmv1.Device), e.ObjectNew.(*itmv1.Device)
+		return o.Generation != n.Generation || !equality.Semantic.DeepEqual(o.Status.Observed, n.Status.Observed) ||
+			!equality.Semantic.DeepEqual(o.Status.Upgrade, n.Status.Upgrade) || n.DeletionTimestamp != nil
+	}}
+}
+
+func addressesChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return !slices.Equal(DeviceAddresses(e.ObjectOld.(*itmv1.Device)), DeviceAddresses(e.ObjectNew.(*itmv1.Device)))
+	}}
+}
+
+func (r *DeviceReconciler) devicesSharingAddresses(ctx context.Context, o client.Object) []reconcile.Request {
+	var reqs []reconcile.Request
+	for _, addr := range DeviceAddresses(o.(*itmv1.Device)) {
+		list := &itmv1.DeviceList{}
+		if err := r.List(ctx, list, client.MatchingFields{IndexDeviceAddress: addr}); err != nil {
+			continue
+		}
+		for _, d := range list.Items {
+			if d.Name != o.GetName() {
+				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: d.Name}})
+			}
+		}
+	}
+	return reqs
+}
+
+// freshnessChanged passes a Lease renewal only when it changes a freshness
+// verdict: a device that was stale (or never checked in) is fresh again.
+// Renewals of an already fresh device change nothing and cost nothing; the
+// controller is already requeued for the instant the device would go stale.
+func (r *DeviceReconciler) freshnessChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*coordinationv1.Lease), e.ObjectNew.(*coordinationv1.Lease)
+		if n.Spec.RenewTime == nil {
+			return o.Spec.RenewTime != nil
+		}
+		if o.Spec.RenewTime == nil {
+			return true
+		}
+		return !r.Clock.Now().Before(o.Spec.RenewTime.Add(r.StaleAfter)) || n.Spec.RenewTime.Before(o.Spec.RenewTime)
+	}}
+}
+
+func (r *DeviceReconciler) leaseToDevices(ctx context.Context, o client.Object) []reconcile.Request {
+	switch o.GetNamespace() {
+	case r.DevicesNamespace:
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
+	case NodeLeaseNamespace:
+		return r.devicesOfNode(ctx, o.GetName())
+	}
+	return nil
+}
+
+func (r *DeviceReconciler) nodeToDevices(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.devicesOfNode(ctx, o.GetName())
+}
+
+func (r *DeviceReconciler) devicesOfNode(ctx context.Context, node string) []reconcile.Request {
+	list := &itmv1.DeviceList{}
+	if err := r.List(ctx, list, client.MatchingFields{IndexDeviceNodeName: node}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, d := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: d.Name}})
+	}
+	return reqs
+}
+
+// nodeFactsChanged passes Node updates that change a Device's observed facts,
+// not the kubelet's frequent status heartbeats.
+func nodeFactsChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return !equality.Semantic.DeepEqual(device.NodeFacts(e.ObjectOld.(*corev1.Node)), device.NodeFacts(e.ObjectNew.(*corev1.Node)))
+	}}
+}

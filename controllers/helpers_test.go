@@ -1,0 +1,163 @@
+package controllers_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/testenv"
+)
+
+var nameSeq atomic.Int32
+
+func uniqueName(prefix string) string { return fmt.Sprintf("%s-%d", prefix, nameSeq.Add(1)) }
+
+func mustPrefixes(cidrs ...string) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(cidrs))
+	for _, c := range cidrs {
+		out = append(out, netip.MustParsePrefix(c))
+	}
+	return out
+}
+
+// agentDevice creates a laptop with an enrolled agent.
+func agentDevice(mutate func(*itmv1.Device)) *itmv1.Device {
+	GinkgoHelper()
+	d := &itmv1.Device{
+		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("lt")},
+		Spec: itmv1.DeviceSpec{
+			Class: itmv1.DeviceClassLaptop,
+			OS:    &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "24.04"},
+			Agent: &itmv1.AgentSpec{Enabled: true},
+		},
+	}
+	if mutate != nil {
+		mutate(d)
+	}
+	Expect(k8s.Create(ctx, d)).To(Succeed())
+	return d
+}
+
+// enrolment waits for the device's enrolment Secret and returns its data.
+func enrolment(name string) map[string][]byte {
+	GinkgoHelper()
+	secret := &corev1.Secret{}
+	Eventually(func() error {
+		return k8s.Get(ctx, types.NamespacedName{Namespace: testenv.DevicesNamespace, Name: name + "-agent"}, secret)
+	}).Should(Succeed())
+	return secret.Data
+}
+
+// tokenOf waits until the device's token is enrolled end to end: in the
+// Secret and, as its hash, on the Lease.
+func tokenOf(name string) string {
+	GinkgoHelper()
+	var token string
+	Eventually(func(g Gomega) {
+		data := enrolment(name)
+		token = string(data[checkin.SecretKeyToken])
+		g.Expect(token).NotTo(BeEmpty())
+		lease := leaseOf(name)
+		g.Expect(lease).NotTo(BeNil())
+		g.Expect(lease.Annotations[checkin.AnnotationTokenHash]).To(Equal(checkin.HashToken(token)))
+		cached := &coordinationv1.Lease{}
+		g.Expect(managerCache.Get(ctx, client.ObjectKeyFromObject(lease), cached)).To(Succeed())
+		g.Expect(cached.Annotations[checkin.AnnotationTokenHash]).To(Equal(checkin.HashToken(token)))
+	}).Should(Succeed())
+	return token
+}
+
+// updateDevice changes a Device's spec or metadata, retrying when the
+// controller's status writes got there first.
+func updateDevice(name string, mutate func(*itmv1.Device)) {
+	GinkgoHelper()
+	Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d := &itmv1.Device{}
+		if err := k8s.Get(ctx, types.NamespacedName{Name: name}, d); err != nil {
+			return err
+		}
+		mutate(d)
+		return k8s.Update(ctx, d)
+	})).To(Succeed())
+}
+
+type checkInResult struct {
+	code int
+	body map[string]any
+}
+
+func (r checkInResult) String() string { return fmt.Sprintf("%d %v", r.code, r.body) }
+
+func postRaw(name, token, contentType string, body []byte) checkInResult {
+	GinkgoHelper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, checkinURL+checkin.PathPrefix+name+"/checkin", bytes.NewReader(body))
+	Expect(err).NotTo(HaveOccurred())
+	req.Header.Set("Content-Type", contentType)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := httpClient.Do(req)
+	Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	Expect(err).NotTo(HaveOccurred())
+	out := checkInResult{code: resp.StatusCode}
+	Expect(json.Unmarshal(data, &out.body)).To(Succeed(), string(data))
+	return out
+}
+
+func post(name, token string, req checkin.Request) checkInResult {
+	GinkgoHelper()
+	body, err := json.Marshal(req)
+	Expect(err).NotTo(HaveOccurred())
+	return postRaw(name, token, "application/json", body)
+}
+
+func facts(addrs ...string) checkin.Facts {
+	return checkin.Facts{OSVersion: "24.04", Hostname: "jdoe-laptop", Addresses: addrs, DiskEncrypted: ptr.To(true), AgentVersion: "v0.1.0"}
+}
+
+func getDevice(name string) *itmv1.Device {
+	GinkgoHelper()
+	d := &itmv1.Device{}
+	Expect(k8s.Get(ctx, types.NamespacedName{Name: name}, d)).To(Succeed())
+	return d
+}
+
+func conditionOf(name, condType string) func() metav1.ConditionStatus {
+	return func() metav1.ConditionStatus {
+		d := &itmv1.Device{}
+		if err := k8s.Get(ctx, types.NamespacedName{Name: name}, d); err != nil {
+			return ""
+		}
+		if c := meta.FindStatusCondition(d.Status.Conditions, condType); c != nil {
+			return c.Status
+		}
+		return ""
+	}
+}
+
+func leaseOf(name string) *coordinationv1.Lease {
+	lease := &coordinationv1.Lease{}
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: testenv.DevicesNamespace, Name: name}, lease); err != nil {
+		return nil
+	}
+	return lease
+}

@@ -1,0 +1,146 @@
+package controllers_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/itmanager-io/itmanager/controllers"
+	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/testenv"
+)
+
+// The suite runs the manager's controllers and the check-in service
+// in-process, authenticated as the manager's ServiceAccount with exactly the
+// generated RBAC, against a real API server and kube-controller-manager
+// (for garbage collection).
+
+const (
+	// staleAfter is short so freshness transitions happen within a test.
+	staleAfter = 3 * time.Second
+	agentCIDR  = "10.0.0.0/8"
+)
+
+var (
+	env        *testenv.Environment
+	k8s        client.Client // admin
+	ctx        context.Context
+	cancel     context.CancelFunc
+	checkinURL string
+	httpClient *http.Client
+	// managerCache is what the check-in service reads; tests wait on it
+	// where they act faster than any agent could.
+	managerCache client.Reader
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Controllers")
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+var _ = BeforeSuite(func() {
+	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ctx, cancel = context.WithCancel(context.Background())
+
+	var err error
+	env, err = testenv.Start(testenv.Options{ControllerManager: true})
+	Expect(err).NotTo(HaveOccurred())
+	k8s, err = client.New(env.Config, client.Options{Scheme: testenv.Scheme})
+	Expect(err).NotTo(HaveOccurred())
+	managerCfg, err := env.ManagerConfig(ctx)
+	Expect(err).NotTo(HaveOccurred())
+
+	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
+		Scheme:  testenv.Scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{testenv.DevicesNamespace: {}, controllers.NodeLeaseNamespace: {}}},
+			&corev1.Secret{}:        {Namespaces: map[string]cache.Config{testenv.DevicesNamespace: {}}},
+		}},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
+	managerCache = mgr.GetCache()
+
+	clk := clock.RealClock{}
+	port := freePort()
+	checkinURL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	certSecret := types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: "itmanager-checkin-tls"}
+	Expect(mgr.Add(&checkin.Rotator{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Secret: certSecret,
+		Hosts: []string{"127.0.0.1"}, Clock: clk, Log: ctrl.Log.WithName("rotator"), Every: time.Hour})).To(Succeed())
+	certs := &checkin.CertLoader{Reader: mgr.GetAPIReader(), Secret: certSecret, Clock: clk, Refresh: time.Minute}
+
+	Expect((&controllers.DeviceReconciler{
+		Client: mgr.GetClient(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-device"),
+		DevicesNamespace: testenv.DevicesNamespace, StaleAfter: staleAfter, RefreshEvery: 5 * time.Minute,
+	}).SetupWithManager(mgr)).To(Succeed())
+	Expect((&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)).To(Succeed())
+	Expect((&controllers.EnrolmentReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("itmanager-enrolment"),
+		DevicesNamespace: testenv.DevicesNamespace, URL: checkinURL, CA: certs.CA,
+	}).SetupWithManager(mgr)).To(Succeed())
+	server := &checkin.Server{
+		Reader: mgr.GetCache(), Writer: mgr.GetClient(), Clock: clk, DevicesNamespace: testenv.DevicesNamespace,
+		StaleAfter: staleAfter, Interval: time.Second, AddressCIDRs: mustPrefixes(agentCIDR, "fd00::/8"),
+		Log: ctrl.Log.WithName("checkin"),
+	}
+	Expect(mgr.Add(&checkin.Listener{Addr: fmt.Sprintf("127.0.0.1:%d", port), Handler: server.Handler(),
+		GetCertificate: certs.GetCertificate, Log: ctrl.Log.WithName("checkin")})).To(Succeed())
+
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+
+	// Agents trust the CA from the certificate Secret, as their enrolment
+	// Secret hands it to them.
+	var ca []byte
+	Eventually(func() error {
+		var err error
+		ca, err = certs.CA(ctx)
+		return err
+	}).WithTimeout(30 * time.Second).Should(Succeed())
+	pool := x509.NewCertPool()
+	Expect(pool.AppendCertsFromPEM(ca)).To(BeTrue())
+	httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	Eventually(func() error {
+		resp, err := httpClient.Get(checkinURL + "/healthz")
+		if err != nil {
+			return err
+		}
+		return resp.Body.Close()
+	}).WithTimeout(30 * time.Second).Should(Succeed())
+})
+
+var _ = AfterSuite(func() {
+	if cancel != nil {
+		cancel()
+	}
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+})

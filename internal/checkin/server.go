@@ -1,0 +1,404 @@
+package checkin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"mime"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
+
+// FieldManager is the server-side apply field manager of observed facts.
+const FieldManager = "itmanager-checkin"
+
+var checkIns = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "itmanager_checkins_total",
+	Help: "Agent check-ins by HTTP status code.",
+}, []string{"code"})
+
+func init() { ctrlmetrics.Registry.MustRegister(checkIns) }
+
+// Server serves agent check-ins. Reader is the manager's cache (Devices and
+// the Leases of DevicesNamespace); Writer writes to the API server.
+type Server struct {
+	Reader           client.Reader
+	Writer           client.Client
+	Clock            clock.PassiveClock
+	DevicesNamespace string
+	// StaleAfter is the CheckedIn threshold; it is written to each Lease as
+	// its duration.
+	StaleAfter time.Duration
+	// Interval is how often agents are asked to check in.
+	Interval time.Duration
+	// AddressCIDRs are the ranges reported addresses must fall in; empty
+	// allows any.
+	AddressCIDRs []netip.Prefix
+	Log          logr.Logger
+}
+
+// httpError is a refusal with its status code.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func fail(code int, format string, args ...any) *httpError {
+	return &httpError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// errUnauthorized is the one answer for an unknown device, a device without
+// an enrolled agent and a wrong token, so none can be told from another.
+var errUnauthorized = fail(http.StatusUnauthorized, "invalid device token")
+
+// Handler returns the HTTP handler of the service.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+PathPrefix+"{name}/checkin", s.serveCheckIn)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	return mux
+}
+
+func (s *Server) serveCheckIn(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	resp, err := s.checkIn(r.Context(), name, w, r)
+	if err != nil {
+		var he *httpError
+		if !errors.As(err, &he) {
+			s.Log.Error(err, "Check-in failed", "device", name)
+			he = fail(http.StatusServiceUnavailable, "check-in could not be recorded; retry later")
+		}
+		checkIns.WithLabelValues(strconv.Itoa(he.code)).Inc()
+		writeJSON(w, he.code, Error{Error: he.msg})
+		return
+	}
+	checkIns.WithLabelValues("200").Inc()
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) checkIn(ctx context.Context, name string, w http.ResponseWriter, r *http.Request) (*Response, error) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return nil, fail(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		return nil, errUnauthorized
+	}
+	req, err := decode(w, r)
+	if err != nil {
+		return nil, err
+	}
+	dev, lease, err := s.authenticate(ctx, name, token)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate(req); err != nil {
+		return nil, err
+	}
+	if last := lastSequence(lease); req.Sequence <= last {
+		return nil, fail(http.StatusConflict, "stale check-in: sequence %d is not newer than the last accepted %d", req.Sequence, last)
+	}
+	upgradePatch, err := s.upgradeTransition(dev, req.Upgrade)
+	if err != nil {
+		return nil, err
+	}
+
+	now := s.Clock.Now()
+	observed, warnings := s.observed(req.Facts)
+	if !equality.Semantic.DeepEqual(dev.Status.Observed, observed) {
+		if err := s.applyObserved(ctx, dev, observed); err != nil {
+			return nil, fmt.Errorf("record facts of device %s: %w", name, err)
+		}
+	}
+	if upgradePatch != nil {
+		if err := s.patchUpgrade(ctx, dev, upgradePatch(now)); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.renew(ctx, lease, name, req.Sequence, now); err != nil {
+		return nil, err
+	}
+
+	resp := &Response{NextCheckInSeconds: int(s.Interval / time.Second), Warnings: warnings}
+	if u := dev.Status.Upgrade; u != nil && (u.State == itmv1.UpgradeStateAuthorized || u.State == itmv1.UpgradeStateInProgress) {
+		state := u.State
+		if req.Upgrade != nil {
+			state = req.Upgrade.State
+		}
+		if state == itmv1.UpgradeStateAuthorized || state == itmv1.UpgradeStateInProgress {
+			resp.Upgrade = &UpgradeAuthorization{State: state, TargetVersion: u.TargetVersion, Window: u.Window}
+		}
+	}
+	return resp, nil
+}
+
+func decode(w http.ResponseWriter, r *http.Request) (*Request, error) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	req := &Request{}
+	if err := dec.Decode(req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, fail(http.StatusRequestEntityTooLarge, "check-in body exceeds %d bytes", MaxBodyBytes)
+		}
+		return nil, fail(http.StatusBadRequest, "malformed check-in: %v", err)
+	}
+	if dec.More() {
+		return nil, fail(http.StatusBadRequest, "malformed check-in: data after the JSON object")
+	}
+	return req, nil
+}
+
+func (s *Server) authenticate(ctx context.Context, name, token string) (*itmv1.Device, *coordinationv1.Lease, error) {
+	dev := &itmv1.Device{}
+	lease := &coordinationv1.Lease{}
+	devErr := s.Reader.Get(ctx, types.NamespacedName{Name: name}, dev)
+	leaseErr := s.Reader.Get(ctx, types.NamespacedName{Namespace: s.DevicesNamespace, Name: name}, lease)
+	for _, err := range []error{devErr, leaseErr} {
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, nil, err
+		}
+	}
+	// Compare even when the device is unknown, so the answer takes as long.
+	match := tokenMatches(token, lease.Annotations[AnnotationTokenHash])
+	if devErr != nil || leaseErr != nil || !match || dev.DeletionTimestamp != nil ||
+		dev.Spec.Agent == nil || !dev.Spec.Agent.Enabled || !ownedBy(lease, dev) {
+		return nil, nil, errUnauthorized
+	}
+	return dev, lease, nil
+}
+
+// ownedBy guards against a Lease left over from an earlier Device of the
+// same name: its token belongs to that Device, not this one.
+func ownedBy(lease *coordinationv1.Lease, dev *itmv1.Device) bool {
+	for _, ref := range lease.OwnerReferences {
+		if ref.UID == dev.UID {
+			return true
+		}
+	}
+	return false
+}
+
+func lastSequence(lease *coordinationv1.Lease) uint64 {
+	n, _ := strconv.ParseUint(lease.Annotations[AnnotationSequence], 10, 64)
+	return n
+}
+
+func validate(req *Request) error {
+	f := req.Facts
+	for _, c := range []struct {
+		field, value string
+		max          int
+	}{
+		{"facts.osVersion", f.OSVersion, 128},
+		{"facts.hostname", f.Hostname, 253},
+		{"facts.agentVersion", f.AgentVersion, 64},
+	} {
+		if len(c.value) > c.max {
+			return fail(http.StatusBadRequest, "%s: must be at most %d characters", c.field, c.max)
+		}
+	}
+	if len(f.Addresses) > 8 {
+		return fail(http.StatusBadRequest, "facts.addresses: at most 8 addresses, got %d", len(f.Addresses))
+	}
+	for i, a := range f.Addresses {
+		if ip, err := netip.ParseAddr(a); err != nil || ip.Zone() != "" {
+			return fail(http.StatusBadRequest, "facts.addresses[%d]: %q is not an IP address", i, a)
+		}
+	}
+	if len(f.Attributes) > 32 {
+		return fail(http.StatusBadRequest, "facts.attributes: at most 32 attributes, got %d", len(f.Attributes))
+	}
+	for k, v := range f.Attributes {
+		if k == "" || len(k) > 63 || len(v) > 256 {
+			return fail(http.StatusBadRequest, "facts.attributes[%q]: keys are 1-63 and values at most 256 characters", k)
+		}
+	}
+	if u := req.Upgrade; u != nil {
+		if len(u.Message) > 1024 {
+			return fail(http.StatusBadRequest, "upgrade.message: must be at most 1024 characters")
+		}
+		if len(u.TargetVersion) > 128 {
+			return fail(http.StatusBadRequest, "upgrade.targetVersion: must be at most 128 characters")
+		}
+	}
+	return nil
+}
+
+// observed turns reported facts into status.observed, keeping only addresses
+// inside AddressCIDRs and saying which were dropped.
+func (s *Server) observed(f Facts) (*itmv1.ObservedFacts, []string) {
+	o := &itmv1.ObservedFacts{
+		OSVersion: f.OSVersion, Hostname: f.Hostname, DiskEncrypted: f.DiskEncrypted,
+		AgentVersion: f.AgentVersion, Attributes: f.Attributes,
+	}
+	if len(o.Attributes) == 0 {
+		o.Attributes = nil
+	}
+	var warnings []string
+	for _, a := range f.Addresses {
+		ip := netip.MustParseAddr(a).Unmap() // validated
+		if !s.allowed(ip) {
+			warnings = append(warnings, fmt.Sprintf("address %s is outside the allowed ranges and was not recorded", a))
+			continue
+		}
+		if !slices.Contains(o.Addresses, ip.String()) {
+			o.Addresses = append(o.Addresses, ip.String())
+		}
+	}
+	slices.Sort(o.Addresses)
+	return o, warnings
+}
+
+func (s *Server) allowed(ip netip.Addr) bool {
+	if len(s.AddressCIDRs) == 0 {
+		return true
+	}
+	for _, p := range s.AddressCIDRs {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// applyObserved writes status.observed with server-side apply, so the
+// check-in service owns exactly those fields and removes facts no longer
+// reported.
+func (s *Server) applyObserved(ctx context.Context, dev *itmv1.Device, observed *itmv1.ObservedFacts) error {
+	raw, err := json.Marshal(observed)
+	if err != nil {
+		return err
+	}
+	var obs map[string]any
+	if err := json.Unmarshal(raw, &obs); err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": itmv1.GroupVersion.String(),
+		"kind":       "Device",
+		"metadata":   map[string]any{"name": dev.Name, "uid": string(dev.UID)},
+		"status":     map[string]any{"observed": obs},
+	}}
+	return s.Writer.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
+}
+
+type jsonPatchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value,omitempty"`
+}
+
+// upgradeTransition checks that a reported upgrade step is one the operator
+// authorized and returns the patch that records it (nil when there is
+// nothing to record).
+func (s *Server) upgradeTransition(dev *itmv1.Device, report *UpgradeReport) (func(time.Time) []jsonPatchOp, error) {
+	if report == nil {
+		return nil, nil
+	}
+	cur := dev.Status.Upgrade
+	if cur == nil {
+		return nil, fail(http.StatusForbidden, "no upgrade is authorized for device %s", dev.Name)
+	}
+	if report.TargetVersion != cur.TargetVersion {
+		return nil, fail(http.StatusForbidden, "upgrade to %q is not authorized; the authorized target is %q", report.TargetVersion, cur.TargetVersion)
+	}
+	if report.State == cur.State {
+		return nil, nil // a repeat of the last report, for example after a lost answer
+	}
+	allowed := map[itmv1.UpgradeState][]itmv1.UpgradeState{
+		itmv1.UpgradeStateAuthorized: {itmv1.UpgradeStateInProgress},
+		itmv1.UpgradeStateInProgress: {itmv1.UpgradeStateSucceeded, itmv1.UpgradeStateFailed},
+	}
+	if !slices.Contains(allowed[cur.State], report.State) {
+		return nil, fail(http.StatusForbidden, "upgrade transition %s -> %s is not allowed", cur.State, report.State)
+	}
+	from := cur.State
+	return func(now time.Time) []jsonPatchOp {
+		ts := metav1.NewTime(now).UTC().Format(time.RFC3339)
+		ops := []jsonPatchOp{
+			// The test makes the write a compare-and-swap: a concurrent
+			// change of the state by the operator wins.
+			{Op: "test", Path: "/status/upgrade/state", Value: from},
+			{Op: "replace", Path: "/status/upgrade/state", Value: report.State},
+			{Op: "add", Path: "/status/upgrade/message", Value: report.Message},
+		}
+		if report.State == itmv1.UpgradeStateInProgress {
+			ops = append(ops, jsonPatchOp{Op: "add", Path: "/status/upgrade/startedAt", Value: ts})
+		} else {
+			ops = append(ops, jsonPatchOp{Op: "add", Path: "/status/upgrade/finishedAt", Value: ts})
+		}
+		return ops
+	}, nil
+}
+
+func (s *Server) patchUpgrade(ctx context.Context, dev *itmv1.Device, ops []jsonPatchOp) error {
+	data, err := json.Marshal(ops)
+	if err != nil {
+		return err
+	}
+	err = s.Writer.Status().Patch(ctx, dev, client.RawPatch(types.JSONPatchType, data))
+	if apierrors.IsInvalid(err) || apierrors.IsConflict(err) || isTestFailed(err) {
+		return fail(http.StatusConflict, "the upgrade of device %s changed meanwhile; check in again", dev.Name)
+	}
+	return err
+}
+
+func isTestFailed(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "testing value")
+}
+
+// renew renews the Lease with the server's clock and records the sequence,
+// as one write guarded by the Lease's resourceVersion: of two concurrent
+// check-ins one wins and the other is told to retry.
+func (s *Server) renew(ctx context.Context, lease *coordinationv1.Lease, name string, seq uint64, now time.Time) error {
+	base := lease.DeepCopy()
+	renew := metav1.NewMicroTime(now)
+	lease.Spec.RenewTime = &renew
+	lease.Spec.HolderIdentity = &name
+	secs := min(s.StaleAfter/time.Second, math.MaxInt32)
+	lease.Spec.LeaseDurationSeconds = ptr.To(int32(secs)) //nolint:gosec // bounded above
+
+	if lease.Annotations == nil {
+		lease.Annotations = map[string]string{}
+	}
+	lease.Annotations[AnnotationSequence] = strconv.FormatUint(seq, 10)
+	err := s.Writer.Patch(ctx, lease, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+	if apierrors.IsConflict(err) {
+		return fail(http.StatusConflict, "a concurrent check-in of device %s won; check in again", name)
+	}
+	if err != nil {
+		return fmt.Errorf("renew the Lease of device %s: %w", name, err)
+	}
+	return nil
+}

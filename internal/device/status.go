@@ -1,0 +1,231 @@
+// Package device decides a Device's derived status: phase, freshness of its
+// check-ins, whether it runs its target version, and when to look again. It
+// is pure: the clock is an input.
+package device
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
+
+// MaxClockSkew is how far in the future a Lease renew time may lie and still
+// count: replicas of the check-in service renew Leases with their own clocks.
+// A renew time further ahead is ignored, so nobody can keep a device fresh by
+// writing a time to come.
+const MaxClockSkew = 5 * time.Second
+
+// Condition reasons specific to Device readiness.
+const (
+	ReasonAddressConflict  = "AddressConflict"
+	ReasonAwaitingCheckIn  = "AwaitingCheckIn"
+	ReasonDeviceRetired    = "Retired"
+	ReasonDeviceLost       = "Lost"
+	ReasonNoCheckInNeeded  = "NoCheckInExpected"
+	ReasonDeviceCheckedIn  = "CheckedIn"
+	ReasonAgentNotEnrolled = "AgentNotEnrolled"
+)
+
+// Input is everything the status of one Device depends on.
+type Input struct {
+	Device *itmv1.Device
+	// RenewTime is the live check-in: the renew time of the device's Lease
+	// (its agent Lease, or its Node's Lease in kube-node-lease); nil when it
+	// never checked in.
+	RenewTime *time.Time
+	// NodeFacts replaces status.observed for Node devices; nil for others,
+	// whose facts the check-in service writes.
+	NodeFacts *itmv1.ObservedFacts
+	// Conflicts are the device's addresses that other Devices claim too,
+	// each mapped to the sorted names of those Devices.
+	Conflicts map[string][]string
+	Now       time.Time
+	// StaleAfter is the CheckedIn threshold.
+	StaleAfter time.Duration
+	// RefreshEvery bounds how often status.lastCheckIn is rewritten while
+	// CheckedIn does not change.
+	RefreshEvery time.Duration
+}
+
+// Result is the status a Device should have and when to evaluate it again.
+type Result struct {
+	Status itmv1.DeviceStatus
+	// RequeueAfter is when CheckedIn will turn False if no check-in comes
+	// (zero when nothing is scheduled).
+	RequeueAfter time.Duration
+}
+
+// ExpectsCheckIns reports whether the device is supposed to check in: it runs
+// an agent, or it is a Node (whose kubelet renews its Lease).
+func ExpectsCheckIns(d *itmv1.Device) bool {
+	return d.Spec.Class == itmv1.DeviceClassNode || (d.Spec.Agent != nil && d.Spec.Agent.Enabled)
+}
+
+// Phase derives the phase from the spec.
+func Phase(d *itmv1.Device) itmv1.DevicePhase {
+	switch {
+	case d.Spec.Lifecycle == itmv1.DeviceLifecycleRetired:
+		return itmv1.DevicePhaseRetired
+	case d.Spec.Lifecycle == itmv1.DeviceLifecycleLost:
+		return itmv1.DevicePhaseLost
+	case d.Spec.Assignee != "":
+		return itmv1.DevicePhaseAssigned
+	default:
+		return itmv1.DevicePhaseAvailable
+	}
+}
+
+// Evaluate computes the status of in.Device. Conditions keep their
+// lastTransitionTime unless their status changes.
+func Evaluate(in Input) Result {
+	d := in.Device
+	st := *d.Status.DeepCopy()
+	st.ObservedGeneration = d.Generation
+	st.Phase = Phase(d)
+	if in.NodeFacts != nil {
+		st.Observed = in.NodeFacts.DeepCopy()
+	}
+	now := metav1.NewTime(in.Now)
+	set := func(c metav1.Condition) {
+		c.ObservedGeneration = d.Generation
+		c.LastTransitionTime = now
+		meta.SetStatusCondition(&st.Conditions, c)
+	}
+
+	// The effective check-in: the Lease, unless it claims a time to come.
+	var checkIn *time.Time
+	if in.RenewTime != nil && !in.RenewTime.After(in.Now.Add(MaxClockSkew)) {
+		checkIn = in.RenewTime
+	} else if st.LastCheckIn != nil {
+		checkIn = &st.LastCheckIn.Time
+	}
+
+	var res Result
+	wasFresh := meta.IsStatusConditionTrue(d.Status.Conditions, itmv1.DeviceConditionCheckedIn)
+	fresh := checkIn != nil && in.Now.Before(checkIn.Add(in.StaleAfter))
+	switch {
+	case checkIn == nil:
+		set(metav1.Condition{Type: itmv1.DeviceConditionCheckedIn, Status: metav1.ConditionFalse,
+			Reason: itmv1.ReasonNeverCheckedIn, Message: "no check-in has been received"})
+	case fresh:
+		set(metav1.Condition{Type: itmv1.DeviceConditionCheckedIn, Status: metav1.ConditionTrue,
+			Reason: itmv1.ReasonCheckInFresh, Message: fmt.Sprintf("checked in within %s", in.StaleAfter)})
+		res.RequeueAfter = checkIn.Add(in.StaleAfter).Sub(in.Now)
+	default:
+		set(metav1.Condition{Type: itmv1.DeviceConditionCheckedIn, Status: metav1.ConditionFalse,
+			Reason:  itmv1.ReasonCheckInStale,
+			Message: fmt.Sprintf("last check-in %s is older than %s", checkIn.UTC().Format(time.RFC3339), in.StaleAfter)})
+	}
+	if checkIn != nil {
+		due := st.LastCheckIn == nil || fresh != wasFresh || checkIn.Sub(st.LastCheckIn.Time) >= in.RefreshEvery
+		if due && (st.LastCheckIn == nil || !st.LastCheckIn.Time.Equal(*checkIn)) {
+			t := metav1.NewTime(*checkIn)
+			st.LastCheckIn = &t
+		}
+	}
+
+	set(upToDate(d, st.Observed))
+	set(ready(d, fresh, in.Conflicts))
+	res.Status = st
+	return res
+}
+
+func upToDate(d *itmv1.Device, observed *itmv1.ObservedFacts) metav1.Condition {
+	c := metav1.Condition{Type: itmv1.DeviceConditionUpToDate}
+	target := ""
+	if d.Spec.OS != nil {
+		target = d.Spec.OS.TargetVersion
+	}
+	actual := ""
+	if observed != nil {
+		actual = observed.OSVersion
+	}
+	switch {
+	case target == "":
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, itmv1.ReasonNoTargetVersion, "no target version is set"
+	case actual == "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, itmv1.ReasonVersionUnknown,
+			fmt.Sprintf("observed OS version is unknown; target is %s", target)
+	case actual == target:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, itmv1.ReasonVersionMatches, "runs target version "+target
+	default:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, itmv1.ReasonVersionDiffers,
+			fmt.Sprintf("runs %s; target is %s", actual, target)
+	}
+	return c
+}
+
+func ready(d *itmv1.Device, fresh bool, conflicts map[string][]string) metav1.Condition {
+	c := metav1.Condition{Type: itmv1.ConditionReady, Status: metav1.ConditionTrue}
+	switch {
+	case len(conflicts) > 0:
+		addrs := make([]string, 0, len(conflicts))
+		for a := range conflicts {
+			addrs = append(addrs, a)
+		}
+		slices.Sort(addrs)
+		parts := make([]string, 0, len(addrs))
+		for _, a := range addrs {
+			parts = append(parts, fmt.Sprintf("%s (also claimed by %s)", a, strings.Join(conflicts[a], ", ")))
+		}
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonAddressConflict
+		c.Message = "addresses claimed by more than one Device are denied for all of them: " + strings.Join(parts, "; ")
+	case d.Spec.Lifecycle == itmv1.DeviceLifecycleRetired:
+		c.Reason, c.Message = ReasonDeviceRetired, "the device is retired; it gets no access and is never assigned"
+	case d.Spec.Lifecycle == itmv1.DeviceLifecycleLost:
+		c.Reason, c.Message = ReasonDeviceLost, "the device is lost; it gets no access and is never assigned"
+	case !ExpectsCheckIns(d):
+		c.Reason, c.Message = ReasonNoCheckInNeeded, "the device has no agent; its static addresses are used"
+	case fresh:
+		c.Reason, c.Message = ReasonDeviceCheckedIn, "the device checks in"
+	default:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, ReasonAwaitingCheckIn, "the device has not checked in recently"
+	}
+	return c
+}
+
+// NodeFacts are the observed facts of the Device that mirrors node: its
+// addresses, its hostname, and its OS version from the label
+// itmanager.io/os-version, else nodeInfo.osImage.
+func NodeFacts(node *corev1.Node) *itmv1.ObservedFacts {
+	f := &itmv1.ObservedFacts{OSVersion: node.Status.NodeInfo.OSImage, AgentVersion: node.Status.NodeInfo.KubeletVersion}
+	if v := node.Labels[itmv1.LabelOSVersion]; v != "" {
+		f.OSVersion = v
+	}
+	f.OSVersion, f.AgentVersion = truncate(f.OSVersion, 128), truncate(f.AgentVersion, 64)
+	seen := map[string]bool{}
+	for _, a := range node.Status.Addresses {
+		switch a.Type {
+		case corev1.NodeHostName:
+			if f.Hostname == "" {
+				f.Hostname = a.Address
+			}
+		case corev1.NodeInternalIP, corev1.NodeExternalIP:
+			ip, err := netip.ParseAddr(a.Address)
+			if err != nil || ip.Zone() != "" {
+				continue
+			}
+			if !seen[a.Address] && len(f.Addresses) < 8 {
+				seen[a.Address] = true
+				f.Addresses = append(f.Addresses, a.Address)
+			}
+		}
+	}
+	slices.Sort(f.Addresses)
+	return f
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

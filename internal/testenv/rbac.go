@@ -1,0 +1,128 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Names of the manager's identity, as config/default and make dev create it.
+const (
+	OperatorNamespace     = "itmanager-system"
+	DevicesNamespace      = "itmanager-devices"
+	ManagerServiceAccount = "itmanager-controller-manager"
+)
+
+// ReadObjects decodes every object of a multi-document YAML file.
+func ReadObjects(path string) ([]*unstructured.Unstructured, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dec := yaml.NewYAMLOrJSONDecoder(f, 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
+
+// ManagerConfig creates the operator and devices namespaces, the manager's
+// ServiceAccount, and exactly the ClusterRole and Roles that controller-gen
+// generated from the RBAC markers (config/rbac/role.yaml), each bound to that
+// ServiceAccount, and returns a rest.Config that authenticates as it with a
+// bound token. A manager run with it has the permissions the chart grants,
+// so a missing RBAC marker fails tests and make dev.
+func (e *Environment) ManagerConfig(ctx context.Context) (*rest.Config, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	admin, err := client.New(e.Config, client.Options{Scheme: Scheme})
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{OperatorNamespace, DevicesNamespace} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if err := admin.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create namespace %s: %w", name, err)
+		}
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: OperatorNamespace, Name: ManagerServiceAccount}}
+	if err := admin.Create(ctx, sa); err != nil {
+		return nil, fmt.Errorf("create ServiceAccount: %w", err)
+	}
+	subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: OperatorNamespace, Name: ManagerServiceAccount}
+	roles, err := ReadObjects(filepath.Join(root, "config", "rbac", "role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	for _, role := range roles {
+		name := "itmanager-" + role.GetName()
+		role.SetName(name)
+		var binding client.Object
+		switch role.GetKind() {
+		case "ClusterRole":
+			binding = &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+				Subjects:   []rbacv1.Subject{subject},
+			}
+		case "Role":
+			binding = &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Namespace: role.GetNamespace(), Name: name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+				Subjects:   []rbacv1.Subject{subject},
+			}
+		default:
+			return nil, fmt.Errorf("config/rbac/role.yaml: unexpected %s", role.GetKind())
+		}
+		for _, obj := range []client.Object{role, binding} {
+			if err := admin.Create(ctx, obj); err != nil {
+				return nil, fmt.Errorf("create %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), err)
+			}
+		}
+	}
+	cs, err := kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		return nil, err
+	}
+	// A bound token, as the kubelet would project into the manager's Pod.
+	tr, err := cs.CoreV1().ServiceAccounts(OperatorNamespace).CreateToken(ctx, ManagerServiceAccount, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](7 * 24 * 3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("request a token for the manager: %w", err)
+	}
+	return &rest.Config{
+		Host:            e.Config.Host,
+		TLSClientConfig: rest.TLSClientConfig{CAData: e.Config.CAData},
+		BearerToken:     tr.Status.Token,
+		QPS:             e.Config.QPS,
+		Burst:           e.Config.Burst,
+	}, nil
+}
