@@ -23,7 +23,7 @@ var _ = Describe("Agent enrolment", func() {
 		d := agentDevice(nil)
 		token := tokenOf(d.Name)
 		data := enrolment(d.Name)
-		Expect(string(data[checkin.SecretKeyURL])).To(Equal(checkinURL))
+		Expect(string(data[checkin.SecretKeyURL])).To(Equal(checkinURL + "/v1/devices/" + d.Name + "/checkin"))
 		Expect(string(data[checkin.SecretKeyCA])).To(ContainSubstring("BEGIN CERTIFICATE"))
 		Expect(token).To(HaveLen(43), "256 random bits, base64url")
 

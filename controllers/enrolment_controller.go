@@ -46,7 +46,8 @@ type EnrolmentReconciler struct {
 	APIReader        client.Reader
 	Recorder         recorder.EventRecorder
 	DevicesNamespace string
-	// URL is the check-in service's address as agents reach it.
+	// URL is the check-in service's base URL as agents reach it; each
+	// enrolment Secret holds its device's endpoint under it.
 	URL string
 	// CA returns the PEM CA bundle agents verify the service with (nil: the
 	// system roots).
@@ -116,13 +117,13 @@ func (r *EnrolmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		log.Info("Enrolled agent", "secret", klog.KRef(r.DevicesNamespace, secretName(dev.Name)))
 		return ctrl.Result{}, nil
 	}
-	if secret.Annotations[annotationURL] != r.URL || secret.Annotations[annotationCAHash] != caHash(ca) {
+	if secret.Annotations[annotationURL] != r.endpoint(dev.Name) || secret.Annotations[annotationCAHash] != caHash(ca) {
 		// The service moved or its CA rotated: update url and ca.crt, and
 		// leave the token alone (it is never read back).
 		patch := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: r.DevicesNamespace, Name: secretName(dev.Name),
-				Annotations: map[string]string{annotationURL: r.URL, annotationCAHash: caHash(ca)}},
-			Data: map[string][]byte{checkin.SecretKeyURL: []byte(r.URL), checkin.SecretKeyCA: ca},
+				Annotations: map[string]string{annotationURL: r.endpoint(dev.Name), annotationCAHash: caHash(ca)}},
+			Data: map[string][]byte{checkin.SecretKeyURL: []byte(r.endpoint(dev.Name)), checkin.SecretKeyCA: ca},
 		}
 		if err := r.Patch(ctx, patch, client.Merge); err != nil {
 			return ctrl.Result{}, fmt.Errorf("update enrolment Secret of Device %s: %w", dev.Name, err)
@@ -133,6 +134,12 @@ func (r *EnrolmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 }
 
 func secretName(device string) string { return device + "-agent" }
+
+// endpoint is the device's check-in URL, so the enrolment Secret alone
+// configures an agent.
+func (r *EnrolmentReconciler) endpoint(device string) string {
+	return checkin.Endpoint(r.URL, device)
+}
 
 // enrolmentState reads the device's Lease and (the metadata of) its Secret;
 // either is nil when absent.
@@ -200,13 +207,13 @@ func (r *EnrolmentReconciler) enrol(ctx context.Context, dev *itmv1.Device, leas
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: r.DevicesNamespace, Name: secretName(dev.Name), Labels: labels, ResourceVersion: secretVersion,
 			Annotations: map[string]string{
-				checkin.AnnotationTokenHash: hash, annotationURL: r.URL, annotationCAHash: caHash(ca),
+				checkin.AnnotationTokenHash: hash, annotationURL: r.endpoint(dev.Name), annotationCAHash: caHash(ca),
 			},
 			OwnerReferences: []metav1.OwnerReference{ownerRef(dev)},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{
-			checkin.SecretKeyURL: []byte(r.URL), checkin.SecretKeyToken: []byte(token), checkin.SecretKeyCA: ca,
+			checkin.SecretKeyURL: []byte(r.endpoint(dev.Name)), checkin.SecretKeyToken: []byte(token), checkin.SecretKeyCA: ca,
 		},
 	}
 	if secretVersion != "" {

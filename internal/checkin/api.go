@@ -3,7 +3,11 @@
 // server's clock, report facts, and learn of upgrades the operator authorized.
 package checkin
 
-import itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+import (
+	"strings"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
 
 // Wire protocol, version 1.
 //
@@ -22,7 +26,14 @@ const (
 	MaxBodyBytes = 16 << 10
 )
 
-// Enrolment Secret keys, written for the agent.
+// Endpoint is the check-in URL of a device under the service's base URL.
+func Endpoint(base, device string) string {
+	return strings.TrimSuffix(base, "/") + PathPrefix + device + "/checkin"
+}
+
+// Enrolment Secret keys, written for the agent: url is the device's
+// check-in endpoint, token its bearer token, ca.crt the CA bundle that
+// verifies the service (empty: the system roots).
 const (
 	SecretKeyURL   = "url"
 	SecretKeyToken = "token"

@@ -1,0 +1,253 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/checkin"
+)
+
+// Upgrader is the seam for upgrade execution: given an authorized target
+// version it upgrades the device and returns when done. MaintenanceWindows
+// authorize; how a device upgrades is the installation's business.
+type Upgrader interface {
+	Upgrade(ctx context.Context, targetVersion string) error
+}
+
+// Agent checks in periodically. Its enrolment (url, token, ca.crt) is read
+// from EnrolmentDir before every check-in, so a rotated token or CA placed
+// there is picked up without a restart.
+type Agent struct {
+	EnrolmentDir string
+	// StateFile keeps the last check-in sequence across restarts.
+	StateFile string
+	System    System
+	Version   string
+	// Upgrader runs authorized upgrades; nil only logs them.
+	Upgrader Upgrader
+	Log      *slog.Logger
+	// Interval is used until the server says otherwise.
+	Interval time.Duration
+	// MaxBackoff caps the wait after failures.
+	MaxBackoff time.Duration
+
+	seq      uint64
+	upgrade  *checkin.UpgradeReport // a report still to deliver
+	upgraded string                 // target already handled in this run
+}
+
+type enrolment struct {
+	url, token string
+	client     *http.Client
+}
+
+func (a *Agent) loadEnrolment() (*enrolment, error) {
+	read := func(key string) ([]byte, error) {
+		return os.ReadFile(filepath.Join(a.EnrolmentDir, key))
+	}
+	u, err := read(checkin.SecretKeyURL)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := read(checkin.SecretKeyToken)
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ca, err := read(checkin.SecretKeyCA); err == nil && len(bytes.TrimSpace(ca)) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(ca) {
+			return nil, fmt.Errorf("%s: no PEM certificate", filepath.Join(a.EnrolmentDir, checkin.SecretKeyCA))
+		}
+		tlsConfig.RootCAs = pool
+	}
+	return &enrolment{
+		url:    strings.TrimSpace(string(u)),
+		token:  strings.TrimSpace(string(tok)),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig, Proxy: http.ProxyFromEnvironment}},
+	}, nil
+}
+
+// nextSequence is above both the last one used (kept in StateFile) and the
+// wall clock in milliseconds, so it keeps rising across restarts even when
+// the state file is lost.
+func (a *Agent) nextSequence() uint64 {
+	if a.seq == 0 && a.StateFile != "" {
+		if data, err := os.ReadFile(a.StateFile); err == nil {
+			a.seq, _ = strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+		}
+	}
+	a.seq = max(a.seq+1, uint64(time.Now().UnixMilli()))
+	if a.StateFile != "" {
+		if err := writeFileAtomic(a.StateFile, []byte(strconv.FormatUint(a.seq, 10))); err != nil {
+			a.Log.Warn("Cannot persist the check-in sequence; relying on the clock", "file", a.StateFile, "error", err)
+		}
+	}
+	return a.seq
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// StatusError is a refusal by the check-in service.
+type StatusError struct {
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("check-in refused (%d): %s", e.Code, e.Message)
+}
+
+// CheckIn gathers facts and reports them once.
+func (a *Agent) CheckIn(ctx context.Context) (*checkin.Response, error) {
+	enr, err := a.loadEnrolment()
+	if err != nil {
+		return nil, fmt.Errorf("read enrolment from %s: %w", a.EnrolmentDir, err)
+	}
+	req := checkin.Request{Sequence: a.nextSequence(), Facts: a.System.Gather(a.Version), Upgrade: a.upgrade}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, enr.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	httpReq.Header.Set("Content-Type", "application/json")
+	httpReq.Header.Set("Authorization", "Bearer "+enr.token)
+	httpReq.Header.Set("User-Agent", "itmanager-agent/"+a.Version)
+	resp, err := enr.client.Do(httpReq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e checkin.Error
+		_ = json.Unmarshal(data, &e)
+		return nil, &StatusError{Code: resp.StatusCode, Message: e.Error}
+	}
+	out := &checkin.Response{}
+	if err := json.Unmarshal(data, out); err != nil {
+		return nil, fmt.Errorf("malformed answer: %w", err)
+	}
+	a.upgrade = nil // delivered
+	return out, nil
+}
+
+// Run checks in until ctx ends: every interval the server asks for (jittered
+// by ±10% so a fleet restarted together spreads out), and after failures with
+// exponential backoff and full jitter up to MaxBackoff.
+func (a *Agent) Run(ctx context.Context) error {
+	failures := 0
+	interval := a.Interval
+	for {
+		resp, err := a.CheckIn(ctx)
+		var wait time.Duration
+		switch {
+		case err == nil:
+			if failures > 0 {
+				a.Log.Info("Check-in succeeded again", "after", failures)
+			}
+			failures = 0
+			if resp.NextCheckInSeconds > 0 {
+				interval = time.Duration(resp.NextCheckInSeconds) * time.Second
+			}
+			for _, w := range resp.Warnings {
+				a.Log.Warn("Check-in service", "warning", w)
+			}
+			a.Log.Debug("Checked in", "next", interval)
+			a.handleUpgrade(ctx, resp.Upgrade)
+			wait = jitter(interval, 0.1)
+			if a.upgrade != nil {
+				wait = time.Second // report progress promptly
+			}
+		case ctx.Err() != nil:
+			return nil
+		default:
+			failures++
+			wait = backoff(failures, a.MaxBackoff)
+			var se *StatusError
+			if errors.As(err, &se) && se.Code == http.StatusUnauthorized {
+				a.Log.Error("Token rejected: the agent was disabled or re-enrolled; install the current enrolment Secret", "dir", a.EnrolmentDir, "retryIn", wait.Round(time.Second))
+			} else {
+				a.Log.Warn("Check-in failed", "error", err, "attempt", failures, "retryIn", wait.Round(time.Second))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// handleUpgrade runs an authorized upgrade once and queues the reports.
+func (a *Agent) handleUpgrade(ctx context.Context, auth *checkin.UpgradeAuthorization) {
+	if auth == nil || auth.State != itmv1.UpgradeStateAuthorized || a.upgraded == auth.TargetVersion {
+		return
+	}
+	if a.Upgrader == nil {
+		a.Log.Warn("Upgrade authorized but no upgrade command is configured", "target", auth.TargetVersion, "window", auth.Window)
+		a.upgraded = auth.TargetVersion
+		return
+	}
+	a.upgraded = auth.TargetVersion
+	// Report InProgress first, so the operator knows the device started.
+	a.upgrade = &checkin.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: auth.TargetVersion, Message: "upgrade started"}
+	if _, err := a.CheckIn(ctx); err != nil {
+		a.Log.Warn("Could not report the upgrade start; will retry", "error", err)
+		return
+	}
+	a.Log.Info("Upgrading", "target", auth.TargetVersion, "window", auth.Window)
+	report := &checkin.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: auth.TargetVersion, Message: "upgrade finished"}
+	if err := a.Upgrader.Upgrade(ctx, auth.TargetVersion); err != nil {
+		report.State, report.Message = itmv1.UpgradeStateFailed, truncate(err.Error(), 1024)
+		a.Log.Error("Upgrade failed", "target", auth.TargetVersion, "error", err)
+	}
+	a.upgrade = report
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+func jitter(d time.Duration, frac float64) time.Duration {
+	return time.Duration(float64(d) * (1 - frac + 2*frac*rand.Float64())) //nolint:gosec // jitter, not security
+}
+
+// backoff is exponential from 1s, capped at maxWait, with full jitter.
+func backoff(failures int, maxWait time.Duration) time.Duration {
+	ceiling := min(time.Second<<min(failures-1, 20), maxWait)
+	return time.Duration(rand.Int64N(int64(ceiling))) + 100*time.Millisecond //nolint:gosec // jitter, not security
+}
