@@ -70,15 +70,20 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubect
 	hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane manifests generate $(HELM) ## Run unit and integration tests against the real control plane built from source.
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" \
+test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run unit and integration tests against the real control plane built from source.
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
 		go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: bench-devices
+bench-devices: control-plane ## Benchmark 10,000 devices checking in once a minute (about 20 minutes).
+	go run ./test/bench/devices -devices $${DEVICES:-10000} -out docs/bench/devices-$${DEVICES:-10000}.md
 
 ##@ Build
 
 .PHONY: build
-build: manifests generate ## Build the manager into bin/.
+build: manifests generate ## Build the manager and the agent into bin/.
 	go build -o $(LOCALBIN)/manager .
+	go build -o $(LOCALBIN)/itmanager-agent ./cmd/itmanager-agent
 
 # The cluster's webhook configuration points at the in-cluster Service, so a
 # locally run manager serves no webhook unless asked (ENABLE_WEBHOOKS=true,

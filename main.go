@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -82,6 +85,12 @@ func main() {
 		checkinCertHosts     string
 		agentInterval        time.Duration
 		agentAddressCIDRs    string
+		apiQPS               float64
+		apiBurst             int
+		workers              int
+		pprofAddr            string
+		checkinQPS           float64
+		checkinBurst         int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; \"0\" disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, authenticating and authorizing each scrape.")
@@ -103,12 +112,21 @@ func main() {
 	flag.StringVar(&checkinCertHosts, "checkin-cert-hosts", "", "Comma-separated DNS names and IPs of the self-signed check-in certificate (default: the host of --checkin-url).")
 	flag.DurationVar(&agentInterval, "agent-interval", time.Minute, "How often agents are asked to check in.")
 	flag.StringVar(&agentAddressCIDRs, "agent-address-cidrs", "", "Comma-separated CIDRs that reported device addresses must fall in (default: any).")
+	flag.Float64Var(&apiQPS, "kube-api-qps", 200, "Client-side rate limit of the controllers' API requests per second.")
+	flag.IntVar(&apiBurst, "kube-api-burst", 400, "Burst above --kube-api-qps.")
+	flag.Float64Var(&checkinQPS, "checkin-api-qps", 300, "Client-side rate limit of the check-in service's API writes, apart from the controllers' so neither starves the other. Each check-in renews a Lease: N devices at one check-in a minute need N/60.")
+	flag.IntVar(&checkinBurst, "checkin-api-burst", 600, "Burst above --checkin-api-qps.")
+	flag.IntVar(&workers, "workers", 16, "Concurrent reconciles per controller (they wait on the API server, not the CPU).")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (net/http/pprof); \"0\" disables them.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	if limit := setMemoryLimit(); limit > 0 {
+		log.Info("Following the container memory limit", "goMemLimit", limit)
+	}
 
 	if checkinURL == "" {
 		checkinURL = fmt.Sprintf("https://itmanager-checkin.%s.svc", operatorNamespace)
@@ -141,7 +159,9 @@ func main() {
 		leaderElectionNS = operatorNamespace
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restConfig := ctrl.GetConfigOrDie()
+	restConfig.QPS, restConfig.Burst = float32(apiQPS), apiBurst
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme: scheme,
 		Cache: cache.Options{
 			// Least privilege: namespaced kinds are watched only where the
@@ -155,6 +175,7 @@ func main() {
 		},
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        "itmanager.itmanager.io",
 		LeaderElectionNamespace: leaderElectionNS,
@@ -181,12 +202,12 @@ func main() {
 	}
 	if err := (&controllers.DeviceReconciler{
 		Client: mgr.GetClient(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-device"),
-		DevicesNamespace: devicesNamespace, StaleAfter: staleAfter, RefreshEvery: lastCheckInRefresh,
+		DevicesNamespace: devicesNamespace, StaleAfter: staleAfter, RefreshEvery: lastCheckInRefresh, Workers: workers,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "Device")
 		os.Exit(1)
 	}
-	if err := (&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient(), Workers: workers}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "NodeDiscovery")
 		os.Exit(1)
 	}
@@ -205,14 +226,21 @@ func main() {
 	certs := &checkin.CertLoader{Reader: mgr.GetAPIReader(), Secret: certSecret, Clock: clk, Refresh: time.Minute}
 	if err := (&controllers.EnrolmentReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("itmanager-enrolment"),
-		DevicesNamespace: devicesNamespace, URL: checkinURL, CA: certs.CA,
+		DevicesNamespace: devicesNamespace, URL: checkinURL, CA: certs.CA, Workers: workers,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "Enrolment")
 		os.Exit(1)
 	}
 	if checkinAddr != "0" {
+		checkinConfig := rest.CopyConfig(restConfig)
+		checkinConfig.QPS, checkinConfig.Burst = float32(checkinQPS), checkinBurst
+		checkinWriter, err := client.New(checkinConfig, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
+		if err != nil {
+			log.Error(err, "Unable to create the check-in service's client")
+			os.Exit(1)
+		}
 		server := &checkin.Server{
-			Reader: mgr.GetCache(), Writer: mgr.GetClient(), Clock: clk, DevicesNamespace: devicesNamespace,
+			Reader: mgr.GetCache(), Writer: checkinWriter, Clock: clk, DevicesNamespace: devicesNamespace,
 			StaleAfter: staleAfter, Interval: agentInterval, AddressCIDRs: cidrs, Log: ctrl.Log.WithName("checkin"),
 		}
 		if err := mgr.Add(&checkin.Listener{
@@ -257,6 +285,27 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit to 90% of the
+// container's cgroup v2 memory limit, unless GOMEMLIMIT is set, so the
+// garbage collector works harder before the kernel would kill the manager.
+// It returns the limit set (0: none).
+func setMemoryLimit() int64 {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	data, err := os.ReadFile("/sys/fs/cgroup/memory.max")
+	if err != nil {
+		return 0
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil || limit <= 0 { // "max": no limit
+		return 0
+	}
+	limit = limit / 10 * 9
+	debug.SetMemoryLimit(limit)
+	return limit
 }
 
 func parseCIDRs(s string) ([]netip.Prefix, error) {

@@ -55,6 +55,22 @@ var _ = Describe("Agent enrolment", func() {
 		Expect(post(d.Name, newToken, checkin.Request{Sequence: 3, Facts: facts()}).code).To(Equal(200))
 	})
 
+	It("brings url and ca.crt up to date in place, keeping the token", func() {
+		d := agentDevice(nil)
+		token := tokenOf(d.Name)
+		// Pretend the Secret was written for a service that has moved.
+		secret := &corev1.Secret{}
+		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: testenv.DevicesNamespace, Name: d.Name + "-agent"}, secret)).To(Succeed())
+		secret.Annotations["itmanager.io/url"] = "https://old.example.com/v1/devices/" + d.Name + "/checkin"
+		secret.Data[checkin.SecretKeyURL] = []byte(secret.Annotations["itmanager.io/url"])
+		Expect(k8s.Update(ctx, secret)).To(Succeed())
+
+		Eventually(func() string { return string(enrolment(d.Name)[checkin.SecretKeyURL]) }).
+			Should(Equal(checkinURL + "/v1/devices/" + d.Name + "/checkin"))
+		Expect(string(enrolment(d.Name)[checkin.SecretKeyToken])).To(Equal(token))
+		Expect(post(d.Name, token, checkin.Request{Sequence: 1, Facts: facts()}).code).To(Equal(200))
+	})
+
 	It("stops accepting the token at once when the Device is deleted", func() {
 		d := agentDevice(nil)
 		token := tokenOf(d.Name)

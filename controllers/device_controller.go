@@ -15,9 +15,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -37,6 +39,8 @@ const NodeLeaseNamespace = "kube-node-lease"
 // polls the fleet.
 type DeviceReconciler struct {
 	client.Client
+	// Workers is the number of concurrent reconciles (default 1).
+	Workers  int
 	Clock    clock.PassiveClock
 	Recorder recorder.EventRecorder
 	// DevicesNamespace holds the agents' Leases.
@@ -95,8 +99,18 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		r.recordTransitions(base, dev)
 		log.V(1).Info("Updated device status", "phase", dev.Status.Phase)
 	}
-	return ctrl.Result{RequeueAfter: res.RequeueAfter}, nil
+	if res.RequeueAfter == 0 {
+		return ctrl.Result{}, nil
+	}
+	// The requeue is the instant the device would go stale: it goes ahead
+	// of routine work (a bulk import, resyncs), so access is withdrawn on
+	// time even while the controller is busy.
+	return ctrl.Result{RequeueAfter: res.RequeueAfter, Priority: ptr.To(freshnessPriority)}, nil
 }
+
+// freshnessPriority ranks expiry requeues above event-driven reconciles
+// (priority 0) and resyncs (negative) in the controller's priority queue.
+const freshnessPriority = 1
 
 // renewTime is the device's live check-in: its agent Lease, or for a Node
 // device its Node's Lease.
@@ -138,21 +152,47 @@ func (r *DeviceReconciler) conflicts(ctx context.Context, dev *itmv1.Device) (ma
 	return out, nil
 }
 
+// recordTransitions emits events for news a person would act on: a device
+// that stopped checking in or came back, an OS version that changed between
+// known versions, an address conflict appearing or clearing, a phase change.
+// A device's first check-in and first reported version are not news: at
+// fleet scale they would flood the API server with events.
 func (r *DeviceReconciler) recordTransitions(before, after *itmv1.Device) {
 	if r.Recorder == nil {
 		return
 	}
-	for _, t := range []string{itmv1.DeviceConditionCheckedIn, itmv1.DeviceConditionUpToDate, itmv1.ConditionReady} {
+	changed := func(t string, quiet ...string) (*metav1.Condition, bool) {
 		old := meta.FindStatusCondition(before.Status.Conditions, t)
 		cur := meta.FindStatusCondition(after.Status.Conditions, t)
-		if cur == nil || (old != nil && old.Status == cur.Status && old.Reason == cur.Reason) {
-			continue
+		if cur == nil || old == nil || (old.Status == cur.Status && old.Reason == cur.Reason) ||
+			slices.Contains(quiet, old.Reason) || slices.Contains(quiet, cur.Reason) {
+			return nil, false
 		}
+		return cur, true
+	}
+	if c, ok := changed(itmv1.DeviceConditionCheckedIn, itmv1.ReasonNeverCheckedIn); ok {
+		if c.Status == metav1.ConditionTrue {
+			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "CheckedInAgain", "CheckIn", "the device checks in again")
+		} else {
+			r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, "CheckIn", "%s", c.Message)
+		}
+	}
+	if c, ok := changed(itmv1.DeviceConditionUpToDate, itmv1.ReasonVersionUnknown); ok {
 		kind := corev1.EventTypeNormal
-		if cur.Status != metav1.ConditionTrue {
+		if c.Status != metav1.ConditionTrue {
 			kind = corev1.EventTypeWarning
 		}
-		r.Recorder.Eventf(after, nil, kind, cur.Reason, t, "%s", cur.Message)
+		r.Recorder.Eventf(after, nil, kind, c.Reason, "Version", "%s", c.Message)
+	}
+	old := meta.FindStatusCondition(before.Status.Conditions, itmv1.ConditionReady)
+	cur := meta.FindStatusCondition(after.Status.Conditions, itmv1.ConditionReady)
+	wasConflict := old != nil && old.Reason == device.ReasonAddressConflict
+	isConflict := cur != nil && cur.Reason == device.ReasonAddressConflict
+	switch {
+	case isConflict && (!wasConflict || old.Message != cur.Message):
+		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, device.ReasonAddressConflict, "Addresses", "%s", cur.Message)
+	case wasConflict && !isConflict:
+		r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "AddressConflictResolved", "Addresses", "no other Device claims this device's addresses any more")
 	}
 	if before.Status.Phase != after.Status.Phase && before.Status.Phase != "" {
 		r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, string(after.Status.Phase), "Phase",
@@ -164,6 +204,7 @@ func (r *DeviceReconciler) recordTransitions(before, after *itmv1.Device) {
 // share an address.
 func (r *DeviceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("device").
 		For(&itmv1.Device{}, builder.WithPredicates(deviceInputsChanged())).
 		Watches(&itmv1.Device{}, handler.EnqueueRequestsFromMapFunc(r.devicesSharingAddresses),

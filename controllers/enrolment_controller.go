@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -17,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -40,6 +42,8 @@ const (
 // Disabling the agent or deleting the Device deletes both.
 type EnrolmentReconciler struct {
 	client.Client
+	// Workers is the number of concurrent reconciles (default 1).
+	Workers int
 	// APIReader reads from the API server, bypassing the cache: a token is
 	// rotated only when a live read confirms the enrolment is broken, never
 	// because the cache has not yet seen this controller's own last write.
@@ -109,23 +113,28 @@ func (r *EnrolmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if err := r.enrol(ctx, dev, lease, secretVersion, ca); err != nil {
 			return ctrl.Result{}, err
 		}
-		reason, msg := "AgentEnrolled", "enrolment Secret %s/%s written; the agent checks in with its token"
+		// A first enrolment is recorded by the Secret itself (a bulk import
+		// of a fleet must not flood the API server with events); a rotation
+		// invalidates a credential, which an admin must be able to see.
 		if rotated {
-			reason, msg = "AgentTokenRotated", "enrolment Secret %s/%s rewritten with a new token; the old one no longer works"
+			r.event(dev, corev1.EventTypeNormal, "AgentTokenRotated", "enrolment Secret %s/%s rewritten with a new token; the old one no longer works",
+				r.DevicesNamespace, secretName(dev.Name))
 		}
-		r.event(dev, corev1.EventTypeNormal, reason, msg, r.DevicesNamespace, secretName(dev.Name))
-		log.Info("Enrolled agent", "secret", klog.KRef(r.DevicesNamespace, secretName(dev.Name)))
+		log.Info("Enrolled agent", "secret", klog.KRef(r.DevicesNamespace, secretName(dev.Name)), "rotated", rotated)
 		return ctrl.Result{}, nil
 	}
 	if secret.Annotations[annotationURL] != r.endpoint(dev.Name) || secret.Annotations[annotationCAHash] != caHash(ca) {
 		// The service moved or its CA rotated: update url and ca.crt, and
 		// leave the token alone (it is never read back).
-		patch := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: r.DevicesNamespace, Name: secretName(dev.Name),
-				Annotations: map[string]string{annotationURL: r.endpoint(dev.Name), annotationCAHash: caHash(ca)}},
-			Data: map[string][]byte{checkin.SecretKeyURL: []byte(r.endpoint(dev.Name)), checkin.SecretKeyCA: ca},
+		patch, err := json.Marshal(map[string]any{
+			"metadata": map[string]any{"annotations": map[string]string{annotationURL: r.endpoint(dev.Name), annotationCAHash: caHash(ca)}},
+			"data":     map[string][]byte{checkin.SecretKeyURL: []byte(r.endpoint(dev.Name)), checkin.SecretKeyCA: ca},
+		})
+		if err != nil {
+			return ctrl.Result{}, err
 		}
-		if err := r.Patch(ctx, patch, client.Merge); err != nil {
+		target := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.DevicesNamespace, Name: secretName(dev.Name)}}
+		if err := r.Patch(ctx, target, client.RawPatch(types.MergePatchType, patch)); err != nil {
 			return ctrl.Result{}, fmt.Errorf("update enrolment Secret of Device %s: %w", dev.Name, err)
 		}
 		log.Info("Updated enrolment Secret with the current check-in URL and CA")
@@ -300,6 +309,7 @@ func (r *EnrolmentReconciler) event(dev *itmv1.Device, kind, reason, format stri
 // Secrets they own.
 func (r *EnrolmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("enrolment").
 		For(&itmv1.Device{}, builder.WithPredicates(agentSpecChanged())).
 		Owns(&coordinationv1.Lease{}, builder.WithPredicates(tokenHashChanged())).

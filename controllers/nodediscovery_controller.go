@@ -10,6 +10,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -25,6 +26,8 @@ const NodeDiscoveryFieldManager = "itmanager-node-discovery"
 // Node, owned by the Node so it is garbage-collected with it.
 type NodeDiscoveryReconciler struct {
 	client.Client
+	// Workers is the number of concurrent reconciles (default 1).
+	Workers int
 }
 
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
@@ -71,6 +74,7 @@ func (r *NodeDiscoveryReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // a Node changes what this controller applies) and the Devices it applied.
 func (r *NodeDiscoveryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("nodediscovery").
 		For(&corev1.Node{}, builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool { return e.ObjectOld.GetUID() != e.ObjectNew.GetUID() },

@@ -23,9 +23,13 @@ import (
 	"syscall"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/itmanager-io/itmanager/internal/testenv"
@@ -117,6 +121,10 @@ func run() error {
 
 	step("Applying config/samples")
 	if err := applySamples(ctx, root, admin); err != nil {
+		return err
+	}
+	step("Registering Node worker-1 and simulating its kubelet's Lease")
+	if err := simulateNode(ctx, admin, "worker-1"); err != nil {
 		return err
 	}
 
@@ -317,13 +325,59 @@ func applySamples(ctx context.Context, root string, admin client.Client) error {
 	return nil
 }
 
+// simulateNode registers a Node and renews its Lease in kube-node-lease every
+// 10 seconds, as a kubelet would, so Node discovery and Node check-ins can be
+// seen without a kubelet (none runs here: no Pod ever starts).
+func simulateNode(ctx context.Context, admin client.Client, name string) error {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/os": "linux"}}}
+	if err := admin.Create(ctx, node); err != nil {
+		return fmt.Errorf("create Node %s: %w", name, err)
+	}
+	node.Status = corev1.NodeStatus{
+		NodeInfo: corev1.NodeSystemInfo{OSImage: "Debian GNU/Linux 12 (bookworm)", KubeletVersion: "v1.36.3",
+			OperatingSystem: "linux", Architecture: "amd64"},
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.11"}, {Type: corev1.NodeHostName, Address: name}},
+	}
+	if err := admin.Status().Update(ctx, node); err != nil {
+		return fmt.Errorf("set status of Node %s: %w", name, err)
+	}
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-node-lease", Name: name},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: ptr.To[int32](40)},
+	}
+	renew := func() error {
+		lease.Spec.RenewTime = ptr.To(metav1.NewMicroTime(time.Now()))
+		if lease.ResourceVersion == "" {
+			return admin.Create(ctx, lease)
+		}
+		return admin.Update(ctx, lease)
+	}
+	if err := renew(); err != nil {
+		return fmt.Errorf("create Lease of Node %s: %w", name, err)
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Second):
+				if err := renew(); err != nil && ctx.Err() == nil {
+					fmt.Fprintf(os.Stderr, "make dev: renew the Lease of Node %s: %v\n", name, err)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
 func printNextSteps(host, checkinURL string) {
 	k := "bin/kubectl --kubeconfig .dev/kubeconfig"
 	fmt.Printf(`
 itmanager is running.
   API server   %s (admin kubeconfig: .dev/kubeconfig)
   manager      runs as system:serviceaccount:%[2]s:%[3]s
-  check-ins    %[5]s (agents: go run ./cmd/itmanager-agent --enrolment-secret ...)
+  check-ins    %[5]s (run an agent: see docs/devices.md)
+  node         worker-1, a Node whose kubelet make dev simulates (its Lease is renewed every 10s)
   logs         .dev/logs/{manager,kube-apiserver,kube-controller-manager,etcd}.log
 
 Try:

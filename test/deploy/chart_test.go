@@ -1,7 +1,8 @@
-// Package chart tests the Helm chart against a real API server: it renders
+// Package chart tests the deployment manifests (the Helm chart and
+// config/default) against a real API server. The chart test renders
 // with the pinned helm and creates every object, so a template that renders
 // invalid objects, or rules that drift from the generated ones, fail here.
-package chart
+package deploy
 
 import (
 	"bytes"
