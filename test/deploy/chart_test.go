@@ -70,20 +70,8 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 		t.Fatalf("helm template: %v", err)
 	}
 	objs := decodeAll(t, out)
-
-	env, err := testenv.Start(testenv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(env.Config, client.Options{Scheme: testenv.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
-		t.Fatal(err)
-	}
+	// Helm installs into an existing release namespace.
+	c, ctx := apiServer(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})
 
 	kinds := map[string]int{}
 	for _, obj := range objs {
@@ -178,6 +166,27 @@ func rulesOf(t *testing.T, obj map[string]any) []rbacv1.PolicyRule {
 		t.Fatal(err)
 	}
 	return role.Rules
+}
+
+// apiServer starts an API server with itmanager's CRDs and creates first.
+func apiServer(t *testing.T, first ...client.Object) (client.Client, context.Context) {
+	t.Helper()
+	env, err := testenv.Start(testenv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(env.Config, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, obj := range first {
+		if err := c.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c, ctx
 }
 
 func readTyped[T any](t *testing.T, path string) *T {

@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,16 +39,7 @@ func TestKustomizeDefaultInstallsIntoARealAPIServer(t *testing.T) {
 	}
 	objs := decodeAll(t, out)
 
-	env, err := testenv.Start(testenv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(env.Config, client.Options{Scheme: testenv.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
+	c, ctx := apiServer(t)
 	for _, obj := range objs {
 		if obj.GetKind() == "CustomResourceDefinition" {
 			continue // envtest installed them already
