@@ -240,7 +240,7 @@ func main() {
 			os.Exit(1)
 		}
 		server := &checkin.Server{
-			Reader: mgr.GetCache(), Writer: checkinWriter, Clock: clk, DevicesNamespace: devicesNamespace,
+			Reader: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Writer: checkinWriter, Clock: clk, DevicesNamespace: devicesNamespace,
 			StaleAfter: staleAfter, Interval: agentInterval, AddressCIDRs: cidrs, Log: ctrl.Log.WithName("checkin"),
 		}
 		if err := mgr.Add(&checkin.Listener{

@@ -182,6 +182,14 @@ var _ = Describe("Check-in service", func() {
 		Entry("an upgrade report with nothing authorized", "application/json", "ok", `{"sequence":1,"facts":{},"upgrade":{"state":"Succeeded","targetVersion":"24.04"}}`, 403, "no upgrade is authorized"),
 	)
 
+	It("accepts check-ins milliseconds apart, faster than its cache can follow", func() {
+		for seq := uint64(1); seq <= 10; seq++ {
+			res := post(d.Name, token, checkin.Request{Sequence: seq, Facts: facts()})
+			Expect(res.code).To(Equal(200), "check-in %d: %s", seq, res)
+		}
+		Expect(leaseOf(d.Name).Annotations[checkin.AnnotationSequence]).To(Equal("10"))
+	})
+
 	It("refuses a replay of old facts", func() {
 		Expect(post(d.Name, token, checkin.Request{Sequence: 5, Facts: facts("10.0.0.8")}).code).To(Equal(200))
 		Eventually(func() []string {

@@ -104,7 +104,7 @@ var _ = BeforeSuite(func() {
 		DevicesNamespace: testenv.DevicesNamespace, URL: checkinURL, CA: certs.CA,
 	}).SetupWithManager(mgr)).To(Succeed())
 	server := &checkin.Server{
-		Reader: mgr.GetCache(), Writer: mgr.GetClient(), Clock: clk, DevicesNamespace: testenv.DevicesNamespace,
+		Reader: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Clock: clk, DevicesNamespace: testenv.DevicesNamespace,
 		StaleAfter: staleAfter, Interval: time.Second, AddressCIDRs: mustPrefixes(agentCIDR, "fd00::/8"),
 		Log: ctrl.Log.WithName("checkin"),
 	}

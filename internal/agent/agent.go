@@ -48,7 +48,7 @@ type Agent struct {
 
 	seq      uint64
 	upgrade  *checkin.UpgradeReport // a report still to deliver
-	upgraded string                 // target already handled in this run
+	upgraded string                 // target already run (or skipped) in this run
 }
 
 type enrolment struct {
@@ -209,30 +209,36 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// handleUpgrade runs an authorized upgrade once and queues the reports.
+// handleUpgrade moves an authorized upgrade along. On Authorized it queues
+// an InProgress report for the next (prompt) check-in; only once the server
+// answers InProgress, that is it recorded the start, does it run the
+// upgrade and queue the outcome. A refused report is simply sent again, and
+// an agent restarted mid-upgrade resumes it.
 func (a *Agent) handleUpgrade(ctx context.Context, auth *checkin.UpgradeAuthorization) {
-	if auth == nil || auth.State != itmv1.UpgradeStateAuthorized || a.upgraded == auth.TargetVersion {
+	if auth == nil || a.upgraded == auth.TargetVersion || a.upgrade != nil {
 		return
 	}
-	if a.Upgrader == nil {
-		a.Log.Warn("Upgrade authorized but no upgrade command is configured", "target", auth.TargetVersion, "window", auth.Window)
+	switch auth.State {
+	case itmv1.UpgradeStateAuthorized:
+		if a.Upgrader == nil {
+			a.Log.Warn("Upgrade authorized but no upgrade command is configured", "target", auth.TargetVersion, "window", auth.Window)
+			a.upgraded = auth.TargetVersion
+			return
+		}
+		a.upgrade = &checkin.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: auth.TargetVersion, Message: "upgrade started"}
+	case itmv1.UpgradeStateInProgress:
+		if a.Upgrader == nil {
+			return
+		}
 		a.upgraded = auth.TargetVersion
-		return
+		a.Log.Info("Upgrading", "target", auth.TargetVersion, "window", auth.Window)
+		report := &checkin.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: auth.TargetVersion, Message: "upgrade finished"}
+		if err := a.Upgrader.Upgrade(ctx, auth.TargetVersion); err != nil {
+			report.State, report.Message = itmv1.UpgradeStateFailed, truncate(err.Error(), 1024)
+			a.Log.Error("Upgrade failed", "target", auth.TargetVersion, "error", err)
+		}
+		a.upgrade = report
 	}
-	a.upgraded = auth.TargetVersion
-	// Report InProgress first, so the operator knows the device started.
-	a.upgrade = &checkin.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: auth.TargetVersion, Message: "upgrade started"}
-	if _, err := a.CheckIn(ctx); err != nil {
-		a.Log.Warn("Could not report the upgrade start; will retry", "error", err)
-		return
-	}
-	a.Log.Info("Upgrading", "target", auth.TargetVersion, "window", auth.Window)
-	report := &checkin.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: auth.TargetVersion, Message: "upgrade finished"}
-	if err := a.Upgrader.Upgrade(ctx, auth.TargetVersion); err != nil {
-		report.State, report.Message = itmv1.UpgradeStateFailed, truncate(err.Error(), 1024)
-		a.Log.Error("Upgrade failed", "target", auth.TargetVersion, "error", err)
-	}
-	a.upgrade = report
 }
 
 func truncate(s string, n int) string {

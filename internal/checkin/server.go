@@ -43,7 +43,10 @@ func init() { ctrlmetrics.Registry.MustRegister(checkIns) }
 // Server serves agent check-ins. Reader is the manager's cache (Devices and
 // the Leases of DevicesNamespace); Writer writes to the API server.
 type Server struct {
-	Reader           client.Reader
+	Reader client.Reader
+	// APIReader reads from the API server directly: a renewal that raced
+	// the cache (two check-ins milliseconds apart) is retried on it.
+	APIReader        client.Reader
 	Writer           client.Client
 	Clock            clock.PassiveClock
 	DevicesNamespace string
@@ -379,21 +382,22 @@ func isTestFailed(err error) bool {
 }
 
 // renew renews the Lease with the server's clock and records the sequence,
-// as one write guarded by the Lease's resourceVersion: of two concurrent
-// check-ins one wins and the other is told to retry.
+// as one write guarded by the Lease's resourceVersion. The cached Lease may
+// not show a renewal made milliseconds ago, so a conflict is retried once on
+// a live read, re-checking the sequence: of two truly concurrent check-ins
+// one wins and the other is told to retry.
 func (s *Server) renew(ctx context.Context, lease *coordinationv1.Lease, name string, seq uint64, now time.Time) error {
-	base := lease.DeepCopy()
-	renew := metav1.NewMicroTime(now)
-	lease.Spec.RenewTime = &renew
-	lease.Spec.HolderIdentity = &name
-	secs := min(s.StaleAfter/time.Second, math.MaxInt32)
-	lease.Spec.LeaseDurationSeconds = ptr.To(int32(secs)) //nolint:gosec // bounded above
-
-	if lease.Annotations == nil {
-		lease.Annotations = map[string]string{}
+	err := s.patchLease(ctx, lease, name, seq, now)
+	if apierrors.IsConflict(err) && s.APIReader != nil {
+		live := &coordinationv1.Lease{}
+		if err := s.APIReader.Get(ctx, client.ObjectKeyFromObject(lease), live); err != nil {
+			return fmt.Errorf("renew the Lease of device %s: %w", name, err)
+		}
+		if last := lastSequence(live); seq <= last {
+			return fail(http.StatusConflict, "stale check-in: sequence %d is not newer than the last accepted %d", seq, last)
+		}
+		err = s.patchLease(ctx, live, name, seq, now)
 	}
-	lease.Annotations[AnnotationSequence] = strconv.FormatUint(seq, 10)
-	err := s.Writer.Patch(ctx, lease, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 	if apierrors.IsConflict(err) {
 		return fail(http.StatusConflict, "a concurrent check-in of device %s won; check in again", name)
 	}
@@ -401,4 +405,18 @@ func (s *Server) renew(ctx context.Context, lease *coordinationv1.Lease, name st
 		return fmt.Errorf("renew the Lease of device %s: %w", name, err)
 	}
 	return nil
+}
+
+func (s *Server) patchLease(ctx context.Context, lease *coordinationv1.Lease, name string, seq uint64, now time.Time) error {
+	base := lease.DeepCopy()
+	renew := metav1.NewMicroTime(now)
+	lease.Spec.RenewTime = &renew
+	lease.Spec.HolderIdentity = &name
+	secs := min(s.StaleAfter/time.Second, math.MaxInt32)
+	lease.Spec.LeaseDurationSeconds = ptr.To(int32(secs)) //nolint:gosec // bounded above
+	if lease.Annotations == nil {
+		lease.Annotations = map[string]string{}
+	}
+	lease.Annotations[AnnotationSequence] = strconv.FormatUint(seq, 10)
+	return s.Writer.Patch(ctx, lease, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 }
