@@ -26,9 +26,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -103,7 +101,7 @@ func run() error {
 		return err
 	}
 	managerKubeconfig := filepath.Join(devDir, "manager.kubeconfig")
-	if err := writeKubeconfig(managerKubeconfig, managerConfig, serviceAccount, managerConfig.BearerToken); err != nil {
+	if err := testenv.WriteTokenKubeconfig(managerKubeconfig, managerConfig, serviceAccount); err != nil {
 		return err
 	}
 	defer os.Remove(managerKubeconfig)
@@ -162,33 +160,12 @@ func claim(devDir string) error {
 	return os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644)
 }
 
-func writeKubeconfig(path string, base *rest.Config, user, token string) error {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["itmanager-dev"] = &clientcmdapi.Cluster{Server: base.Host, CertificateAuthorityData: base.CAData}
-	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: token}
-	cfg.Contexts["itmanager-dev"] = &clientcmdapi.Context{Cluster: "itmanager-dev", AuthInfo: user}
-	cfg.CurrentContext = "itmanager-dev"
-	return writeFileAtomic(path, cfg)
-}
-
 func writeAdminKubeconfig(path string, env *testenv.Environment) error {
 	cfg, err := clientcmd.Load(env.KubeConfig)
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, cfg)
-}
-
-// writeFileAtomic writes a kubeconfig so a reader sees the whole file or none.
-func writeFileAtomic(path string, cfg *clientcmdapi.Config) error {
-	tmp := path + ".tmp"
-	if err := clientcmd.WriteToFile(*cfg, tmp); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return testenv.WriteKubeconfig(path, cfg)
 }
 
 func freePort() (int, error) {

@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -125,4 +127,28 @@ func (e *Environment) ManagerConfig(ctx context.Context) (*rest.Config, error) {
 		QPS:             e.Config.QPS,
 		Burst:           e.Config.Burst,
 	}, nil
+}
+
+// WriteTokenKubeconfig writes a kubeconfig that reaches cfg's API server
+// with cfg's bearer token (for example the manager's, from ManagerConfig),
+// atomically: a reader sees the whole file or none.
+func WriteTokenKubeconfig(path string, cfg *rest.Config, user string) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["itmanager"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
+	kc.Contexts["itmanager"] = &clientcmdapi.Context{Cluster: "itmanager", AuthInfo: user}
+	kc.CurrentContext = "itmanager"
+	return WriteKubeconfig(path, kc)
+}
+
+// WriteKubeconfig writes kc to path with mode 0600 through a rename.
+func WriteKubeconfig(path string, kc *clientcmdapi.Config) error {
+	tmp := path + ".tmp"
+	if err := clientcmd.WriteToFile(*kc, tmp); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -39,8 +39,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
@@ -114,12 +112,7 @@ func run() error {
 		return err
 	}
 	kubeconfig := filepath.Join(work, "manager.kubeconfig")
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: mcfg.Host, CertificateAuthorityData: mcfg.CAData}
-	kc.AuthInfos["m"] = &clientcmdapi.AuthInfo{Token: mcfg.BearerToken}
-	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "m"}
-	kc.CurrentContext = "c"
-	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
+	if err := testenv.WriteTokenKubeconfig(kubeconfig, mcfg, testenv.ManagerServiceAccount); err != nil {
 		return err
 	}
 
