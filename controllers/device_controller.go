@@ -134,22 +134,35 @@ func (r *DeviceReconciler) renewTime(ctx context.Context, dev *itmv1.Device) (*t
 func (r *DeviceReconciler) conflicts(ctx context.Context, dev *itmv1.Device) (map[string][]string, error) {
 	var out map[string][]string
 	for _, addr := range DeviceAddresses(dev) {
-		others := &itmv1.DeviceList{}
-		if err := r.List(ctx, others, client.MatchingFields{IndexDeviceAddress: addr}); err != nil {
+		others, err := r.otherClaimants(ctx, addr, dev.Name)
+		if err != nil {
 			return nil, err
 		}
-		for _, o := range others.Items {
-			if o.Name == dev.Name {
-				continue
-			}
+		if len(others) > 0 {
 			if out == nil {
 				out = map[string][]string{}
 			}
-			out[addr] = append(out[addr], o.Name)
+			out[addr] = others
 		}
-		slices.Sort(out[addr])
 	}
 	return out, nil
+}
+
+// otherClaimants are the sorted names of the Devices other than self that
+// claim addr.
+func (r *DeviceReconciler) otherClaimants(ctx context.Context, addr, self string) ([]string, error) {
+	list := &itmv1.DeviceList{}
+	if err := r.List(ctx, list, client.MatchingFields{IndexDeviceAddress: addr}); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, d := range list.Items {
+		if d.Name != self {
+			names = append(names, d.Name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // recordTransitions emits events for news a person would act on: a device
@@ -217,12 +230,13 @@ func (r *DeviceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // deviceInputsChanged passes what the status depends on (spec, reported
-// facts, upgrade progress, deletion), not the controller's own status writes.
+// facts, deletion), not the controller's own status writes nor upgrade
+// progress, which the derived status does not read.
 func deviceInputsChanged() predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld.(*itmv1.Device), e.ObjectNew.(*itmv1.Device)
 		return o.Generation != n.Generation || !equality.Semantic.DeepEqual(o.Status.Observed, n.Status.Observed) ||
-			!equality.Semantic.DeepEqual(o.Status.Upgrade, n.Status.Upgrade) || n.DeletionTimestamp != nil
+			n.DeletionTimestamp != nil
 	}}
 }
 
@@ -235,14 +249,10 @@ func addressesChanged() predicate.Predicate {
 func (r *DeviceReconciler) devicesSharingAddresses(ctx context.Context, o client.Object) []reconcile.Request {
 	var reqs []reconcile.Request
 	for _, addr := range DeviceAddresses(o.(*itmv1.Device)) {
-		list := &itmv1.DeviceList{}
-		if err := r.List(ctx, list, client.MatchingFields{IndexDeviceAddress: addr}); err != nil {
-			continue
-		}
-		for _, d := range list.Items {
-			if d.Name != o.GetName() {
-				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: d.Name}})
-			}
+		// On a lookup error those Devices still get their own next reconcile.
+		others, _ := r.otherClaimants(ctx, addr, o.GetName())
+		for _, name := range others {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
 		}
 	}
 	return reqs

@@ -86,7 +86,7 @@ func (r *EnrolmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			return ctrl.Result{}, err
 		}
 	}
-	if lease != nil && !ownedByUID(lease.OwnerReferences, dev.UID) {
+	if lease != nil && !metav1.IsControlledBy(lease, dev) {
 		// Left over from an earlier Device of the same name: never adopt
 		// it (its token belongs to that device).
 		if err := r.deleteIfManaged(ctx, lease); err != nil {
@@ -174,7 +174,7 @@ func (r *EnrolmentReconciler) enrolmentState(ctx context.Context, reader client.
 // enrolled reports whether the Lease and the Secret belong to dev and carry
 // the same token hash.
 func enrolled(dev *itmv1.Device, lease *coordinationv1.Lease, secret *metav1.PartialObjectMetadata) bool {
-	if lease == nil || secret == nil || !ownedByUID(lease.OwnerReferences, dev.UID) || !ownedByUID(secret.OwnerReferences, dev.UID) {
+	if lease == nil || secret == nil || !metav1.IsControlledBy(lease, dev) || !metav1.IsControlledBy(secret, dev) {
 		return false
 	}
 	hash := lease.Annotations[checkin.AnnotationTokenHash]
@@ -184,15 +184,6 @@ func enrolled(dev *itmv1.Device, lease *coordinationv1.Lease, secret *metav1.Par
 func caHash(ca []byte) string {
 	sum := sha256.Sum256(ca)
 	return hex.EncodeToString(sum[:])
-}
-
-func ownedByUID(refs []metav1.OwnerReference, uid types.UID) bool {
-	for _, ref := range refs {
-		if ref.UID == uid {
-			return true
-		}
-	}
-	return false
 }
 
 func ownerRef(dev *itmv1.Device) metav1.OwnerReference {

@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -168,15 +167,6 @@ func writeAdminKubeconfig(path string, env *testenv.Environment) error {
 	return testenv.WriteKubeconfig(path, cfg)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*exec.Cmd, string, string, error) {
 	bin := filepath.Join(root, "bin", "manager")
 	build := exec.Command("go", "build", "-o", bin, ".")
@@ -184,13 +174,9 @@ func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*e
 	if err := build.Run(); err != nil {
 		return nil, "", "", fmt.Errorf("build the manager: %w", err)
 	}
-	var ports [3]int
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return nil, "", "", err
-		}
-		ports[i] = p
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		return nil, "", "", err
 	}
 	probePort, metricsPort, checkinPort := ports[0], ports[1], ports[2]
 	checkinURL := fmt.Sprintf("https://127.0.0.1:%d", checkinPort)

@@ -25,13 +25,12 @@ const MaxClockSkew = 5 * time.Second
 
 // Condition reasons specific to Device readiness.
 const (
-	ReasonAddressConflict  = "AddressConflict"
-	ReasonAwaitingCheckIn  = "AwaitingCheckIn"
-	ReasonDeviceRetired    = "Retired"
-	ReasonDeviceLost       = "Lost"
-	ReasonNoCheckInNeeded  = "NoCheckInExpected"
-	ReasonDeviceCheckedIn  = "CheckedIn"
-	ReasonAgentNotEnrolled = "AgentNotEnrolled"
+	ReasonAddressConflict = "AddressConflict"
+	ReasonAwaitingCheckIn = "AwaitingCheckIn"
+	ReasonDeviceRetired   = "Retired"
+	ReasonDeviceLost      = "Lost"
+	ReasonNoCheckInNeeded = "NoCheckInExpected"
+	ReasonDeviceCheckedIn = "CheckedIn"
 )
 
 // Input is everything the status of one Device depends on.

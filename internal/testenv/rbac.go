@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -151,4 +152,19 @@ func WriteKubeconfig(path string, kc *clientcmdapi.Config) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1. They are free
+// when returned; a listener started right after takes them.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }

@@ -19,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -116,7 +115,10 @@ func run() error {
 		return err
 	}
 
-	ports := freePorts(3)
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		return err
+	}
 	base := fmt.Sprintf("https://127.0.0.1:%d", ports[0])
 	probe := fmt.Sprintf("127.0.0.1:%d", ports[1])
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", ports[2])
@@ -243,23 +245,6 @@ func run() error {
 func runtimeCPUs() int {
 	data, _ := os.ReadFile("/proc/cpuinfo")
 	return bytes.Count(data, []byte("processor\t:"))
-}
-
-func freePorts(n int) []int {
-	var out []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			panic(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return out
 }
 
 func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
