@@ -60,64 +60,43 @@ func run(in, out string) error {
 		if err != nil {
 			return err
 		}
+		var namespace string
 		switch obj.Kind {
 		case "ClusterRole":
-			fmt.Fprintf(&b, `---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {{ include "itmanager.fullname" . }}-manager
-  labels:
-    {{- include "itmanager.labels" . | nindent 4 }}
-%s---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {{ include "itmanager.fullname" . }}-manager
-  labels:
-    {{- include "itmanager.labels" . | nindent 4 }}
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: {{ include "itmanager.fullname" . }}-manager
-subjects:
-  - kind: ServiceAccount
-    name: {{ include "itmanager.fullname" . }}
-    namespace: {{ .Release.Namespace }}
-`, rules)
 		case "Role":
 			ns, ok := namespaces[obj.Metadata.Namespace]
 			if !ok {
 				ns = obj.Metadata.Namespace
 			}
-			fmt.Fprintf(&b, `---
+			namespace = "\n  namespace: " + ns
+		default:
+			return fmt.Errorf("%s: unexpected kind %q", in, obj.Kind)
+		}
+		// The role and its binding to the manager's ServiceAccount; a
+		// ClusterRole gets a ClusterRoleBinding, a Role a RoleBinding.
+		fmt.Fprintf(&b, `---
 apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
+kind: %[1]s
 metadata:
-  name: {{ include "itmanager.fullname" . }}-manager
-  namespace: %[1]s
+  name: {{ include "itmanager.fullname" . }}-manager%[2]s
   labels:
     {{- include "itmanager.labels" . | nindent 4 }}
-%[2]s---
+%[3]s---
 apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
+kind: %[1]sBinding
 metadata:
-  name: {{ include "itmanager.fullname" . }}-manager
-  namespace: %[1]s
+  name: {{ include "itmanager.fullname" . }}-manager%[2]s
   labels:
     {{- include "itmanager.labels" . | nindent 4 }}
 roleRef:
   apiGroup: rbac.authorization.k8s.io
-  kind: Role
+  kind: %[1]s
   name: {{ include "itmanager.fullname" . }}-manager
 subjects:
   - kind: ServiceAccount
     name: {{ include "itmanager.fullname" . }}
     namespace: {{ .Release.Namespace }}
-`, ns, rules)
-		default:
-			return fmt.Errorf("%s: unexpected kind %q", in, obj.Kind)
-		}
+`, obj.Kind, namespace, rules)
 	}
 	return os.WriteFile(out, b.Bytes(), 0o644)
 }
