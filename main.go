@@ -19,8 +19,6 @@ import (
 	// identically in a distroless image and on a developer's machine.
 	_ "time/tzdata"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -88,6 +86,7 @@ func main() {
 		apiQPS               float64
 		apiBurst             int
 		workers              int
+		bindableRoles        string
 		pprofAddr            string
 		checkinQPS           float64
 		checkinBurst         int
@@ -117,6 +116,7 @@ func main() {
 	flag.Float64Var(&checkinQPS, "checkin-api-qps", 300, "Client-side rate limit of the check-in service's API writes, apart from the controllers' so neither starves the other. Each check-in renews a Lease: N devices at one check-in a minute need N/60.")
 	flag.IntVar(&checkinBurst, "checkin-api-burst", 600, "Burst above --checkin-api-qps.")
 	flag.IntVar(&workers, "workers", 16, "Concurrent reconciles per controller (they wait on the API server, not the CPU).")
+	flag.StringVar(&bindableRoles, "bindable-cluster-roles", strings.Join(controllers.DefaultBindableRoles, ","), "Comma-separated ClusterRoles AccessPolicies may bind; the manager's RBAC must grant \"bind\" on exactly these.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (net/http/pprof); \"0\" disables them.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
@@ -164,13 +164,7 @@ func main() {
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme: scheme,
 		Cache: cache.Options{
-			// Least privilege: namespaced kinds are watched only where the
-			// manager's Roles allow, and Secrets only as metadata (the
-			// operator never holds device tokens in memory).
-			ByObject: map[client.Object]cache.ByObject{
-				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{devicesNamespace: {}, controllers.NodeLeaseNamespace: {}}},
-				&corev1.Secret{}:        {Namespaces: map[string]cache.Config{devicesNamespace: {}}},
-			},
+			ByObject:         controllers.CacheByObject(devicesNamespace),
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
 		Metrics:                 metricsOpts,
@@ -205,6 +199,13 @@ func main() {
 		DevicesNamespace: devicesNamespace, StaleAfter: staleAfter, RefreshEvery: lastCheckInRefresh, Workers: workers,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "Device")
+		os.Exit(1)
+	}
+	if err := (&controllers.AccessPolicyReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-access"),
+		OperatorNamespace: operatorNamespace, DevicesNamespace: devicesNamespace, BindableRoles: splitList(bindableRoles), Workers: workers,
+	}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to create controller", "controller", "AccessPolicy")
 		os.Exit(1)
 	}
 	if err := (&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient(), Workers: workers}).SetupWithManager(mgr); err != nil {
@@ -323,15 +324,20 @@ func parseCIDRs(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// certificateHosts are the names of the self-signed check-in certificate.
-func certificateHosts(hosts, checkinURL string) ([]string, error) {
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
 	var out []string
-	for _, h := range strings.Split(hosts, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			out = append(out, h)
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
 		}
 	}
-	if len(out) > 0 {
+	return out
+}
+
+// certificateHosts are the names of the self-signed check-in certificate.
+func certificateHosts(hosts, checkinURL string) ([]string, error) {
+	if out := splitList(hosts); len(out) > 0 {
 		return out, nil
 	}
 	u, err := url.Parse(checkinURL)

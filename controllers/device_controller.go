@@ -71,7 +71,7 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 	in := device.Input{Device: dev, Now: r.Clock.Now(), StaleAfter: r.StaleAfter, RefreshEvery: r.RefreshEvery}
 	var err error
-	if in.RenewTime, err = r.renewTime(ctx, dev); err != nil {
+	if in.RenewTime, err = RenewTime(ctx, r.Client, r.DevicesNamespace, dev); err != nil {
 		return ctrl.Result{}, err
 	}
 	if dev.Spec.Class == itmv1.DeviceClassNode {
@@ -83,7 +83,7 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			return ctrl.Result{}, err
 		}
 	}
-	if in.Conflicts, err = r.conflicts(ctx, dev); err != nil {
+	if in.Conflicts, err = AddressConflicts(ctx, r.Client, dev); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -111,59 +111,6 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 // freshnessPriority ranks expiry requeues above event-driven reconciles
 // (priority 0) and resyncs (negative) in the controller's priority queue.
 const freshnessPriority = 1
-
-// renewTime is the device's live check-in: its agent Lease, or for a Node
-// device its Node's Lease.
-func (r *DeviceReconciler) renewTime(ctx context.Context, dev *itmv1.Device) (*time.Time, error) {
-	key := types.NamespacedName{Namespace: r.DevicesNamespace, Name: dev.Name}
-	if dev.Spec.Class == itmv1.DeviceClassNode {
-		key = types.NamespacedName{Namespace: NodeLeaseNamespace, Name: dev.Spec.NodeName}
-	} else if dev.Spec.Agent == nil || !dev.Spec.Agent.Enabled {
-		return nil, nil
-	}
-	lease := &coordinationv1.Lease{}
-	if err := r.Get(ctx, key, lease); err != nil {
-		return nil, client.IgnoreNotFound(err)
-	}
-	if lease.Spec.RenewTime == nil {
-		return nil, nil
-	}
-	return &lease.Spec.RenewTime.Time, nil
-}
-
-func (r *DeviceReconciler) conflicts(ctx context.Context, dev *itmv1.Device) (map[string][]string, error) {
-	var out map[string][]string
-	for _, addr := range DeviceAddresses(dev) {
-		others, err := r.otherClaimants(ctx, addr, dev.Name)
-		if err != nil {
-			return nil, err
-		}
-		if len(others) > 0 {
-			if out == nil {
-				out = map[string][]string{}
-			}
-			out[addr] = others
-		}
-	}
-	return out, nil
-}
-
-// otherClaimants are the sorted names of the Devices other than self that
-// claim addr.
-func (r *DeviceReconciler) otherClaimants(ctx context.Context, addr, self string) ([]string, error) {
-	list := &itmv1.DeviceList{}
-	if err := r.List(ctx, list, client.MatchingFields{IndexDeviceAddress: addr}); err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, d := range list.Items {
-		if d.Name != self {
-			names = append(names, d.Name)
-		}
-	}
-	slices.Sort(names)
-	return names, nil
-}
 
 // recordTransitions emits events for news a person would act on: a device
 // that stopped checking in or came back, an OS version that changed between
@@ -250,7 +197,7 @@ func (r *DeviceReconciler) devicesSharingAddresses(ctx context.Context, o client
 	var reqs []reconcile.Request
 	for _, addr := range DeviceAddresses(o.(*itmv1.Device)) {
 		// On a lookup error those Devices still get their own next reconcile.
-		others, _ := r.otherClaimants(ctx, addr, o.GetName())
+		others, _ := OtherClaimants(ctx, r.Client, addr, o.GetName())
 		for _, name := range others {
 			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
 		}

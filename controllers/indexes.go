@@ -20,6 +20,20 @@ const (
 	// IndexDeviceAddress indexes Active Devices by every address they claim
 	// (static and observed).
 	IndexDeviceAddress = "address"
+	// IndexDeviceAssignee indexes Devices by spec.assignee.
+	IndexDeviceAssignee = "spec.assignee"
+	// IndexOnboardingGroup indexes OnboardingRequests by each of spec.groups.
+	IndexOnboardingGroup = "spec.groups"
+	// IndexPolicySubject indexes AccessPolicies by what can select a device:
+	// "user:<name>", "group:<name>", and PolicyKeyDeviceSelector.
+	IndexPolicySubject = "subjects"
+	// IndexPolicyNamespace indexes AccessPolicies by the namespaces they
+	// name ("ns:<name>", in destinations and kubernetesAccess) and
+	// PolicyKeyNamespaceSelector.
+	IndexPolicyNamespace = "namespaces"
+
+	PolicyKeyDeviceSelector    = "deviceSelector"
+	PolicyKeyNamespaceSelector = "namespaceSelector"
 )
 
 // SetupIndexes registers the field indexes the controllers use.
@@ -33,9 +47,66 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
-	return idx.IndexField(ctx, &itmv1.Device{}, IndexDeviceAddress, func(o client.Object) []string {
+	if err := idx.IndexField(ctx, &itmv1.Device{}, IndexDeviceAddress, func(o client.Object) []string {
 		return DeviceAddresses(o.(*itmv1.Device))
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &itmv1.Device{}, IndexDeviceAssignee, func(o client.Object) []string {
+		if a := o.(*itmv1.Device).Spec.Assignee; a != "" {
+			return []string{a}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &itmv1.OnboardingRequest{}, IndexOnboardingGroup, func(o client.Object) []string {
+		return o.(*itmv1.OnboardingRequest).Spec.Groups
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &itmv1.AccessPolicy{}, IndexPolicySubject, func(o client.Object) []string {
+		return PolicySubjectKeys(o.(*itmv1.AccessPolicy).Spec.Subjects)
+	}); err != nil {
+		return err
+	}
+	return idx.IndexField(ctx, &itmv1.AccessPolicy{}, IndexPolicyNamespace, func(o client.Object) []string {
+		return policyNamespaceKeys(&o.(*itmv1.AccessPolicy).Spec)
 	})
+}
+
+// PolicySubjectKeys are the IndexPolicySubject keys of a policy's subjects.
+func PolicySubjectKeys(s itmv1.Subjects) []string {
+	keys := make([]string, 0, len(s.Users)+len(s.Groups)+1)
+	for _, u := range s.Users {
+		keys = append(keys, "user:"+u)
+	}
+	for _, g := range s.Groups {
+		keys = append(keys, "group:"+g)
+	}
+	if s.DeviceSelector != nil {
+		keys = append(keys, PolicyKeyDeviceSelector)
+	}
+	return keys
+}
+
+func policyNamespaceKeys(s *itmv1.AccessPolicySpec) []string {
+	var keys []string
+	for _, d := range s.Destinations {
+		if d.NamespaceSelector != nil {
+			keys = append(keys, PolicyKeyNamespaceSelector)
+		}
+		for _, ns := range d.Namespaces {
+			keys = append(keys, "ns:"+ns)
+		}
+	}
+	for _, ka := range s.KubernetesAccess {
+		for _, ns := range ka.Namespaces {
+			keys = append(keys, "ns:"+ns)
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
 // DeviceAddresses are the addresses an Active Device claims: its static ones

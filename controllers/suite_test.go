@@ -11,8 +11,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -65,7 +63,7 @@ var _ = BeforeSuite(func() {
 	ctx, cancel = context.WithCancel(context.Background())
 
 	var err error
-	env, err = testenv.Start(testenv.Options{ControllerManager: true})
+	env, err = testenv.Start(testenv.Options{ControllerManager: true, AdmissionPolicies: true})
 	Expect(err).NotTo(HaveOccurred())
 	k8s, err = client.New(env.Config, client.Options{Scheme: testenv.Scheme})
 	Expect(err).NotTo(HaveOccurred())
@@ -75,10 +73,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  testenv.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{testenv.DevicesNamespace: {}, controllers.NodeLeaseNamespace: {}}},
-			&corev1.Secret{}:        {Namespaces: map[string]cache.Config{testenv.DevicesNamespace: {}}},
-		}},
+		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace)},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
@@ -97,6 +92,11 @@ var _ = BeforeSuite(func() {
 		DevicesNamespace: testenv.DevicesNamespace, StaleAfter: staleAfter, RefreshEvery: 5 * time.Minute,
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)).To(Succeed())
+	Expect((&controllers.AccessPolicyReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-access"),
+		OperatorNamespace: testenv.OperatorNamespace, DevicesNamespace: testenv.DevicesNamespace,
+		BindableRoles: controllers.DefaultBindableRoles, Workers: 4,
+	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.EnrolmentReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("itmanager-enrolment"),
 		DevicesNamespace: testenv.DevicesNamespace, URL: checkinURL, CA: certs.CA,

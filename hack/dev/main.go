@@ -79,7 +79,7 @@ func run() error {
 	defer stop()
 
 	step("Starting etcd, kube-apiserver and kube-controller-manager (logs in .dev/logs)")
-	env, err := testenv.Start(testenv.Options{Webhooks: true, ControllerManager: true, LogDir: logDir})
+	env, err := testenv.Start(testenv.Options{Webhooks: true, ControllerManager: true, AdmissionPolicies: true, LogDir: logDir})
 	if err != nil {
 		return err
 	}

@@ -50,7 +50,7 @@ func TestEvaluate(t *testing.T) {
 	}{
 		"no posture: an Active device passes": {dev: laptop(), allowed: true},
 		"no posture: a Lost device fails": {
-			dev: laptop(func(d *itmv1.Device) { d.Spec.Lifecycle = itmv1.DeviceLifecycleLost }),
+			dev:     laptop(func(d *itmv1.Device) { d.Spec.Lifecycle = itmv1.DeviceLifecycleLost }),
 			reasons: []string{"device is Lost"},
 		},
 		"everything met": {

@@ -26,6 +26,8 @@ import (
 
 // Names of the manager's identity, as config/default and make dev create it.
 const (
+	// NamePrefix is the prefix kustomize (config/default) gives every name.
+	NamePrefix            = "itmanager-"
 	OperatorNamespace     = "itmanager-system"
 	DevicesNamespace      = "itmanager-devices"
 	ManagerServiceAccount = "itmanager-controller-manager"
@@ -56,7 +58,8 @@ func ReadObjects(path string) ([]*unstructured.Unstructured, error) {
 
 // ManagerConfig creates the operator and devices namespaces, the manager's
 // ServiceAccount, and exactly the ClusterRole and Roles that controller-gen
-// generated from the RBAC markers (config/rbac/role.yaml), each bound to that
+// generated from the RBAC markers (config/rbac/role.yaml) plus the "bind"
+// role of config/rbac/bind_role.yaml, each bound to that
 // ServiceAccount, and returns a rest.Config that authenticates as it with a
 // bound token. A manager run with it has the permissions the chart grants,
 // so a missing RBAC marker fails tests and make dev.
@@ -84,8 +87,13 @@ func (e *Environment) ManagerConfig(ctx context.Context) (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	bind, err := ReadObjects(filepath.Join(root, "config", "rbac", "bind_role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	roles = append(roles, bind...)
 	for _, role := range roles {
-		name := "itmanager-" + role.GetName()
+		name := NamePrefix + role.GetName()
 		role.SetName(name)
 		var binding client.Object
 		switch role.GetKind() {

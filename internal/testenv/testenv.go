@@ -17,11 +17,13 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
@@ -88,6 +90,9 @@ type Options struct {
 	// ControllerManager runs kube-controller-manager with
 	// ControllerManagerControllers.
 	ControllerManager bool
+	// AdmissionPolicies installs the ValidatingAdmissionPolicies of
+	// config/admission, named as kustomize names them.
+	AdmissionPolicies bool
 	// LogDir, when set, receives etcd.log, kube-apiserver.log and
 	// kube-controller-manager.log; otherwise they go to a temporary
 	// directory (controller manager) or are discarded (etcd, API server).
@@ -146,6 +151,12 @@ func Start(opts Options) (*Environment, error) {
 		return nil, fmt.Errorf("start envtest with binaries from %s: %w", bin, err)
 	}
 	env.Config = cfg
+	if opts.AdmissionPolicies {
+		if err := env.installAdmissionPolicies(); err != nil {
+			_ = env.Stop()
+			return nil, err
+		}
+	}
 	if opts.ControllerManager {
 		if err := env.startControllerManager(bin, opts.LogDir); err != nil {
 			_ = env.Stop()
@@ -255,4 +266,43 @@ func (e *Environment) Stop() error {
 	err := e.Environment.Stop()
 	e.closeLogs()
 	return err
+}
+
+// AdmissionPolicies reads config/admission/policies.yaml with the names
+// kustomize gives them (prefix "itmanager-", also in a binding's policyName).
+func AdmissionPolicies() ([]*unstructured.Unstructured, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	objs, err := ReadObjects(filepath.Join(root, "config", "admission", "policies.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range objs {
+		o.SetName(NamePrefix + o.GetName())
+		if ref, ok, _ := unstructured.NestedString(o.Object, "spec", "policyName"); ok {
+			if err := unstructured.SetNestedField(o.Object, NamePrefix+ref, "spec", "policyName"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return objs, nil
+}
+
+func (e *Environment) installAdmissionPolicies() error {
+	objs, err := AdmissionPolicies()
+	if err != nil {
+		return err
+	}
+	admin, err := client.New(e.Config, client.Options{Scheme: Scheme})
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if err := admin.Create(context.Background(), o); err != nil {
+			return fmt.Errorf("create %s %s: %w", o.GetKind(), o.GetName(), err)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,791 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/access"
+	"github.com/itmanager-io/itmanager/internal/device"
+	"github.com/itmanager-io/itmanager/internal/netpol"
+)
+
+// AccessFieldManager is the server-side apply field manager of everything the
+// AccessPolicy controller generates.
+const AccessFieldManager = "itmanager-access"
+
+// AccessPolicy condition reasons beyond those in the API package.
+const (
+	ReasonEnforced             = "Enforced"
+	ReasonAudited              = "Audited"
+	ReasonForbiddenDestination = "ForbiddenDestination"
+	ReasonApplyFailed          = "ApplyFailed"
+	ReasonInvalidSpec          = "InvalidSpec"
+	ReasonNameTaken            = "NameTaken"
+)
+
+// DefaultBindableRoles are the ClusterRoles the operator binds unless the
+// installation allows others.
+var DefaultBindableRoles = []string{"view", "edit"}
+
+// AccessPolicyReconciler resolves an AccessPolicy (people → devices →
+// posture → addresses) and enforces it as NetworkPolicies and RBAC
+// bindings. It writes only objects that differ from what it computed,
+// prunes what it no longer needs, and requeues for the instant an allowed
+// device's check-in becomes too old.
+type AccessPolicyReconciler struct {
+	client.Client
+	// APIReader reads past the cache, to tell a foreign object that holds a
+	// generated name from our own not yet cached.
+	APIReader client.Reader
+	Clock     clock.PassiveClock
+	Recorder  recorder.EventRecorder
+	Workers   int
+	// OperatorNamespace and DevicesNamespace are never destinations.
+	OperatorNamespace string
+	DevicesNamespace  string
+	// BindableRoles are the ClusterRoles the installation lets the operator
+	// bind (its own RBAC grants bind on exactly these).
+	BindableRoles []string
+}
+
+// +kubebuilder:rbac:groups=itmanager.io,resources=accesspolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=itmanager.io,resources=accesspolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests,verbs=get;list;watch
+// +kubebuilder:rbac:groups=itmanager.io,resources=accountproviders,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings;clusterrolebindings,verbs=get;list;watch;create;patch;delete
+
+// Reconcile resolves one AccessPolicy, enforces it and reports it.
+func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	p := &itmv1.AccessPolicy{}
+	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if p.DeletionTimestamp != nil {
+		// Every generated object is owned by the policy: the garbage
+		// collector removes them.
+		return ctrl.Result{}, nil
+	}
+	log := ctrl.LoggerFrom(ctx).WithValues("AccessPolicy", klog.KObj(p))
+	now := r.Clock.Now()
+	base := p.DeepCopy()
+
+	res, err := r.resolve(ctx, p, now)
+	if err != nil {
+		var invalid invalidSpecError
+		if errors.As(err, &invalid) {
+			r.setReady(p, now, metav1.ConditionFalse, ReasonInvalidSpec, invalid.Error())
+			meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{Type: itmv1.ConditionStalled, Status: metav1.ConditionTrue,
+				Reason: ReasonInvalidSpec, Message: invalid.Error(), ObservedGeneration: p.Generation, LastTransitionTime: metav1.NewTime(now)})
+			return ctrl.Result{}, errors.Join(r.patchStatus(ctx, base, p), reconcile.TerminalError(err))
+		}
+		return ctrl.Result{}, err
+	}
+	meta.RemoveStatusCondition(&p.Status.Conditions, itmv1.ConditionStalled)
+
+	p.Status.Devices = res.Counts
+	p.Status.Denied = res.Denied
+	p.Status.NetworkPolicies = int32(len(res.networkPolicies))
+	p.Status.AddressBlocks = int32(len(res.Prefixes))
+
+	var syncErr error
+	if p.Spec.Mode == itmv1.AccessModeAudit {
+		// Audit computes and reports; whatever Enforce generated before goes.
+		syncErr = r.sync(ctx, p, nil, nil, nil)
+	} else {
+		var taken []string
+		taken, syncErr = r.syncReporting(ctx, p, res)
+		res.problems = append(res.problems, taken...)
+	}
+
+	switch {
+	case syncErr != nil:
+		r.setReady(p, now, metav1.ConditionFalse, ReasonApplyFailed, truncateMessage(syncErr.Error()))
+	case len(res.problems) > 0:
+		r.setReady(p, now, metav1.ConditionFalse, res.problemReason, truncateMessage(strings.Join(res.problems, "; ")))
+	case p.Spec.Mode == itmv1.AccessModeAudit:
+		r.setReady(p, now, metav1.ConditionTrue, ReasonAudited, fmt.Sprintf("audit only: %d of %d devices would be allowed; nothing is written", res.Counts.Allowed, res.Counts.Matched))
+	case res.Counts.Allowed == 0:
+		r.setReady(p, now, metav1.ConditionTrue, itmv1.ReasonNoAllowedDevices, "no device qualifies: the selected pods are isolated from device addresses")
+	default:
+		r.setReady(p, now, metav1.ConditionTrue, ReasonEnforced, fmt.Sprintf("%d of %d devices allowed", res.Counts.Allowed, res.Counts.Matched))
+	}
+	if syncErr == nil {
+		p.Status.ObservedGeneration = p.Generation
+	}
+	if err := r.patchStatus(ctx, base, p); err != nil {
+		return ctrl.Result{}, errors.Join(syncErr, err)
+	}
+	if syncErr != nil {
+		return ctrl.Result{}, syncErr
+	}
+	log.V(1).Info("Resolved access policy", "matched", res.Counts.Matched, "allowed", res.Counts.Allowed, "cidrs", len(res.Prefixes))
+	if res.NextChange.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	// Withdraw access the instant a check-in grows too old, ahead of
+	// routine work.
+	return ctrl.Result{RequeueAfter: max(res.NextChange.Sub(r.Clock.Now()), time.Millisecond), Priority: ptr.To(freshnessPriority)}, nil
+}
+
+// resolution is a resolved policy and what enforcing it takes.
+type resolution struct {
+	access.Result
+	networkPolicies []*networkingv1.NetworkPolicy
+	clusterBindings []*rbacv1.ClusterRoleBinding
+	roleBindings    []*rbacv1.RoleBinding
+	// problems keep the policy from being fully enforced (a forbidden
+	// namespace, a role the installation does not allow).
+	problems      []string
+	problemReason string
+}
+
+type invalidSpecError struct{ error }
+
+func (r *AccessPolicyReconciler) resolve(ctx context.Context, p *itmv1.AccessPolicy, now time.Time) (*resolution, error) {
+	sel, err := access.Selector(p.Spec.Subjects)
+	if err != nil {
+		return nil, invalidSpecError{err}
+	}
+	requests, err := r.requests(ctx, p.Spec.Subjects)
+	if err != nil {
+		return nil, err
+	}
+	people := access.People(p.Spec.Subjects, requests)
+	cands, err := r.candidates(ctx, people, sel)
+	if err != nil {
+		return nil, err
+	}
+	res := &resolution{Result: access.Resolve(access.Input{Policy: p, People: people, Selector: sel, Candidates: cands, Now: now})}
+
+	providers, err := r.providers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	forbidden := r.forbidden(providers)
+	targets, problems, err := r.targets(ctx, p, forbidden)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		res.problemReason = ReasonForbiddenDestination
+	}
+	res.networkPolicies = netpol.Compile(netpol.Input{Owner: p, Targets: targets, Prefixes: res.Prefixes})
+
+	var roleProblems []string
+	res.clusterBindings, res.roleBindings, roleProblems = access.Bindings(access.BindingInput{
+		Owner: p, ServiceAccounts: access.ServiceAccounts(people, requests, providers),
+		AllowedRoles: r.BindableRoles, Forbidden: forbidden,
+	})
+	if len(roleProblems) > 0 && res.problemReason == "" {
+		res.problemReason = itmv1.ReasonRoleNotAllowed
+	}
+	res.problems = append(problems, roleProblems...)
+	return res, nil
+}
+
+// requests are the OnboardingRequests of the listed users and of every
+// member of the listed groups, by name.
+func (r *AccessPolicyReconciler) requests(ctx context.Context, s itmv1.Subjects) (map[string]*itmv1.OnboardingRequest, error) {
+	out := map[string]*itmv1.OnboardingRequest{}
+	for _, u := range s.Users {
+		req := &itmv1.OnboardingRequest{}
+		switch err := r.Get(ctx, types.NamespacedName{Name: u}, req); {
+		case err == nil:
+			out[u] = req
+		case !apierrors.IsNotFound(err):
+			return nil, err
+		}
+	}
+	for _, g := range s.Groups {
+		list := &itmv1.OnboardingRequestList{}
+		if err := r.List(ctx, list, client.MatchingFields{IndexOnboardingGroup: g}); err != nil {
+			return nil, err
+		}
+		for i := range list.Items {
+			out[list.Items[i].Name] = &list.Items[i]
+		}
+	}
+	return out, nil
+}
+
+// candidates are the devices assigned to the people and those the selector
+// matches, with their live check-ins and address conflicts.
+func (r *AccessPolicyReconciler) candidates(ctx context.Context, people map[string]bool, sel labels.Selector) ([]access.Candidate, error) {
+	var devs []itmv1.Device
+	for person := range people {
+		list := &itmv1.DeviceList{}
+		if err := r.List(ctx, list, client.MatchingFields{IndexDeviceAssignee: person}, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+		devs = append(devs, list.Items...)
+	}
+	if sel != nil {
+		list := &itmv1.DeviceList{}
+		if err := r.List(ctx, list, client.MatchingLabelsSelector{Selector: sel}, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+		devs = append(devs, list.Items...)
+	}
+	out := make([]access.Candidate, 0, len(devs))
+	for i := range devs {
+		d := &devs[i]
+		c := access.Candidate{Device: d}
+		var err error
+		if c.LastCheckIn, err = RenewTime(ctx, r.Client, r.DevicesNamespace, d); err != nil {
+			return nil, err
+		}
+		if c.Conflicts, err = AddressConflicts(ctx, r.Client, d); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func (r *AccessPolicyReconciler) providers(ctx context.Context) (map[string]*itmv1.AccountProvider, error) {
+	list := &itmv1.AccountProviderList{}
+	if err := r.List(ctx, list); err != nil {
+		return nil, err
+	}
+	out := make(map[string]*itmv1.AccountProvider, len(list.Items))
+	for i := range list.Items {
+		out[list.Items[i].Name] = &list.Items[i]
+	}
+	return out, nil
+}
+
+// forbidden says why a namespace never receives generated objects: the
+// operator's own, the devices', and the Kubernetes account providers'
+// (which hold people's credentials).
+func (r *AccessPolicyReconciler) forbidden(providers map[string]*itmv1.AccountProvider) func(string) string {
+	return func(ns string) string {
+		switch ns {
+		case r.OperatorNamespace:
+			return ns + " is the operator's namespace and is never a destination"
+		case r.DevicesNamespace:
+			return ns + " is the devices' namespace and is never a destination"
+		}
+		for name, p := range providers {
+			if p.Spec.Kubernetes != nil && p.Spec.Kubernetes.Namespace == ns {
+				return fmt.Sprintf("%s is the namespace of AccountProvider %s and is never a destination", ns, name)
+			}
+		}
+		return ""
+	}
+}
+
+// targets are the existing, non-terminating destination namespaces with the
+// destinations that name them. A forbidden namespace named outright is a
+// problem to report; one a selector matches is skipped silently.
+func (r *AccessPolicyReconciler) targets(ctx context.Context, p *itmv1.AccessPolicy, forbidden func(string) string) ([]netpol.Target, []string, error) {
+	byNS := map[string][]itmv1.Destination{}
+	var problems []string
+	usable := func(ns *corev1.Namespace) bool {
+		return ns.DeletionTimestamp == nil && ns.Status.Phase != corev1.NamespaceTerminating && forbidden(ns.Name) == ""
+	}
+	for i, d := range p.Spec.Destinations {
+		if d.NamespaceSelector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(d.NamespaceSelector)
+			if err != nil {
+				return nil, nil, invalidSpecError{fmt.Errorf("spec.destinations[%d].namespaceSelector: %w", i, err)}
+			}
+			list := &corev1.NamespaceList{}
+			if err := r.List(ctx, list, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+				return nil, nil, err
+			}
+			for j := range list.Items {
+				if usable(&list.Items[j]) {
+					byNS[list.Items[j].Name] = append(byNS[list.Items[j].Name], d)
+				}
+			}
+			continue
+		}
+		for _, name := range d.Namespaces {
+			if why := forbidden(name); why != "" {
+				problems = append(problems, fmt.Sprintf("spec.destinations[%d].namespaces: %s", i, why))
+				continue
+			}
+			ns := &corev1.Namespace{}
+			if err := r.Get(ctx, types.NamespacedName{Name: name}, ns); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue // enforced as soon as the namespace exists
+				}
+				return nil, nil, err
+			}
+			if usable(ns) {
+				byNS[name] = append(byNS[name], d)
+			}
+		}
+	}
+	out := make([]netpol.Target, 0, len(byNS))
+	for ns, dests := range byNS {
+		out = append(out, netpol.Target{Namespace: ns, Destinations: dests})
+	}
+	return out, problems, nil
+}
+
+// syncReporting enforces a resolution; generated names held by objects
+// itmanager did not create are reported, not taken over.
+func (r *AccessPolicyReconciler) syncReporting(ctx context.Context, p *itmv1.AccessPolicy, res *resolution) ([]string, error) {
+	err := r.sync(ctx, p, res.networkPolicies, res.clusterBindings, res.roleBindings)
+	var taken nameTakenError
+	if errors.As(err, &taken) {
+		if res.problemReason == "" {
+			res.problemReason = ReasonNameTaken
+		}
+		return []string(taken), nil
+	}
+	return nil, err
+}
+
+// nameTakenError lists generated objects whose names a foreign object holds.
+type nameTakenError []string
+
+func (e nameTakenError) Error() string { return strings.Join(e, "; ") }
+
+// sync makes the generated objects exactly the desired ones: applies those
+// that differ from what is there, deletes the ones no longer wanted.
+func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy, nps []*networkingv1.NetworkPolicy, crbs []*rbacv1.ClusterRoleBinding, rbs []*rbacv1.RoleBinding) error {
+	mine := client.MatchingLabels{netpol.LabelAccessPolicy: p.Name}
+	var existing []client.Object
+	npList := &networkingv1.NetworkPolicyList{}
+	crbList := &rbacv1.ClusterRoleBindingList{}
+	rbList := &rbacv1.RoleBindingList{}
+	for _, l := range []client.ObjectList{npList, crbList, rbList} {
+		if err := r.List(ctx, l, mine); err != nil {
+			return err
+		}
+	}
+	for i := range npList.Items {
+		existing = append(existing, &npList.Items[i])
+	}
+	for i := range crbList.Items {
+		existing = append(existing, &crbList.Items[i])
+	}
+	for i := range rbList.Items {
+		existing = append(existing, &rbList.Items[i])
+	}
+
+	var desired []client.Object
+	for _, o := range nps {
+		desired = append(desired, o)
+	}
+	for _, o := range crbs {
+		desired = append(desired, o)
+	}
+	for _, o := range rbs {
+		desired = append(desired, o)
+	}
+
+	type key struct{ kind, ns, name string }
+	keyOf := func(o client.Object) key {
+		return key{fmt.Sprintf("%T", o), o.GetNamespace(), o.GetName()}
+	}
+	have := map[key]client.Object{}
+	for _, o := range existing {
+		// A predecessor's objects (same name, other UID) are stale too.
+		if metav1.IsControlledBy(o, p) {
+			have[keyOf(o)] = o
+		}
+	}
+	var errs []error
+	var taken nameTakenError
+	want := map[key]bool{}
+	for _, o := range desired {
+		k := keyOf(o)
+		want[k] = true
+		if cur, ok := have[k]; ok && upToDate(cur, o) {
+			continue
+		} else if !ok {
+			if why, err := r.nameTaken(ctx, o, p); err != nil {
+				errs = append(errs, err)
+				continue
+			} else if why != "" {
+				taken = append(taken, why)
+				continue
+			}
+		}
+		if err := r.apply(ctx, o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, o := range existing {
+		if want[keyOf(o)] && metav1.IsControlledBy(o, p) {
+			continue
+		}
+		if !isGeneratedBy(o, p.Name) {
+			continue
+		}
+		uid := o.GetUID()
+		if err := r.Delete(ctx, o, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
+			errs = append(errs, fmt.Errorf("delete %s %s: %w", kindOf(o), objectKey(o), err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(taken) > 0 {
+		return taken
+	}
+	return nil
+}
+
+// isGeneratedBy reports whether an object carries the marks of a policy of
+// this name (of any UID) and is controlled by an AccessPolicy: only those
+// are ever pruned.
+func isGeneratedBy(o client.Object, policy string) bool {
+	ref := metav1.GetControllerOf(o)
+	return o.GetLabels()[netpol.LabelManagedBy] == netpol.ManagedByValue && o.GetLabels()[netpol.LabelAccessPolicy] == policy &&
+		ref != nil && ref.Kind == "AccessPolicy" && ref.Name == policy && strings.HasPrefix(ref.APIVersion, itmv1.GroupVersion.Group+"/")
+}
+
+// nameTaken tells an object someone else created under a generated name
+// (never adopted) from our own that the cache has not seen yet.
+func (r *AccessPolicyReconciler) nameTaken(ctx context.Context, desired client.Object, p *itmv1.AccessPolicy) (string, error) {
+	live := desired.DeepCopyObject().(client.Object)
+	switch err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live); {
+	case apierrors.IsNotFound(err):
+		return "", nil
+	case err != nil:
+		return "", err
+	case metav1.IsControlledBy(live, p) || isGeneratedBy(live, p.Name):
+		return "", nil
+	}
+	return fmt.Sprintf("%s %s exists and was not created by this policy; it is left alone", kindOf(desired), objectKey(desired)), nil
+}
+
+// upToDate reports whether the existing object already has every label,
+// the owner reference and the content the desired one has.
+func upToDate(cur, desired client.Object) bool {
+	for k, v := range desired.GetLabels() {
+		if cur.GetLabels()[k] != v {
+			return false
+		}
+	}
+	if !metav1.IsControlledBy(cur, &metav1.ObjectMeta{UID: desired.GetOwnerReferences()[0].UID}) {
+		return false
+	}
+	switch d := desired.(type) {
+	case *networkingv1.NetworkPolicy:
+		return equality.Semantic.DeepEqual(cur.(*networkingv1.NetworkPolicy).Spec, d.Spec)
+	case *rbacv1.ClusterRoleBinding:
+		c := cur.(*rbacv1.ClusterRoleBinding)
+		return equality.Semantic.DeepEqual(c.RoleRef, d.RoleRef) && equality.Semantic.DeepEqual(c.Subjects, d.Subjects)
+	case *rbacv1.RoleBinding:
+		c := cur.(*rbacv1.RoleBinding)
+		return equality.Semantic.DeepEqual(c.RoleRef, d.RoleRef) && equality.Semantic.DeepEqual(c.Subjects, d.Subjects)
+	}
+	return false
+}
+
+// apply writes a generated object with server-side apply under
+// AccessFieldManager; fields it no longer sets are removed.
+func (r *AccessPolicyReconciler) apply(ctx context.Context, o client.Object) error {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+	if err != nil {
+		return err
+	}
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u, "status")
+	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}), client.FieldOwner(AccessFieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply %s %s: %w", kindOf(o), objectKey(o), err)
+	}
+	return nil
+}
+
+func kindOf(o client.Object) string {
+	switch o.(type) {
+	case *networkingv1.NetworkPolicy:
+		return "NetworkPolicy"
+	case *rbacv1.ClusterRoleBinding:
+		return "ClusterRoleBinding"
+	case *rbacv1.RoleBinding:
+		return "RoleBinding"
+	}
+	return fmt.Sprintf("%T", o)
+}
+
+func objectKey(o client.Object) string {
+	if o.GetNamespace() == "" {
+		return o.GetName()
+	}
+	return o.GetNamespace() + "/" + o.GetName()
+}
+
+func (r *AccessPolicyReconciler) setReady(p *itmv1.AccessPolicy, now time.Time, status metav1.ConditionStatus, reason, msg string) {
+	old := meta.FindStatusCondition(p.Status.Conditions, itmv1.ConditionReady)
+	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
+		Type: itmv1.ConditionReady, Status: status, Reason: reason, Message: msg,
+		ObservedGeneration: p.Generation, LastTransitionTime: metav1.NewTime(now),
+	})
+	if r.Recorder == nil || (old != nil && old.Status == status && old.Reason == reason) {
+		return
+	}
+	kind := corev1.EventTypeNormal
+	if status != metav1.ConditionTrue {
+		kind = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(p, nil, kind, reason, "Resolve", "%s", msg)
+}
+
+// patchStatus writes the whole status once, only when it changed, guarded
+// by the resourceVersion of the read it was computed from, so nobody's
+// concurrent write is lost. (A merge patch would omit counters that stay 0,
+// which the first write must carry.)
+func (r *AccessPolicyReconciler) patchStatus(ctx context.Context, base, p *itmv1.AccessPolicy) error {
+	if equality.Semantic.DeepEqual(base.Status, p.Status) {
+		return nil
+	}
+	if err := r.Status().Update(ctx, p); err != nil {
+		return fmt.Errorf("patch status of AccessPolicy %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+func truncateMessage(s string) string {
+	const maxMessage = 32768 // metav1.Condition message limit
+	if len(s) <= maxMessage {
+		return s
+	}
+	return s[:maxMessage-3] + "..."
+}
+
+// SetupWithManager watches AccessPolicies, what they generate, and
+// everything resolution reads, mapping each event only to the policies it
+// can concern.
+func (r *AccessPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
+		Named("accesspolicy").
+		For(&itmv1.AccessPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&rbacv1.ClusterRoleBinding{}).
+		Owns(&rbacv1.RoleBinding{}).
+		Watches(&itmv1.Device{}, handler.EnqueueRequestsFromMapFunc(r.deviceToPolicies),
+			builder.WithPredicates(deviceAccessChanged())).
+		Watches(&itmv1.OnboardingRequest{}, handler.EnqueueRequestsFromMapFunc(r.requestToPolicies),
+			builder.WithPredicates(requestAccessChanged())).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToPolicies),
+			builder.WithPredicates(namespaceChanged())).
+		Watches(&itmv1.AccountProvider{}, handler.EnqueueRequestsFromMapFunc(r.allPolicies),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&coordinationv1.Lease{}, r.leaseHandler()).
+		Complete(r)
+}
+
+// deviceAccessChanged passes Device changes resolution reads: spec, labels,
+// reported facts, deletion.
+func deviceAccessChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*itmv1.Device), e.ObjectNew.(*itmv1.Device)
+		return o.Generation != n.Generation || !equality.Semantic.DeepEqual(o.Labels, n.Labels) ||
+			!equality.Semantic.DeepEqual(o.Status.Observed, n.Status.Observed) || n.DeletionTimestamp != nil
+	}}
+}
+
+func requestAccessChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*itmv1.OnboardingRequest), e.ObjectNew.(*itmv1.OnboardingRequest)
+		return access.IsActive(o) != access.IsActive(n) || !slices.Equal(o.Spec.Groups, n.Spec.Groups) ||
+			o.Status.Phase != n.Status.Phase || !equality.Semantic.DeepEqual(o.Status.Accounts, n.Status.Accounts)
+	}}
+}
+
+func namespaceChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*corev1.Namespace), e.ObjectNew.(*corev1.Namespace)
+		return !equality.Semantic.DeepEqual(o.Labels, n.Labels) || o.Status.Phase != n.Status.Phase ||
+			(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil)
+	}}
+}
+
+// policiesForDevice are the policies whose subjects can select the device:
+// by its assignee, the assignee's groups, or a matching deviceSelector.
+func (r *AccessPolicyReconciler) policiesForDevice(ctx context.Context, d *itmv1.Device) []itmv1.AccessPolicy {
+	var keys []string
+	if a := d.Spec.Assignee; a != "" {
+		keys = append(keys, "user:"+a)
+		req := &itmv1.OnboardingRequest{}
+		if err := r.Get(ctx, types.NamespacedName{Name: a}, req); err == nil {
+			for _, g := range req.Spec.Groups {
+				keys = append(keys, "group:"+g)
+			}
+		}
+	}
+	keys = append(keys, PolicyKeyDeviceSelector)
+	seen := map[string]bool{}
+	var out []itmv1.AccessPolicy
+	for _, k := range keys {
+		list := &itmv1.AccessPolicyList{}
+		if err := r.List(ctx, list, client.MatchingFields{IndexPolicySubject: k}); err != nil {
+			continue
+		}
+		for _, p := range list.Items {
+			if seen[p.Name] {
+				continue
+			}
+			if k == PolicyKeyDeviceSelector {
+				sel, err := access.Selector(p.Spec.Subjects)
+				if err != nil || sel == nil || !sel.Matches(labels.Set(d.Labels)) {
+					continue
+				}
+			}
+			seen[p.Name] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func requestsFor(ps []itmv1.AccessPolicy) []reconcile.Request {
+	out := make([]reconcile.Request, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
+	}
+	return out
+}
+
+// deviceToPolicies maps a Device to the policies that can select it, and to
+// those of the Devices sharing one of its addresses (a conflict appearing
+// or clearing changes their verdicts too). The handler maps both the old and
+// the new object of an update, so a device leaving a policy reaches it.
+func (r *AccessPolicyReconciler) deviceToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+	d := o.(*itmv1.Device)
+	ps := r.policiesForDevice(ctx, d)
+	for _, addr := range DeviceAddresses(d) {
+		others, _ := OtherClaimants(ctx, r.Client, addr, d.Name)
+		for _, name := range others {
+			other := &itmv1.Device{}
+			if err := r.Get(ctx, types.NamespacedName{Name: name}, other); err == nil {
+				ps = append(ps, r.policiesForDevice(ctx, other)...)
+			}
+		}
+	}
+	return requestsFor(ps)
+}
+
+func (r *AccessPolicyReconciler) requestToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+	req := o.(*itmv1.OnboardingRequest)
+	keys := []string{"user:" + req.Name}
+	for _, g := range req.Spec.Groups {
+		keys = append(keys, "group:"+g)
+	}
+	return r.policiesByKeys(ctx, IndexPolicySubject, keys)
+}
+
+func (r *AccessPolicyReconciler) namespaceToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.policiesByKeys(ctx, IndexPolicyNamespace, []string{"ns:" + o.GetName(), PolicyKeyNamespaceSelector})
+}
+
+func (r *AccessPolicyReconciler) policiesByKeys(ctx context.Context, index string, keys []string) []reconcile.Request {
+	var out []reconcile.Request
+	for _, k := range keys {
+		list := &itmv1.AccessPolicyList{}
+		if err := r.List(ctx, list, client.MatchingFields{index: k}); err != nil {
+			continue
+		}
+		out = append(out, requestsFor(list.Items)...)
+	}
+	return out
+}
+
+func (r *AccessPolicyReconciler) allPolicies(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &itmv1.AccessPolicyList{}
+	if err := r.List(ctx, list); err != nil {
+		return nil
+	}
+	return requestsFor(list.Items)
+}
+
+// leaseHandler maps a check-in to the policies whose verdict it changes: a
+// renewal that makes the device fresh again under a policy's maxCheckInAge.
+// Renewals of a device every policy already counts as fresh cost no
+// reconcile; going stale is the policy's own requeue.
+func (r *AccessPolicyReconciler) leaseHandler() handler.EventHandler {
+	devices := func(ctx context.Context, l client.Object) []itmv1.Device {
+		switch l.GetNamespace() {
+		case r.DevicesNamespace:
+			d := &itmv1.Device{}
+			if err := r.Get(ctx, types.NamespacedName{Name: l.GetName()}, d); err != nil {
+				return nil
+			}
+			return []itmv1.Device{*d}
+		case NodeLeaseNamespace:
+			list := &itmv1.DeviceList{}
+			if err := r.List(ctx, list, client.MatchingFields{IndexDeviceNodeName: l.GetName()}); err != nil {
+				return nil
+			}
+			return list.Items
+		}
+		return nil
+	}
+	enqueue := func(ctx context.Context, l client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], keep func(*itmv1.AccessPolicy) bool) {
+		for _, d := range devices(ctx, l) {
+			for _, p := range r.policiesForDevice(ctx, &d) {
+				if p.Spec.Posture != nil && p.Spec.Posture.MaxCheckInAge != nil && keep(&p) {
+					q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
+				}
+			}
+		}
+	}
+	all := func(*itmv1.AccessPolicy) bool { return true }
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if e.Object.(*coordinationv1.Lease).Spec.RenewTime != nil {
+				enqueue(ctx, e.Object, q, all)
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q, all)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			o, n := e.ObjectOld.(*coordinationv1.Lease), e.ObjectNew.(*coordinationv1.Lease)
+			if equality.Semantic.DeepEqual(o.Spec.RenewTime, n.Spec.RenewTime) {
+				return
+			}
+			now := r.Clock.Now()
+			enqueue(ctx, n, q, func(p *itmv1.AccessPolicy) bool {
+				maxAge := p.Spec.Posture.MaxCheckInAge.Duration
+				return fresh(o.Spec.RenewTime, maxAge, now) != fresh(n.Spec.RenewTime, maxAge, now)
+			})
+		},
+	}
+}
+
+// fresh is a policy's check-in verdict for a renew time, as posture decides it.
+func fresh(renew *metav1.MicroTime, maxAge time.Duration, now time.Time) bool {
+	return renew != nil && !renew.After(now.Add(device.MaxClockSkew)) && now.Before(renew.Add(maxAge))
+}

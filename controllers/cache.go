@@ -1,0 +1,29 @@
+package controllers
+
+import (
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/itmanager-io/itmanager/internal/netpol"
+)
+
+// CacheByObject narrows the manager's cache to what the controllers need
+// and the RBAC grants: Leases only in the devices' and the kubelets'
+// namespaces, Secrets only in the devices' namespace (and only their
+// metadata is ever read), and of NetworkPolicies and bindings only those
+// itmanager generated; the cluster's others are none of its business.
+func CacheByObject(devicesNamespace string) map[client.Object]cache.ByObject {
+	generated := labels.SelectorFromSet(labels.Set{netpol.LabelManagedBy: netpol.ManagedByValue})
+	return map[client.Object]cache.ByObject{
+		&coordinationv1.Lease{}:       {Namespaces: map[string]cache.Config{devicesNamespace: {}, NodeLeaseNamespace: {}}},
+		&corev1.Secret{}:              {Namespaces: map[string]cache.Config{devicesNamespace: {}}},
+		&networkingv1.NetworkPolicy{}: {Label: generated},
+		&rbacv1.RoleBinding{}:         {Label: generated},
+		&rbacv1.ClusterRoleBinding{}:  {Label: generated},
+	}
+}

@@ -1,0 +1,81 @@
+package controllers
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
+
+// Lookups shared by the Device and AccessPolicy controllers: both judge a
+// device by the same live facts.
+
+// LeaseKey is the Lease whose renew time is the device's check-in: its agent
+// Lease, or for a Node device its Node's Lease. ok is false for a device that
+// does not check in.
+func LeaseKey(devicesNamespace string, dev *itmv1.Device) (key types.NamespacedName, ok bool) {
+	if dev.Spec.Class == itmv1.DeviceClassNode {
+		return types.NamespacedName{Namespace: NodeLeaseNamespace, Name: dev.Spec.NodeName}, dev.Spec.NodeName != ""
+	}
+	if dev.Spec.Agent == nil || !dev.Spec.Agent.Enabled {
+		return types.NamespacedName{}, false
+	}
+	return types.NamespacedName{Namespace: devicesNamespace, Name: dev.Name}, true
+}
+
+// RenewTime is the device's live check-in; nil when it never checked in.
+func RenewTime(ctx context.Context, c client.Reader, devicesNamespace string, dev *itmv1.Device) (*time.Time, error) {
+	key, ok := LeaseKey(devicesNamespace, dev)
+	if !ok {
+		return nil, nil
+	}
+	lease := &coordinationv1.Lease{}
+	if err := c.Get(ctx, key, lease); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	if lease.Spec.RenewTime == nil {
+		return nil, nil
+	}
+	return &lease.Spec.RenewTime.Time, nil
+}
+
+// AddressConflicts maps each of the device's addresses that other Devices
+// claim too to those Devices' sorted names.
+func AddressConflicts(ctx context.Context, c client.Reader, dev *itmv1.Device) (map[string][]string, error) {
+	var out map[string][]string
+	for _, addr := range DeviceAddresses(dev) {
+		others, err := OtherClaimants(ctx, c, addr, dev.Name)
+		if err != nil {
+			return nil, err
+		}
+		if len(others) > 0 {
+			if out == nil {
+				out = map[string][]string{}
+			}
+			out[addr] = others
+		}
+	}
+	return out, nil
+}
+
+// OtherClaimants are the sorted names of the Devices other than self that
+// claim addr.
+func OtherClaimants(ctx context.Context, c client.Reader, addr, self string) ([]string, error) {
+	list := &itmv1.DeviceList{}
+	if err := c.List(ctx, list, client.MatchingFields{IndexDeviceAddress: addr}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, d := range list.Items {
+		if d.Name != self {
+			names = append(names, d.Name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
