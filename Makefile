@@ -81,9 +81,10 @@ bench-devices: control-plane ## Benchmark 10,000 devices checking in once a minu
 ##@ Build
 
 .PHONY: build
-build: manifests generate ## Build the manager and the agent into bin/.
+build: manifests generate ## Build the manager, the agent and the kubectl plugin into bin/.
 	go build -o $(LOCALBIN)/manager .
 	go build -o $(LOCALBIN)/itmanager-agent ./cmd/itmanager-agent
+	go build -o $(LOCALBIN)/kubectl-itm ./cmd/kubectl-itm
 
 # The cluster's webhook configuration points at the in-cluster Service, so a
 # locally run manager serves no webhook unless asked (ENABLE_WEBHOOKS=true,

@@ -174,6 +174,12 @@ func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*e
 	if err := build.Run(); err != nil {
 		return nil, "", "", fmt.Errorf("build the manager: %w", err)
 	}
+	// The kubectl plugin too, so the tour's `kubectl itm` works with bin/ on the PATH.
+	build = exec.Command("go", "build", "-o", filepath.Join(root, "bin", "kubectl-itm"), "./cmd/kubectl-itm")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, "", "", fmt.Errorf("build the kubectl plugin: %w", err)
+	}
 	ports, err := testenv.FreePorts(3)
 	if err != nil {
 		return nil, "", "", err

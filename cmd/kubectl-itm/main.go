@@ -1,0 +1,77 @@
+// Command kubectl-itm is itmanager's kubectl plugin: put it on the PATH and
+// run `kubectl itm <command>`.
+//
+//	kubectl itm why <device> <policy>   each requirement and whether the device passes it
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
+
+const usage = `kubectl itm: itmanager's kubectl plugin
+
+Usage:
+  kubectl itm why <device> <policy>   explain whether an AccessPolicy allows a Device, requirement by requirement
+
+Flags:
+`
+
+func main() {
+	fs := flag.NewFlagSet("kubectl-itm", flag.ContinueOnError)
+	devicesNS := fs.String("devices-namespace", "itmanager-devices", "namespace of the agents' Leases (as the manager's --devices-namespace)")
+	fs.SetOutput(os.Stderr)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
+	// The kubeconfig flag and KUBECONFIG are read by controller-runtime.
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if err := run(fs.Args(), *devicesNS, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, devicesNS string, out io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("no command; run kubectl itm -h")
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	switch args[0] {
+	case "why":
+		if len(args) != 3 {
+			return fmt.Errorf("usage: kubectl itm why <device> <policy>")
+		}
+		return why(ctx, c, devicesNS, args[1], args[2], time.Now(), out)
+	default:
+		return fmt.Errorf("unknown command %q; run kubectl itm -h", args[0])
+	}
+}
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(itmv1.AddToScheme(s))
+	return s
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/controllers"
+	"github.com/itmanager-io/itmanager/internal/access"
+)
+
+// why explains an AccessPolicy's verdict on one Device with the operator's
+// own logic (internal/access and internal/posture), from live objects.
+func why(ctx context.Context, c client.Client, devicesNS, deviceName, policyName string, now time.Time, out io.Writer) error {
+	dev := &itmv1.Device{}
+	if err := c.Get(ctx, types.NamespacedName{Name: deviceName}, dev); err != nil {
+		return fmt.Errorf("get Device %s: %w", deviceName, err)
+	}
+	p := &itmv1.AccessPolicy{}
+	if err := c.Get(ctx, types.NamespacedName{Name: policyName}, p); err != nil {
+		return fmt.Errorf("get AccessPolicy %s: %w", policyName, err)
+	}
+	requests := map[string]*itmv1.OnboardingRequest{}
+	if a := dev.Spec.Assignee; a != "" {
+		r := &itmv1.OnboardingRequest{}
+		switch err := c.Get(ctx, types.NamespacedName{Name: a}, r); {
+		case err == nil:
+			requests[a] = r
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("get OnboardingRequest %s: %w", a, err)
+		}
+	}
+	sel, err := access.Selector(p.Spec.Subjects)
+	if err != nil {
+		return err
+	}
+	people := access.People(p.Spec.Subjects, requests)
+
+	cand := access.Candidate{Device: dev}
+	checkInNote := ""
+	if key, ok := controllers.LeaseKey(devicesNS, dev); ok {
+		lease := &coordinationv1.Lease{}
+		switch err := c.Get(ctx, key, lease); {
+		case err == nil:
+			if lease.Spec.RenewTime != nil {
+				cand.LastCheckIn = &lease.Spec.RenewTime.Time
+			}
+		case apierrors.IsForbidden(err) && dev.Status.LastCheckIn != nil:
+			// Without access to the Lease, status.lastCheckIn is the best
+			// view (it may lag the Lease by a few minutes).
+			cand.LastCheckIn = &dev.Status.LastCheckIn.Time
+			checkInNote = fmt.Sprintf("(from status.lastCheckIn: no access to Lease %s)", key)
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("get Lease %s: %w", key, err)
+		}
+	}
+	others := &itmv1.DeviceList{}
+	if err := c.List(ctx, others); err != nil {
+		return fmt.Errorf("list Devices: %w", err)
+	}
+	mine := controllers.DeviceAddresses(dev)
+	for _, o := range others.Items {
+		if o.Name == dev.Name {
+			continue
+		}
+		for _, addr := range controllers.DeviceAddresses(&o) {
+			if slices.Contains(mine, addr) {
+				if cand.Conflicts == nil {
+					cand.Conflicts = map[string][]string{}
+				}
+				cand.Conflicts[addr] = append(cand.Conflicts[addr], o.Name)
+			}
+		}
+	}
+
+	fmt.Fprintf(out, "Device %s under AccessPolicy %s (mode %s), at %s\n\n", dev.Name, p.Name, p.Spec.Mode, now.UTC().Format(time.RFC3339))
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	selected, how := selection(dev, p, people, sel, requests)
+	row(tw, selected, "subjects", how)
+	v := access.Evaluate(cand, p.Spec.Posture, now)
+	for _, ch := range v.Posture.Checks {
+		detail := ch.Detail
+		if ch.Requirement == "maxCheckInAge" && checkInNote != "" {
+			detail += " " + checkInNote
+		}
+		row(tw, ch.Passed, ch.Requirement, detail)
+	}
+	if v.Posture.Allowed() {
+		if v.Allowed {
+			addrs := make([]string, 0, len(v.Addresses))
+			for _, a := range v.Addresses {
+				addrs = append(addrs, a.String())
+			}
+			row(tw, true, "addresses", strings.Join(addrs, ", "))
+		} else {
+			row(tw, false, "addresses", strings.Join(v.Reasons, "; "))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	switch {
+	case !selected:
+		fmt.Fprintln(out, "\nVerdict: NOT SELECTED: the policy's subjects do not include this device.")
+	case v.Allowed:
+		fmt.Fprintln(out, "\nVerdict: ALLOWED")
+	default:
+		fmt.Fprintln(out, "\nVerdict: DENIED")
+	}
+	return nil
+}
+
+func row(w io.Writer, ok bool, requirement, detail string) {
+	mark := "FAIL"
+	if ok {
+		mark = "PASS"
+	}
+	fmt.Fprintf(w, "  %s\t%s\t%s\n", mark, requirement, detail)
+}
+
+// selection says whether and how the policy's subjects pick the device.
+func selection(dev *itmv1.Device, p *itmv1.AccessPolicy, people map[string]bool, sel labels.Selector, requests map[string]*itmv1.OnboardingRequest) (bool, string) {
+	var via []string
+	a := dev.Spec.Assignee
+	if a != "" && people[a] {
+		if slices.Contains(p.Spec.Subjects.Users, a) {
+			via = append(via, fmt.Sprintf("assigned to %s, a listed user", a))
+		}
+		if r := requests[a]; r != nil {
+			for _, g := range r.Spec.Groups {
+				if slices.Contains(p.Spec.Subjects.Groups, g) {
+					via = append(via, fmt.Sprintf("assigned to %s, a member of group %s", a, g))
+				}
+			}
+		}
+	}
+	if sel != nil && sel.Matches(labels.Set(dev.Labels)) {
+		via = append(via, "matches deviceSelector "+sel.String())
+	}
+	if len(via) > 0 {
+		return true, strings.Join(via, "; ")
+	}
+	r := requests[a]
+	switch {
+	case a == "":
+		return false, "not assigned to anyone, and no deviceSelector matches its labels"
+	case r != nil && !access.IsActive(r):
+		return false, fmt.Sprintf("assigned to %s, whose OnboardingRequest is %s, not Active", a, cmp.Or(string(r.Status.Phase), "without a phase"))
+	default:
+		return false, fmt.Sprintf("assigned to %s, who is not among the policy's users or groups", a)
+	}
+}
