@@ -561,16 +561,24 @@ func (r *AccessPolicyReconciler) setReady(p *itmv1.AccessPolicy, now time.Time, 
 	r.Recorder.Eventf(p, nil, kind, reason, "Resolve", "%s", msg)
 }
 
-// patchStatus writes the whole status once, only when it changed, guarded
-// by the resourceVersion of the read it was computed from, so nobody's
-// concurrent write is lost. (A merge patch would omit counters that stay 0,
-// which the first write must carry.)
+// patchStatus writes the status once, only when it changed, by server-side
+// apply under AccessFieldManager: the operator owns this status outright,
+// so a reconcile that ran on a cache a step behind its own last write
+// neither conflicts nor loses anything (the next event recomputes it).
 func (r *AccessPolicyReconciler) patchStatus(ctx context.Context, base, p *itmv1.AccessPolicy) error {
 	if equality.Semantic.DeepEqual(base.Status, p.Status) {
 		return nil
 	}
-	if err := r.Status().Update(ctx, p); err != nil {
-		return fmt.Errorf("patch status of AccessPolicy %s: %w", p.Name, err)
+	st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&p.Status)
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"status": st}}
+	u.SetGroupVersionKind(itmv1.GroupVersion.WithKind("AccessPolicy"))
+	u.SetName(p.Name)
+	u.SetUID(p.UID) // never resurrect or touch a successor of the same name
+	if err := r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(AccessFieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply status of AccessPolicy %s: %w", p.Name, err)
 	}
 	return nil
 }
