@@ -78,6 +78,10 @@ test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run unit and inte
 bench-devices: control-plane ## Benchmark 10,000 devices checking in once a minute (about 20 minutes).
 	go run ./test/bench/devices -devices $${DEVICES:-10000} -out docs/bench/devices-$${DEVICES:-10000}.md
 
+.PHONY: bench-access
+bench-access: control-plane ## Benchmark 10,000 devices under 100 AccessPolicies: posture change → NetworkPolicy latency.
+	go run ./test/bench/access -devices 10000 -policies 100 -out docs/bench/access-10000.md
+
 ##@ Build
 
 .PHONY: build
