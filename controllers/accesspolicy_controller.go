@@ -77,6 +77,8 @@ type AccessPolicyReconciler struct {
 	// BindableRoles are the ClusterRoles the installation lets the operator
 	// bind (its own RBAC grants bind on exactly these).
 	BindableRoles []string
+
+	memo writeMemo
 }
 
 // +kubebuilder:rbac:groups=itmanager.io,resources=accesspolicies,verbs=get;list;watch
@@ -427,20 +429,35 @@ func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy
 	for _, o := range desired {
 		k := keyOf(o)
 		want[k] = true
-		if cur, ok := have[k]; ok && upToDate(cur, o) {
-			continue
-		} else if !ok {
-			if why, err := r.nameTaken(ctx, o, p); err != nil {
+		memoKey := fmt.Sprint(k)
+		cur, ok := have[k]
+		cachedRV := ""
+		if ok {
+			cachedRV = cur.GetResourceVersion()
+			if upToDate(cur, o) || r.memo.pending(memoKey, cachedRV, o) {
+				continue
+			}
+		} else {
+			// Not in the cache: absent, just created by us and not seen
+			// yet, or someone else's. A live read tells.
+			live, why, err := r.liveObject(ctx, o, p)
+			switch {
+			case err != nil:
 				errs = append(errs, err)
 				continue
-			} else if why != "" {
+			case why != "":
 				taken = append(taken, why)
+				continue
+			case live != nil && upToDate(live, o):
 				continue
 			}
 		}
 		if err := r.apply(ctx, o); err != nil {
 			errs = append(errs, err)
+			r.memo.forget(memoKey)
+			continue
 		}
+		r.memo.wrote(memoKey, cachedRV, o)
 	}
 	for _, o := range existing {
 		if want[keyOf(o)] && metav1.IsControlledBy(o, p) {
@@ -449,6 +466,7 @@ func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy
 		if !isGeneratedBy(o, p.Name) {
 			continue
 		}
+		r.memo.forget(fmt.Sprint(keyOf(o)))
 		uid := o.GetUID()
 		if err := r.Delete(ctx, o, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
 			errs = append(errs, fmt.Errorf("delete %s %s: %w", kindOf(o), objectKey(o), err))
@@ -472,19 +490,28 @@ func isGeneratedBy(o client.Object, policy string) bool {
 		ref != nil && ref.Kind == "AccessPolicy" && ref.Name == policy && strings.HasPrefix(ref.APIVersion, itmv1.GroupVersion.Group+"/")
 }
 
-// nameTaken tells an object someone else created under a generated name
-// (never adopted) from our own that the cache has not seen yet.
-func (r *AccessPolicyReconciler) nameTaken(ctx context.Context, desired client.Object, p *itmv1.AccessPolicy) (string, error) {
+// liveObject reads a generated object past the cache: nil when it does not
+// exist, or a reason when someone else holds its name (never adopted).
+func (r *AccessPolicyReconciler) liveObject(ctx context.Context, desired client.Object, p *itmv1.AccessPolicy) (client.Object, string, error) {
 	live := desired.DeepCopyObject().(client.Object)
 	switch err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live); {
 	case apierrors.IsNotFound(err):
-		return "", nil
+		return nil, "", nil
 	case err != nil:
-		return "", err
-	case metav1.IsControlledBy(live, p) || isGeneratedBy(live, p.Name):
-		return "", nil
+		return nil, "", err
+	case metav1.IsControlledBy(live, p):
+		return live, "", nil
+	case isGeneratedBy(live, p.Name):
+		// A deleted predecessor of the same name generated it, and the
+		// garbage collector has not got to it yet: it goes now, so ours
+		// never carries two controllers.
+		uid := live.GetUID()
+		if err := r.Delete(ctx, live, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+			return nil, "", fmt.Errorf("delete the previous policy's %s %s: %w", kindOf(live), objectKey(live), err)
+		}
+		return nil, "", nil
 	}
-	return fmt.Sprintf("%s %s exists and was not created by this policy; it is left alone", kindOf(desired), objectKey(desired)), nil
+	return nil, fmt.Sprintf("%s %s exists and was not created by this policy; it is left alone", kindOf(desired), objectKey(desired)), nil
 }
 
 // upToDate reports whether the existing object already has every label,
@@ -566,7 +593,8 @@ func (r *AccessPolicyReconciler) setReady(p *itmv1.AccessPolicy, now time.Time, 
 // so a reconcile that ran on a cache a step behind its own last write
 // neither conflicts nor loses anything (the next event recomputes it).
 func (r *AccessPolicyReconciler) patchStatus(ctx context.Context, base, p *itmv1.AccessPolicy) error {
-	if equality.Semantic.DeepEqual(base.Status, p.Status) {
+	memoKey := "status/" + string(p.UID)
+	if equality.Semantic.DeepEqual(base.Status, p.Status) || r.memo.pending(memoKey, base.ResourceVersion, p.Status) {
 		return nil
 	}
 	st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&p.Status)
@@ -578,8 +606,10 @@ func (r *AccessPolicyReconciler) patchStatus(ctx context.Context, base, p *itmv1
 	u.SetName(p.Name)
 	u.SetUID(p.UID) // never resurrect or touch a successor of the same name
 	if err := r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(AccessFieldManager), client.ForceOwnership); err != nil {
+		r.memo.forget(memoKey)
 		return fmt.Errorf("apply status of AccessPolicy %s: %w", p.Name, err)
 	}
+	r.memo.wrote(memoKey, base.ResourceVersion, p.Status)
 	return nil
 }
 

@@ -274,6 +274,31 @@ var _ = Describe("AccessPolicy", func() {
 		Eventually(ingressCIDRs(nsA, name)).Should(Equal([]string{"10.24.0.1/32"}))
 	})
 
+	It("hands a recreated policy of the same name its own objects, never two controllers", func() {
+		ns := newNamespace(nil)
+		label := map[string]string{"fleet": uniqueName("f")}
+		staticDevice("", label, "10.27.0.1")
+		spec := func(p *itmv1.AccessPolicy) {
+			p.Spec.Subjects.DeviceSelector = &metav1.LabelSelector{MatchLabels: label}
+			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}}}
+		}
+		first := accessPolicy(spec)
+		name := "itm-" + first.Name
+		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"10.27.0.1/32"}))
+
+		Expect(k8s.Delete(ctx, first)).To(Succeed())
+		second := &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: first.Name}}
+		spec(second)
+		Expect(k8s.Create(ctx, second)).To(Succeed())
+		Eventually(func(g Gomega) {
+			np := &networkingv1.NetworkPolicy{}
+			g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, np)).To(Succeed())
+			g.Expect(np.OwnerReferences).To(HaveLen(1))
+			g.Expect(np.OwnerReferences[0].UID).To(Equal(second.UID))
+			g.Expect(ingressCIDRs(ns, name)()).To(Equal([]string{"10.27.0.1/32"}))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	})
+
 	It("in Audit mode computes and reports but writes nothing, and removes what Enforce wrote", func() {
 		ns := newNamespace(nil)
 		label := map[string]string{"fleet": uniqueName("f")}

@@ -1,0 +1,65 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"sync"
+)
+
+// writeMemo remembers, per object, what the controller last wrote and the
+// resourceVersion its cache showed before that write. Until the cache moves
+// past that version, a reconcile that computes the same content again is
+// looking at its own write not yet seen, not at drift: writing again would
+// be a pointless request (at fleet scale, one per affected object per event).
+// Once the cache shows any newer version, ours or someone's edit, the normal
+// comparison decides.
+type writeMemo struct {
+	mu sync.Mutex
+	m  map[string]memoEntry
+}
+
+type memoEntry struct {
+	sum    [sha256.Size]byte
+	seenRV string
+}
+
+func contentSum(v any) ([sha256.Size]byte, bool) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return [sha256.Size]byte{}, false
+	}
+	return sha256.Sum256(data), true
+}
+
+// pending reports whether content was already written over the version the
+// cache still shows (cachedRV).
+func (w *writeMemo) pending(key, cachedRV string, content any) bool {
+	sum, ok := contentSum(content)
+	if !ok {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e, found := w.m[key]
+	return found && e.sum == sum && e.seenRV == cachedRV
+}
+
+// wrote records that content was written over cachedRV.
+func (w *writeMemo) wrote(key, cachedRV string, content any) {
+	sum, ok := contentSum(content)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[string]memoEntry{}
+	}
+	w.m[key] = memoEntry{sum: sum, seenRV: cachedRV}
+}
+
+func (w *writeMemo) forget(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.m, key)
+}
