@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -119,8 +120,8 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	p.Status.Devices = res.Counts
 	p.Status.Denied = res.Denied
-	p.Status.NetworkPolicies = int32(len(res.networkPolicies))
-	p.Status.AddressBlocks = int32(len(res.Prefixes))
+	p.Status.NetworkPolicies = count32(len(res.networkPolicies))
+	p.Status.AddressBlocks = count32(len(res.Prefixes))
 
 	var syncErr error
 	if p.Spec.Mode == itmv1.AccessModeAudit {
@@ -611,6 +612,13 @@ func (r *AccessPolicyReconciler) patchStatus(ctx context.Context, base, p *itmv1
 	}
 	r.memo.wrote(memoKey, base.ResourceVersion, p.Status)
 	return nil
+}
+
+func count32(n int) int32 {
+	if n > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int32(n) //nolint:gosec // bounded just above
 }
 
 func truncateMessage(s string) string {

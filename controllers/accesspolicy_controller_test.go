@@ -164,7 +164,6 @@ var _ = Describe("AccessPolicy", func() {
 			HaveField("ObservedGeneration", p.Generation),
 		))
 		Eventually(readyOf(p.Name)).Should(Equal("True/" + controllers.ReasonEnforced))
-		rv := np.ResourceVersion
 
 		By("requiring disk encryption, which no device has reported: every device is denied and the pods are isolated")
 		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) { p.Spec.Posture = &itmv1.Posture{RequireDiskEncryption: true} })
@@ -183,7 +182,7 @@ var _ = Describe("AccessPolicy", func() {
 
 		By("an unrelated change to the device: nothing is rewritten")
 		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: nsA, Name: name}, np)).To(Succeed())
-		rv = np.ResourceVersion
+		rv := np.ResourceVersion
 		updateDevice(d2.Name, func(d *itmv1.Device) { d.Spec.Hardware = &itmv1.Hardware{Vendor: "acme"} })
 		Consistently(func() string {
 			_ = k8s.Get(ctx, types.NamespacedName{Namespace: nsA, Name: name}, np)

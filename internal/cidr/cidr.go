@@ -4,6 +4,7 @@
 package cidr
 
 import (
+	"encoding/binary"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -73,13 +74,11 @@ func toU128(a netip.Addr) u128 {
 }
 
 func fromU128(v u128, bitLen int) netip.Addr {
-	if bitLen == 32 {
-		return netip.AddrFrom4([4]byte{byte(v.lo >> 24), byte(v.lo >> 16), byte(v.lo >> 8), byte(v.lo)})
-	}
 	var b [16]byte
-	for i := range 8 {
-		b[7-i] = byte(v.hi >> (8 * i))
-		b[15-i] = byte(v.lo >> (8 * i))
+	binary.BigEndian.PutUint64(b[:8], v.hi)
+	binary.BigEndian.PutUint64(b[8:], v.lo)
+	if bitLen == 32 {
+		return netip.AddrFrom4([4]byte(b[12:]))
 	}
 	return netip.AddrFrom16(b)
 }

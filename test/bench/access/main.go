@@ -188,7 +188,8 @@ func run() error {
 	fmt.Fprintf(&b, "\n## Enforcement at scale\n\n")
 	fmt.Fprintf(&b, "%d Devices (10 per person, %d people in %d groups), %d AccessPolicies, %d namespaces; each device's group is granted by %d policies over %d NetworkPolicies.\n",
 		n, people, *groups, *policies, 2**policies, *policies / *groups, 2**policies / *groups)
-	fmt.Fprintf(&b, "Control plane: etcd v3.6.16 + kube-apiserver v1.36.3 from source; %d cores.\n\n", benchkit.RuntimeCPUs())
+	fmt.Fprintf(&b, "Control plane: etcd v3.6.16 + kube-apiserver v1.36.3 from source; %d cores. Reproduce: `go run ./test/bench/access -devices %d -groups %d -policies %d -changes %d` (or `make bench-access`).\n\n",
+		benchkit.RuntimeCPUs(), n, *groups, *policies, *changes)
 	fmt.Fprintf(&b, "| measure | value | target |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| %d policies created → all enforced | %s | |\n", *policies, converge.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| posture change → every affected NetworkPolicy (n=%d, %d timed out): p50 / p99 / max | %s / %s / %s | p99 < 2 s |\n",

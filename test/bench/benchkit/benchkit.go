@@ -21,10 +21,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/itmanager-io/itmanager/internal/testenv"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
 // RuntimeCPUs is the number of CPUs of this machine.
