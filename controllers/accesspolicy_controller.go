@@ -211,6 +211,10 @@ func (r *AccessPolicyReconciler) resolve(ctx context.Context, p *itmv1.AccessPol
 	res.clusterBindings, res.roleBindings, roleProblems = access.Bindings(access.BindingInput{
 		Owner: p, ServiceAccounts: access.ServiceAccounts(people, requests, providers),
 		AllowedRoles: r.BindableRoles, Forbidden: forbidden,
+		Exists: func(name string) bool {
+			ns := &corev1.Namespace{}
+			return r.Get(ctx, types.NamespacedName{Name: name}, ns) == nil && usableNamespace(ns)
+		},
 	})
 	if len(roleProblems) > 0 && res.problemReason == "" {
 		res.problemReason = itmv1.ReasonRoleNotAllowed
@@ -316,9 +320,7 @@ func (r *AccessPolicyReconciler) forbidden(providers map[string]*itmv1.AccountPr
 func (r *AccessPolicyReconciler) targets(ctx context.Context, p *itmv1.AccessPolicy, forbidden func(string) string) ([]netpol.Target, []string, error) {
 	byNS := map[string][]itmv1.Destination{}
 	var problems []string
-	usable := func(ns *corev1.Namespace) bool {
-		return ns.DeletionTimestamp == nil && ns.Status.Phase != corev1.NamespaceTerminating && forbidden(ns.Name) == ""
-	}
+	usable := func(ns *corev1.Namespace) bool { return usableNamespace(ns) && forbidden(ns.Name) == "" }
 	for i, d := range p.Spec.Destinations {
 		if d.NamespaceSelector != nil {
 			sel, err := metav1.LabelSelectorAsSelector(d.NamespaceSelector)
@@ -358,6 +360,12 @@ func (r *AccessPolicyReconciler) targets(ctx context.Context, p *itmv1.AccessPol
 		out = append(out, netpol.Target{Namespace: ns, Destinations: dests})
 	}
 	return out, problems, nil
+}
+
+// usableNamespace reports whether a namespace can receive objects: it is
+// not being deleted.
+func usableNamespace(ns *corev1.Namespace) bool {
+	return ns.DeletionTimestamp == nil && ns.Status.Phase != corev1.NamespaceTerminating
 }
 
 // syncReporting enforces a resolution; generated names held by objects

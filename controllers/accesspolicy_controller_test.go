@@ -334,12 +334,13 @@ var _ = Describe("AccessPolicy", func() {
 		activePerson(person, []string{group}, itmv1.AccountStatus{Provider: provider.Name, ID: person, State: itmv1.AccountStateProvisioned})
 		staticDevice(person, nil, "10.26.0.1")
 		ns := newNamespace(nil)
+		later := uniqueName("later")
 		p := accessPolicy(func(p *itmv1.AccessPolicy) {
 			p.Spec.Subjects.Groups = []string{group}
 			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}}}
 			p.Spec.KubernetesAccess = []itmv1.KubernetesAccess{
 				{ClusterRole: "view"},
-				{ClusterRole: "edit", Namespaces: []string{ns, "itmanager-users"}},
+				{ClusterRole: "edit", Namespaces: []string{ns, "itmanager-users", later}},
 				{ClusterRole: "cluster-admin"},
 			}
 		})
@@ -363,6 +364,12 @@ var _ = Describe("AccessPolicy", func() {
 		msg := meta.FindStatusCondition(policyStatus(p.Name)().Conditions, itmv1.ConditionReady).Message
 		Expect(msg).To(ContainSubstring(`spec.kubernetesAccess[2].clusterRole: "cluster-admin" is not a role this installation lets itmanager bind`))
 		Expect(msg).To(ContainSubstring("spec.kubernetesAccess[1].namespaces: itmanager-users is the namespace of AccountProvider " + provider.Name))
+
+		By("a namespace that did not exist yet gets its RoleBinding when it appears")
+		Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: later}})).To(Succeed())
+		Eventually(func() error {
+			return k8s.Get(ctx, types.NamespacedName{Namespace: later, Name: "itm-" + p.Name + ".edit"}, &rbacv1.RoleBinding{})
+		}).Should(Succeed())
 
 		By("the bound ServiceAccount really may read the cluster")
 		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{

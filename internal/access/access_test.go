@@ -162,7 +162,7 @@ func TestBindings(t *testing.T) {
 			Subjects: itmv1.Subjects{Groups: []string{"sre"}, Users: []string{"alice"}},
 			KubernetesAccess: []itmv1.KubernetesAccess{
 				{ClusterRole: "view"},
-				{ClusterRole: "edit", Namespaces: []string{"shop", "itmanager-system"}},
+				{ClusterRole: "edit", Namespaces: []string{"shop", "itmanager-system", "not-yet"}},
 				{ClusterRole: "cluster-admin"},
 			},
 		},
@@ -189,6 +189,7 @@ func TestBindings(t *testing.T) {
 			}
 			return ""
 		},
+		Exists: func(ns string) bool { return ns != "not-yet" },
 	})
 	if len(crbs) != 1 || crbs[0].Name != "itm-ops.view" || crbs[0].RoleRef.Name != "view" {
 		t.Fatalf("cluster role bindings %+v", crbs)

@@ -56,6 +56,9 @@ type BindingInput struct {
 	// Forbidden says why a namespace may not receive bindings ("" if it may):
 	// the operator's, the devices' and the account providers' namespaces.
 	Forbidden func(namespace string) string
+	// Exists reports whether a namespace exists and is not terminating; the
+	// bindings of one that does not are left out until it does. Nil: all do.
+	Exists func(namespace string) bool
 }
 
 // Bindings compiles spec.kubernetesAccess into ClusterRoleBindings and
@@ -99,6 +102,9 @@ func Bindings(in BindingInput) ([]*rbacv1.ClusterRoleBinding, []*rbacv1.RoleBind
 		for _, ns := range ka.Namespaces {
 			if why := in.Forbidden(ns); why != "" {
 				problems = append(problems, fmt.Sprintf("spec.kubernetesAccess[%d].namespaces: %s", i, why))
+				continue
+			}
+			if in.Exists != nil && !in.Exists(ns) {
 				continue
 			}
 			rbs = append(rbs, &rbacv1.RoleBinding{
