@@ -261,7 +261,11 @@ type UpgradeStatus struct {
 
 // DeviceStatus is what the operator and the device's agent observed.
 type DeviceStatus struct {
-	// observedGeneration is the generation the status reflects.
+	// observedGeneration is the generation the status reflects. Always
+	// serialized by the operator, but not required: the check-in service
+	// applies status.observed on its own, possibly before the operator's
+	// first status write.
+	// +optional
 	ObservedGeneration int64 `json:"observedGeneration"`
 
 	// phase is Available, Assigned, Retired or Lost.

@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -144,6 +145,15 @@ var _ = Describe("Device", func() {
 		d := device(nil)
 		Expect(k8s.Create(ctx, d)).To(Succeed())
 		Expect(d.Spec.Lifecycle).To(Equal(itmv1.DeviceLifecycleActive))
+	})
+
+	It("accepts the check-in service's observed facts before the operator ever wrote status", func() {
+		d := device(nil)
+		Expect(k8s.Create(ctx, d)).To(Succeed())
+		u := &unstructured.Unstructured{Object: map[string]any{"status": map[string]any{"observed": map[string]any{"osVersion": "24.04"}}}}
+		u.SetGroupVersionKind(itmv1.GroupVersion.WithKind("Device"))
+		u.SetName(d.Name)
+		Expect(k8s.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("itmanager-checkin"))).To(Succeed())
 	})
 
 	It("accepts a Node device that names its Node", func() {

@@ -70,6 +70,7 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 		t.Fatalf("helm template: %v", err)
 	}
 	objs := decodeAll(t, out)
+	rendered := decodeAll(t, out) // objs get the server's defaults when created
 	// Helm installs into an existing release namespace.
 	c, ctx := apiServer(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})
 
@@ -83,7 +84,28 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 			t.Errorf("%s %s lacks the chart's labels", obj.GetKind(), obj.GetName())
 		}
 	}
-	for _, k := range []string{"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Namespace", "Service", "Secret", "ValidatingWebhookConfiguration"} {
+	// The admission policies are config/admission's, named as kustomize
+	// names them.
+	policies, err := testenv.AdmissionPolicies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range policies {
+		found := false
+		for _, obj := range rendered {
+			if obj.GetKind() == want.GetKind() && obj.GetName() == want.GetName() {
+				found = true
+				if !equality.Semantic.DeepEqual(obj.Object["spec"], want.Object["spec"]) {
+					t.Errorf("chart %s %s differs from config/admission; run make manifests", want.GetKind(), want.GetName())
+				}
+			}
+		}
+		if !found {
+			t.Errorf("the chart lacks %s %s", want.GetKind(), want.GetName())
+		}
+	}
+	for _, k := range []string{"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Namespace", "Service", "Secret", "ValidatingWebhookConfiguration",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
 		if kinds[k] == 0 {
 			t.Errorf("the chart renders no %s", k)
 		}
