@@ -126,7 +126,6 @@ func (c Cron) Starts(loc *time.Location, from, to time.Time, yield func(time.Tim
 	}
 }
 
-
 // Resolve turns a wall-clock minute in loc into an instant: the first
 // occurrence when the wall time repeats (fall back), and the first instant
 // after the gap when it does not exist (spring forward).
