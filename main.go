@@ -164,7 +164,7 @@ func main() {
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme: scheme,
 		Cache: cache.Options{
-			ByObject:         controllers.CacheByObject(devicesNamespace),
+			ByObject:         controllers.CacheByObject(operatorNamespace, devicesNamespace),
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
 		Metrics:                 metricsOpts,
@@ -206,6 +206,13 @@ func main() {
 		OperatorNamespace: operatorNamespace, DevicesNamespace: devicesNamespace, BindableRoles: splitList(bindableRoles), Workers: workers,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "AccessPolicy")
+		os.Exit(1)
+	}
+	if err := (&controllers.MaintenanceWindowReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-maintenance"),
+		OperatorNamespace: operatorNamespace, Workers: workers,
+	}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to create controller", "controller", "MaintenanceWindow")
 		os.Exit(1)
 	}
 	if err := (&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient(), Workers: workers}).SetupWithManager(mgr); err != nil {

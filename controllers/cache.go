@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -16,8 +17,9 @@ import (
 // and the RBAC grants: Leases only in the devices' and the kubelets'
 // namespaces, Secrets only in the devices' namespace (and only their
 // metadata is ever read), and of NetworkPolicies and bindings only those
-// itmanager generated; the cluster's others are none of its business.
-func CacheByObject(devicesNamespace string) map[client.Object]cache.ByObject {
+// itmanager generated; the cluster's others are none of its business. Pods
+// are never cached: a node's are listed live while it drains.
+func CacheByObject(operatorNamespace, devicesNamespace string) map[client.Object]cache.ByObject {
 	generated := labels.SelectorFromSet(labels.Set{netpol.LabelManagedBy: netpol.ManagedByValue})
 	return map[client.Object]cache.ByObject{
 		&coordinationv1.Lease{}:       {Namespaces: map[string]cache.Config{devicesNamespace: {}, NodeLeaseNamespace: {}}},
@@ -25,5 +27,7 @@ func CacheByObject(devicesNamespace string) map[client.Object]cache.ByObject {
 		&networkingv1.NetworkPolicy{}: {Label: generated},
 		&rbacv1.RoleBinding{}:         {Label: generated},
 		&rbacv1.ClusterRoleBinding{}:  {Label: generated},
+		// Upgrade Jobs run only in the operator's namespace.
+		&batchv1.Job{}: {Namespaces: map[string]cache.Config{operatorNamespace: {}}, Label: generated},
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +43,9 @@ var (
 	cancel     context.CancelFunc
 	checkinURL string
 	httpClient *http.Client
+	// mwClock is the MaintenanceWindow controller's clock: real time plus
+	// an offset the tests move to open and close windows.
+	mwClock = &shiftClock{}
 	// managerCache is what the check-in service reads; tests wait on it
 	// where they act faster than any agent could.
 	managerCache client.Reader
@@ -73,7 +77,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  testenv.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace)},
+		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.OperatorNamespace, testenv.DevicesNamespace)},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
@@ -92,6 +96,10 @@ var _ = BeforeSuite(func() {
 		DevicesNamespace: testenv.DevicesNamespace, StaleAfter: staleAfter, RefreshEvery: 5 * time.Minute,
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)).To(Succeed())
+	Expect((&controllers.MaintenanceWindowReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: mwClock, Recorder: mgr.GetEventRecorder("itmanager-maintenance"),
+		OperatorNamespace: testenv.OperatorNamespace, Workers: 4, DrainPoll: 300 * time.Millisecond,
+	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.AccessPolicyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-access"),
 		OperatorNamespace: testenv.OperatorNamespace, DevicesNamespace: testenv.DevicesNamespace,
@@ -142,3 +150,13 @@ var _ = AfterSuite(func() {
 		Expect(env.Stop()).To(Succeed())
 	}
 })
+
+// shiftClock is the real clock moved by an offset.
+type shiftClock struct{ offset atomic.Int64 }
+
+func (c *shiftClock) Now() time.Time                  { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *shiftClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+
+// setNow moves the clock so that it reads t now.
+func (c *shiftClock) setNow(t time.Time) { c.offset.Store(int64(time.Until(t))) }
+func (c *shiftClock) reset()            { c.offset.Store(0) }

@@ -52,6 +52,9 @@ type Plan struct {
 	TimedOut []*itmv1.Device
 	// InFlight are this window's devices whose upgrade is under way.
 	InFlight []*itmv1.Device
+	// Unconfirmed reported success in this window but do not run the
+	// target version: they count as failed.
+	Unconfirmed []*itmv1.Device
 	Counts   itmv1.UpgradeCounts
 	// MaxUnavailable is the resolved limit.
 	MaxUnavailable int
@@ -162,6 +165,12 @@ func Compute(in Input) Plan {
 			}
 		case mine && u.State == itmv1.UpgradeStateSucceeded && !NeedsUpgrade(d):
 			p.Counts.Succeeded++
+		case mine && u.State == itmv1.UpgradeStateSucceeded && (u.FinishedAt == nil || !u.FinishedAt.Time.Before(in.WindowStart)):
+			p.Unconfirmed = append(p.Unconfirmed, d)
+			p.Counts.Failed++
+			if !in.WindowStart.IsZero() {
+				failuresNow++
+			}
 		case NeedsUpgrade(d) && Active(d):
 			p.Counts.Pending++
 			candidates = append(candidates, d)

@@ -136,6 +136,12 @@ func TestCompute(t *testing.T) {
 			}}),
 			start: "c", counts: itmv1.UpgradeCounts{InProgress: 1, Failed: 2}, maxUnavail: 1,
 		},
+		"a success that does not run the target counts as a failure": {
+			in: open(Input{Spec: spec(num(1)), Devices: []*itmv1.Device{
+				dev("a", upgrade("w", itmv1.UpgradeStateSucceeded, -20*time.Minute, -10*time.Minute)), dev("b"),
+			}}),
+			counts: itmv1.UpgradeCounts{Pending: 1, Failed: 1}, blocked: "failure budget: 1 failed in this window (maxFailures 1)", maxUnavail: 1,
+		},
 		"paused": {
 			in:     open(Input{Spec: spec(num(1), func(s *itmv1.MaintenanceWindowSpec) { s.Paused = true }), Devices: fleet(2)}),
 			counts: itmv1.UpgradeCounts{Pending: 2}, blocked: "paused", maxUnavail: 1,

@@ -12,9 +12,15 @@ import (
 // April) must not loop forever.
 const horizon = 10 * 366 * 24 * time.Hour
 
+// zoneSlack is more than any single shift of a zone's UTC offset (DST
+// moves it by one hour, Lord Howe by half an hour).
+const zoneSlack = 3 * time.Hour
+
 // maxMerge bounds how many back-to-back occurrences are merged into one
-// interval (a window that reopens the instant it closes).
-const maxMerge = 1000
+// interval (a window that reopens before it closes, such as "every minute,
+// for an hour", never ends). The End of such a window is then where the
+// merging stopped: not a real boundary, only an instant to look again.
+const maxMerge = 16
 
 // Interval is a half-open interval [Start, End).
 type Interval struct{ Start, End time.Time }
@@ -97,6 +103,14 @@ func (c Cron) Starts(loc *time.Location, from, to time.Time, yield func(time.Tim
 		return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 	}
 	firstDay, lastDay := date(from).AddDate(0, 0, -1), date(to).AddDate(0, 0, 1)
+	// Wall-clock readings of from and to as if in UTC: a wall time more
+	// than zoneSlack outside them cannot resolve into [from, to) (no zone
+	// shifts its offset by that much at once), so it is not resolved at all.
+	nominal := func(t time.Time) time.Time {
+		w := t.In(loc)
+		return time.Date(w.Year(), w.Month(), w.Day(), w.Hour(), w.Minute(), w.Second(), w.Nanosecond(), time.UTC)
+	}
+	fromWall, toWall := nominal(from), nominal(to)
 	var prev time.Time
 	for day := firstDay; !day.After(lastDay); day = day.AddDate(0, 0, 1) {
 		if c.DayOfMonth&(1<<uint(day.Day())) == 0 || c.Month&(1<<uint(day.Month())) == 0 || c.DayOfWeek&(1<<uint(day.Weekday())) == 0 {
@@ -106,8 +120,17 @@ func (c Cron) Starts(loc *time.Location, from, to time.Time, yield func(time.Tim
 			if c.Hour&(1<<uint(h)) == 0 {
 				continue
 			}
+			if time.Date(day.Year(), day.Month(), day.Day(), h, 59, 0, 0, time.UTC).Add(zoneSlack).Before(fromWall) {
+				continue
+			}
+			if !time.Date(day.Year(), day.Month(), day.Day(), h, 0, 0, 0, time.UTC).Add(-zoneSlack).Before(toWall) {
+				return
+			}
 			for m := range 60 {
 				if c.Minute&(1<<uint(m)) == 0 {
+					continue
+				}
+				if time.Date(day.Year(), day.Month(), day.Day(), h, m, 0, 0, time.UTC).Add(zoneSlack).Before(fromWall) {
 					continue
 				}
 				t := Resolve(day.Year(), day.Month(), day.Day(), h, m, loc)

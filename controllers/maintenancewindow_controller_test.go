@@ -1,0 +1,302 @@
+package controllers_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/checkin"
+)
+
+// fakeAgent checks in every 300 ms like a real agent and follows upgrade
+// authorizations: InProgress at once, then Succeeded (reporting the target
+// as its version) or Failed when released.
+type fakeAgent struct {
+	name, token string
+	seq         uint64
+	mu          sync.Mutex
+	version     string
+	// release lets an upgrade in progress finish; fail makes it fail.
+	release, fail atomic.Bool
+	stop          context.CancelFunc
+}
+
+func startAgent(name, version string) *fakeAgent {
+	GinkgoHelper()
+	a := &fakeAgent{name: name, token: tokenOf(name), version: version}
+	c, cancel := context.WithCancel(ctx)
+	a.stop = cancel
+	DeferCleanup(cancel)
+	go func() {
+		defer GinkgoRecover()
+		var report *checkin.UpgradeReport
+		for c.Err() == nil {
+			a.mu.Lock()
+			a.seq++
+			req := checkin.Request{Sequence: a.seq, Facts: checkin.Facts{OSVersion: a.version, AgentVersion: "fake"}, Upgrade: report}
+			a.mu.Unlock()
+			res := post(a.name, a.token, req)
+			report = nil
+			if res.code == 200 {
+				if up, ok := res.body["upgrade"].(map[string]any); ok {
+					target, _ := up["targetVersion"].(string)
+					switch itmv1.UpgradeState(up["state"].(string)) {
+					case itmv1.UpgradeStateAuthorized:
+						report = &checkin.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: target}
+					case itmv1.UpgradeStateInProgress:
+						if a.fail.Load() {
+							report = &checkin.UpgradeReport{State: itmv1.UpgradeStateFailed, TargetVersion: target, Message: "disk full"}
+						} else if a.release.Load() {
+							a.mu.Lock()
+							a.version = target
+							a.mu.Unlock()
+							report = &checkin.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: target}
+						}
+					}
+				}
+			}
+			select {
+			case <-c.Done():
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+	}()
+	return a
+}
+
+func agentFleet(n int, label map[string]string) ([]*itmv1.Device, []*fakeAgent) {
+	GinkgoHelper()
+	var devs []*itmv1.Device
+	var agents []*fakeAgent
+	for range n {
+		d := agentDevice(func(d *itmv1.Device) {
+			d.Labels = label
+			d.Spec.OS = &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "2.0"}
+		})
+		devs = append(devs, d)
+		agents = append(agents, startAgent(d.Name, "1.0"))
+	}
+	for _, d := range devs {
+		Eventually(conditionOf(d.Name, itmv1.DeviceConditionCheckedIn)).Should(Equal(metav1.ConditionTrue))
+	}
+	return devs, agents
+}
+
+func window(label map[string]string, mutate func(*itmv1.MaintenanceWindow)) *itmv1.MaintenanceWindow {
+	GinkgoHelper()
+	mw := &itmv1.MaintenanceWindow{
+		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("mw")},
+		Spec: itmv1.MaintenanceWindowSpec{
+			Selector: metav1.LabelSelector{MatchLabels: label},
+			// Always open: a window starts every minute and lasts an hour.
+			Windows: []itmv1.Window{{Schedule: "* * * * *", Duration: metav1.Duration{Duration: time.Hour}}},
+		},
+	}
+	if mutate != nil {
+		mutate(mw)
+	}
+	Expect(k8s.Create(ctx, mw)).To(Succeed())
+	return mw
+}
+
+func windowStatus(name string) func() itmv1.MaintenanceWindowStatus {
+	return func() itmv1.MaintenanceWindowStatus {
+		mw := &itmv1.MaintenanceWindow{}
+		_ = k8s.Get(ctx, types.NamespacedName{Name: name}, mw)
+		return mw.Status
+	}
+}
+
+func upgradeOf(name string) itmv1.UpgradeStatus {
+	if u := getDevice(name).Status.Upgrade; u != nil {
+		return *u
+	}
+	return itmv1.UpgradeStatus{}
+}
+
+// inFlight counts the devices whose upgrade is Authorized or InProgress.
+func inFlight(devs []*itmv1.Device) int {
+	n := 0
+	for _, d := range devs {
+		if s := upgradeOf(d.Name).State; s == itmv1.UpgradeStateAuthorized || s == itmv1.UpgradeStateInProgress {
+			n++
+		}
+	}
+	return n
+}
+
+// watchConcurrency samples the in-flight count until the spec ends and
+// returns the highest seen.
+func watchConcurrency(devs []*itmv1.Device) *atomic.Int32 {
+	var peak atomic.Int32
+	c, cancel := context.WithCancel(ctx)
+	DeferCleanup(cancel)
+	go func() {
+		for c.Err() == nil {
+			if n := int32(inFlight(devs)); n > peak.Load() {
+				peak.Store(n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return &peak
+}
+
+// poke makes the window controller look again after the clock moved: a
+// change to a device it selects (a label outside the selector).
+func poke(d *itmv1.Device) {
+	GinkgoHelper()
+	updateDevice(d.Name, func(d *itmv1.Device) {
+		if d.Labels == nil {
+			d.Labels = map[string]string{}
+		}
+		d.Labels["poke"] = uniqueName("p")
+	})
+}
+
+func maxUnavailable(v intstr.IntOrString) func(*itmv1.MaintenanceWindow) {
+	return func(mw *itmv1.MaintenanceWindow) { mw.Spec.Rollout.MaxUnavailable = &v }
+}
+
+var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
+	AfterEach(func() { mwClock.reset() })
+
+	It("upgrades every checked-in device, never more than maxUnavailable at a time, and reports it", func() {
+		label := map[string]string{"ring": uniqueName("r")}
+		devs, agents := agentFleet(5, label)
+		peak := watchConcurrency(devs)
+		mw := window(label, maxUnavailable(intstr.FromString("40%"))) // 40% of 5 = 2
+
+		Eventually(func() int { return inFlight(devs) }).Should(Equal(2))
+		Consistently(func() int { return inFlight(devs) }).WithTimeout(time.Second).Should(Equal(2))
+		Eventually(windowStatus(mw.Name)).Should(And(
+			HaveField("WindowOpen", true),
+			HaveField("CurrentWindow", Not(BeNil())),
+			HaveField("NextWindow", Not(BeNil())),
+			HaveField("Devices", itmv1.UpgradeCounts{Pending: 3, InProgress: 2}),
+		))
+		Expect(meta.IsStatusConditionTrue(windowStatus(mw.Name)().Conditions, itmv1.MaintenanceConditionProgressing)).To(BeTrue())
+		Expect(devs[0].Name < devs[1].Name).To(BeTrue())
+		Expect(upgradeOf(devs[0].Name).Window).To(Equal(mw.Name), "devices go in name order")
+
+		for _, a := range agents {
+			a.release.Store(true)
+		}
+		Eventually(windowStatus(mw.Name)).WithTimeout(30 * time.Second).Should(HaveField("Devices", itmv1.UpgradeCounts{Succeeded: 5}))
+		Expect(peak.Load()).To(BeNumerically("<=", 2))
+		for _, d := range devs {
+			u := upgradeOf(d.Name)
+			Expect(u.State).To(Equal(itmv1.UpgradeStateSucceeded))
+			Expect(u.TargetVersion).To(Equal("2.0"))
+			Expect(u.Attempts).To(BeEquivalentTo(1))
+			Expect(u.StartedAt).NotTo(BeNil())
+			Expect(u.FinishedAt).NotTo(BeNil())
+			Eventually(conditionOf(d.Name, itmv1.DeviceConditionUpToDate)).Should(Equal(metav1.ConditionTrue))
+		}
+		Expect(windowStatus(mw.Name)().BlockedBy).To(BeEmpty())
+	})
+
+	It("halts after maxFailures failures in the window, and resumes when unpaused only within budget", func() {
+		label := map[string]string{"ring": uniqueName("r")}
+		devs, agents := agentFleet(3, label)
+		for _, a := range agents {
+			a.fail.Store(true)
+		}
+		mw := window(label, maxUnavailable(intstr.FromInt32(1)))
+		Eventually(windowStatus(mw.Name)).WithTimeout(20 * time.Second).Should(And(
+			HaveField("BlockedBy", "failure budget: 1 failed in this window (maxFailures 1)"),
+			HaveField("Devices", itmv1.UpgradeCounts{Pending: 2, Failed: 1}),
+		))
+		Expect(upgradeOf(devs[0].Name)).To(And(HaveField("State", itmv1.UpgradeStateFailed), HaveField("Message", "disk full")))
+		Consistently(func() int { return inFlight(devs) }).WithTimeout(time.Second).Should(BeZero())
+		c := meta.FindStatusCondition(windowStatus(mw.Name)().Conditions, itmv1.MaintenanceConditionDegraded)
+		Expect(c).NotTo(BeNil())
+		Expect(c.Status).To(Equal(metav1.ConditionTrue))
+		Expect(c.Reason).To(Equal(itmv1.ReasonFailureBudget))
+	})
+
+	It("starts nothing while paused, and proceeds when unpaused", func() {
+		label := map[string]string{"ring": uniqueName("r")}
+		devs, _ := agentFleet(2, label)
+		mw := window(label, func(mw *itmv1.MaintenanceWindow) { mw.Spec.Paused = true })
+		Eventually(windowStatus(mw.Name)).Should(HaveField("BlockedBy", "paused"))
+		Consistently(func() int { return inFlight(devs) }).WithTimeout(time.Second).Should(BeZero())
+		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := &itmv1.MaintenanceWindow{}
+			Expect(k8s.Get(ctx, client.ObjectKeyFromObject(mw), cur)).To(Succeed())
+			cur.Spec.Paused = false
+			return k8s.Update(ctx, cur)
+		})).To(Succeed())
+		Eventually(func() int { return inFlight(devs) }).Should(Equal(1))
+	})
+
+	It("lets in-flight upgrades finish when the window closes, starts nothing new, and fails a silent one at upgradeTimeout", func() {
+		label := map[string]string{"ring": uniqueName("r")}
+		devs, agents := agentFleet(3, label)
+		// Daily 03:00-04:00 UTC; the clock reads 03:10.
+		day := time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+		mwClock.setNow(day.Add(3*time.Hour + 10*time.Minute))
+		mw := window(label, func(mw *itmv1.MaintenanceWindow) {
+			mw.Spec.Windows = []itmv1.Window{{Schedule: "0 3 * * *", Duration: metav1.Duration{Duration: time.Hour}}}
+			mw.Spec.Rollout.MaxUnavailable = ptr.To(intstr.FromInt32(2))
+			mw.Spec.Rollout.MaxFailures = ptr.To[int32](5)
+		})
+		Eventually(func() int { return inFlight(devs) }).Should(Equal(2))
+		// The second agent goes silent: it will never report.
+		agents[1].stop()
+
+		By("closing the window")
+		mwClock.setNow(day.Add(4*time.Hour + 10*time.Minute))
+		poke(devs[2])
+		Eventually(windowStatus(mw.Name)).Should(And(
+			HaveField("WindowOpen", false),
+			HaveField("CurrentWindow", BeNil()),
+			HaveField("BlockedBy", "outside window; next opens "+day.Add(27*time.Hour).Format(time.RFC3339)),
+		))
+		agents[0].release.Store(true)
+		Eventually(func() itmv1.UpgradeState { return upgradeOf(devs[0].Name).State }).Should(Equal(itmv1.UpgradeStateSucceeded),
+			"an upgrade under way finishes after the window closed")
+		Consistently(func() itmv1.UpgradeState { return upgradeOf(devs[2].Name).State }).WithTimeout(time.Second).Should(BeEmpty(),
+			"nothing new starts outside the window")
+
+		By("reaching upgradeTimeout (1h after it started) with the silent device still in flight")
+		mwClock.setNow(day.Add(5*time.Hour + 11*time.Minute))
+		poke(devs[2])
+		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(devs[1].Name) }).Should(And(
+			HaveField("State", itmv1.UpgradeStateFailed),
+			HaveField("Message", ContainSubstring("no result within upgradeTimeout 1h0m0s")),
+		))
+		Eventually(windowStatus(mw.Name)).Should(HaveField("Devices", itmv1.UpgradeCounts{Pending: 1, Succeeded: 1, Failed: 1}))
+	})
+
+	It("never lets two overlapping windows upgrade the same device, nor exceed either's budget together", func() {
+		label := map[string]string{"ring": uniqueName("r")}
+		devs, agents := agentFleet(2, label)
+		peak := watchConcurrency(devs)
+		a := window(label, maxUnavailable(intstr.FromInt32(1)))
+		b := window(label, maxUnavailable(intstr.FromInt32(1)))
+		Eventually(func() int { return inFlight(devs) }).Should(Equal(1))
+		Consistently(func() int { return inFlight(devs) }).WithTimeout(time.Second).Should(Equal(1))
+		for _, ag := range agents {
+			ag.release.Store(true)
+		}
+		for _, d := range devs {
+			Eventually(func() itmv1.UpgradeState { return upgradeOf(d.Name).State }).WithTimeout(20 * time.Second).Should(Equal(itmv1.UpgradeStateSucceeded))
+			Expect(upgradeOf(d.Name).Window).To(BeElementOf(a.Name, b.Name))
+			Expect(upgradeOf(d.Name).Attempts).To(BeEquivalentTo(1), "claimed once")
+		}
+		Expect(peak.Load()).To(BeNumerically("<=", 1))
+	})
+})
