@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,7 +93,17 @@ func agentFleet(n int, label map[string]string) ([]*itmv1.Device, []*fakeAgent) 
 	for _, d := range devs {
 		Eventually(conditionOf(d.Name, itmv1.DeviceConditionCheckedIn)).Should(Equal(metav1.ConditionTrue))
 	}
-	return devs, agents
+	// In name order, the order a rollout takes them in.
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return devs[idx[a]].Name < devs[idx[b]].Name })
+	sortedDevs, sortedAgents := make([]*itmv1.Device, n), make([]*fakeAgent, n)
+	for i, j := range idx {
+		sortedDevs[i], sortedAgents[i] = devs[j], agents[j]
+	}
+	return sortedDevs, sortedAgents
 }
 
 func window(label map[string]string, mutate func(*itmv1.MaintenanceWindow)) *itmv1.MaintenanceWindow {
@@ -188,8 +200,8 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 			HaveField("Devices", itmv1.UpgradeCounts{Pending: 3, InProgress: 2}),
 		))
 		Expect(meta.IsStatusConditionTrue(windowStatus(mw.Name)().Conditions, itmv1.MaintenanceConditionProgressing)).To(BeTrue())
-		Expect(devs[0].Name < devs[1].Name).To(BeTrue())
 		Expect(upgradeOf(devs[0].Name).Window).To(Equal(mw.Name), "devices go in name order")
+		Expect(upgradeOf(devs[1].Name).Window).To(Equal(mw.Name), "devices go in name order")
 
 		for _, a := range agents {
 			a.release.Store(true)
@@ -245,25 +257,28 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 	It("lets in-flight upgrades finish when the window closes, starts nothing new, and fails a silent one at upgradeTimeout", func() {
 		label := map[string]string{"ring": uniqueName("r")}
 		devs, agents := agentFleet(3, label)
-		// Daily 03:00-04:00 UTC; the clock reads 03:10.
-		day := time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
-		mwClock.setNow(day.Add(3*time.Hour + 10*time.Minute))
+		// A daily window starting at the next whole minute, for an hour; the
+		// window controller's clock reads 10 minutes into it. (The check-in
+		// service keeps real time, so the times stay near it.)
+		start := time.Now().UTC().Truncate(time.Minute).Add(2 * time.Minute)
+		mwClock.setNow(start.Add(10 * time.Minute))
 		mw := window(label, func(mw *itmv1.MaintenanceWindow) {
-			mw.Spec.Windows = []itmv1.Window{{Schedule: "0 3 * * *", Duration: metav1.Duration{Duration: time.Hour}}}
+			mw.Spec.Windows = []itmv1.Window{{Schedule: fmt.Sprintf("%d %d * * *", start.Minute(), start.Hour()), Duration: metav1.Duration{Duration: time.Hour}}}
 			mw.Spec.Rollout.MaxUnavailable = ptr.To(intstr.FromInt32(2))
 			mw.Spec.Rollout.MaxFailures = ptr.To[int32](5)
+			mw.Spec.Rollout.UpgradeTimeout = &metav1.Duration{Duration: 3 * time.Hour}
 		})
 		Eventually(func() int { return inFlight(devs) }).Should(Equal(2))
 		// The second agent goes silent: it will never report.
 		agents[1].stop()
 
 		By("closing the window")
-		mwClock.setNow(day.Add(4*time.Hour + 10*time.Minute))
+		mwClock.setNow(start.Add(70 * time.Minute))
 		poke(devs[2])
 		Eventually(windowStatus(mw.Name)).Should(And(
 			HaveField("WindowOpen", false),
 			HaveField("CurrentWindow", BeNil()),
-			HaveField("BlockedBy", "outside window; next opens "+day.Add(27*time.Hour).Format(time.RFC3339)),
+			HaveField("BlockedBy", "outside window; next opens "+start.Add(24*time.Hour).Format(time.RFC3339)),
 		))
 		agents[0].release.Store(true)
 		Eventually(func() itmv1.UpgradeState { return upgradeOf(devs[0].Name).State }).Should(Equal(itmv1.UpgradeStateSucceeded),
@@ -271,12 +286,12 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 		Consistently(func() itmv1.UpgradeState { return upgradeOf(devs[2].Name).State }).WithTimeout(time.Second).Should(BeEmpty(),
 			"nothing new starts outside the window")
 
-		By("reaching upgradeTimeout (1h after it started) with the silent device still in flight")
-		mwClock.setNow(day.Add(5*time.Hour + 11*time.Minute))
+		By("reaching upgradeTimeout with the silent device still in flight")
+		mwClock.setNow(start.Add(3*time.Hour + 15*time.Minute))
 		poke(devs[2])
 		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(devs[1].Name) }).Should(And(
 			HaveField("State", itmv1.UpgradeStateFailed),
-			HaveField("Message", ContainSubstring("no result within upgradeTimeout 1h0m0s")),
+			HaveField("Message", ContainSubstring("no result within upgradeTimeout 3h0m0s")),
 		))
 		Eventually(windowStatus(mw.Name)).Should(HaveField("Devices", itmv1.UpgradeCounts{Pending: 1, Succeeded: 1, Failed: 1}))
 	})
