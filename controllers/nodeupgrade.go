@@ -194,10 +194,14 @@ func (r *MaintenanceWindowReconciler) drain(ctx context.Context, mw *itmv1.Maint
 			blocked = append(blocked, fmt.Sprintf("pod %s/%s has emptyDir data (drain.deleteEmptyDirData is false)", p.Namespace, p.Name))
 			continue
 		}
-		err := r.SubResource("eviction").Create(ctx, p, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}})
+		// The API server may hold an eviction while a budget's status is
+		// being computed; a drain must not hold the worker for that long.
+		evictCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := r.SubResource("eviction").Create(evictCtx, p, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}})
+		cancel()
 		switch {
 		case err == nil, apierrors.IsNotFound(err):
-		case apierrors.IsTooManyRequests(err):
+		case apierrors.IsTooManyRequests(err) || errors.Is(err, context.DeadlineExceeded) || apierrors.IsTimeout(err):
 			blocked = append(blocked, r.pdbBlocking(ctx, p))
 		default:
 			return remaining, "", fmt.Errorf("evict pod %s/%s: %w", p.Namespace, p.Name, err)

@@ -30,9 +30,12 @@ import (
 )
 
 // ControllerManagerControllers are the kube-controller-manager controllers a
-// local control plane runs (DESIGN §5). The node lifecycle controller is left
-// out on purpose: with no kubelet it would taint every Node unreachable.
-const ControllerManagerControllers = "garbagecollector,namespace,job,serviceaccount,clusterrole-aggregation"
+// local control plane runs: those DESIGN §5 names, plus the disruption
+// controller, without which no PodDisruptionBudget ever gets a status and
+// every eviction of a pod it covers hangs, then fails, unlike in any real
+// cluster. The node lifecycle controller is left out on purpose: with no
+// kubelet it would taint every Node unreachable.
+const ControllerManagerControllers = "garbagecollector,namespace,job,serviceaccount,clusterrole-aggregation,disruption"
 
 // Scheme knows the built-in kinds and itmanager's.
 var Scheme = runtime.NewScheme()

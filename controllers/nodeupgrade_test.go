@@ -1,0 +1,210 @@
+package controllers_test
+
+import (
+	"context"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/controllers"
+	"github.com/itmanager-io/itmanager/internal/names"
+	"github.com/itmanager-io/itmanager/internal/testenv"
+)
+
+// kubelet simulates what a node's kubelet does for these tests: it renews
+// the node's Lease, finishes deleting evicted pods, runs the upgrade Job's
+// pod to success (or failure) and then reports the new OS version.
+type kubelet struct {
+	node    string
+	failJob bool
+}
+
+func (k *kubelet) run(c context.Context) {
+	defer GinkgoRecover()
+	for c.Err() == nil {
+		// The Lease: the Node device's check-in.
+		lease := &coordinationv1.Lease{}
+		key := types.NamespacedName{Namespace: controllers.NodeLeaseNamespace, Name: k.node}
+		now := metav1.NewMicroTime(time.Now())
+		if err := k8s.Get(c, key, lease); apierrors.IsNotFound(err) {
+			_ = k8s.Create(c, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
+				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(k.node), RenewTime: &now}})
+		} else if err == nil {
+			lease.Spec.RenewTime = &now
+			_ = k8s.Update(c, lease)
+		}
+		pods := &corev1.PodList{}
+		_ = k8s.List(c, pods, client.MatchingFields{"spec.nodeName": k.node})
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			switch {
+			case p.DeletionTimestamp != nil:
+				_ = k8s.Delete(c, p, client.GracePeriodSeconds(0))
+			case p.Labels[controllers.LabelUpgradeDevice] != "" && (p.Status.Phase == "" || p.Status.Phase == corev1.PodPending):
+				p.Status.Phase = corev1.PodSucceeded
+				if k.failJob {
+					p.Status.Phase = corev1.PodFailed
+				}
+				_ = k8s.Status().Update(c, p)
+				if !k.failJob {
+					k.setVersion(c, "2.0")
+				}
+			case p.Status.Phase == "" || p.Status.Phase == corev1.PodPending:
+				// A workload pod starts and becomes ready: now a budget
+				// protects it (a pending pod is always evictable).
+				p.Status.Phase = corev1.PodRunning
+				p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+				_ = k8s.Status().Update(c, p)
+			}
+		}
+		select {
+		case <-c.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+func (k *kubelet) setVersion(c context.Context, v string) {
+	_ = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n := &corev1.Node{}
+		if err := k8s.Get(c, types.NamespacedName{Name: k.node}, n); err != nil {
+			return err
+		}
+		n.Labels["itmanager.io/os-version"] = v
+		return k8s.Update(c, n)
+	})
+}
+
+func getNode(name string) *corev1.Node {
+	n := &corev1.Node{}
+	Expect(k8s.Get(ctx, types.NamespacedName{Name: name}, n)).To(Succeed())
+	return n
+}
+
+// nodeWithWorkload creates a Node running version 1.0 with a simulated
+// kubelet, its Device targeting 2.0, and a ReplicaSet-owned pod on it.
+func nodeWithWorkload(label map[string]string, k *kubelet, precordoned bool) (*corev1.Node, *itmv1.Device, *corev1.Pod) {
+	GinkgoHelper()
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("worker"), Labels: map[string]string{"itmanager.io/os-version": "1.0"}},
+		Spec:       corev1.NodeSpec{Unschedulable: precordoned},
+	}
+	Expect(k8s.Create(ctx, node)).To(Succeed())
+	DeferCleanup(func() { _ = k8s.Delete(ctx, node) })
+	k.node = node.Name
+	c, cancel := context.WithCancel(ctx)
+	DeferCleanup(cancel)
+	go k.run(c)
+
+	devName := names.NodeDevice(node.Name)
+	Eventually(func() error { return k8s.Get(ctx, types.NamespacedName{Name: devName}, &itmv1.Device{}) }).Should(Succeed())
+	updateDevice(devName, func(d *itmv1.Device) {
+		d.Labels = label
+		d.Spec.OS = &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "2.0"}
+	})
+	Eventually(conditionOf(devName, itmv1.DeviceConditionCheckedIn)).WithTimeout(5 * time.Second).Should(Equal(metav1.ConditionTrue))
+
+	ns := newNamespace(nil)
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: appsv1.ReplicaSetSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx"}}},
+			},
+		},
+	}
+	Expect(k8s.Create(ctx, rs)).To(Succeed())
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-1", Labels: map[string]string{"app": "web"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "web", Image: "nginx"}}},
+	}
+	Expect(k8s.Create(ctx, pod)).To(Succeed())
+	Eventually(func() corev1.PodPhase {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)
+		return pod.Status.Phase
+	}).Should(Equal(corev1.PodRunning))
+	return node, getDevice(devName), pod
+}
+
+func nodeWindow(label map[string]string) *itmv1.MaintenanceWindow {
+	return window(label, func(mw *itmv1.MaintenanceWindow) {
+		mw.Spec.NodeUpgrade = &itmv1.NodeUpgrade{Image: "registry.example/os-upgrader:1", Command: []string{"/upgrade"}}
+		mw.Spec.Rollout.MaxUnavailable = ptr.To(intstr.FromInt32(1))
+	})
+}
+
+var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
+	It("cordons, waits on a PodDisruptionBudget and says so, drains, runs the Job on the node, and uncordons", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{}
+		node, dev, pod := nodeWithWorkload(label, k, false)
+		pdb := &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: "web"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+		}
+		Expect(k8s.Create(ctx, pdb)).To(Succeed())
+
+		mw := nodeWindow(label)
+		Eventually(func() bool { return getNode(node.Name).Spec.Unschedulable }).Should(BeTrue())
+		Expect(getNode(node.Name).Annotations).To(HaveKeyWithValue(controllers.AnnotationCordonedBy, mw.Name))
+		Eventually(windowStatus(mw.Name)).WithTimeout(5 * time.Second).Should(HaveField("BlockedBy",
+			"pod "+pod.Namespace+"/web-1: eviction refused by PodDisruptionBudget "+pod.Namespace+"/web"))
+		Expect(upgradeOf(dev.Name).Message).To(ContainSubstring("draining: 1 pods remain"))
+		jobs := &batchv1.JobList{}
+		Expect(k8s.List(ctx, jobs, client.InNamespace(testenv.OperatorNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
+		Expect(jobs.Items).To(BeEmpty(), "no upgrade before the node is drained")
+
+		By("the budget allowing it: the pod is evicted, the Job runs on the node, the node comes back upgraded")
+		Expect(k8s.Delete(ctx, pdb)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{}))
+		}).WithTimeout(10 * time.Second).Should(BeTrue())
+		Eventually(func() itmv1.UpgradeState { return upgradeOf(dev.Name).State }).WithTimeout(30 * time.Second).Should(Equal(itmv1.UpgradeStateSucceeded))
+		Expect(k8s.List(ctx, jobs, client.InNamespace(testenv.OperatorNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
+		Expect(jobs.Items).To(HaveLen(1))
+		job := jobs.Items[0]
+		Expect(job.Spec.Template.Spec.NodeName).To(Equal(node.Name))
+		Expect(job.Spec.Template.Spec.Tolerations).To(ContainElement(corev1.Toleration{Operator: corev1.TolerationOpExists}))
+		Expect(job.Spec.Template.Spec.Containers[0].Env).To(ContainElement(corev1.EnvVar{Name: "TARGET_VERSION", Value: "2.0"}))
+		Eventually(func() bool { return getNode(node.Name).Spec.Unschedulable }).Should(BeFalse())
+		Expect(getNode(node.Name).Annotations).NotTo(HaveKey(controllers.AnnotationCordonedBy))
+		Eventually(windowStatus(mw.Name)).Should(HaveField("Devices", itmv1.UpgradeCounts{Succeeded: 1}))
+	})
+
+	It("fails the device when the Job fails and never uncordons a node someone else cordoned", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{failJob: true}
+		node, dev, _ := nodeWithWorkload(label, k, true)
+		mw := nodeWindow(label)
+		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(dev.Name) }).WithTimeout(30 * time.Second).Should(And(
+			HaveField("State", itmv1.UpgradeStateFailed),
+			HaveField("Message", ContainSubstring("upgrade Job itm-upgrade-"+dev.Name+"-1 failed")),
+		))
+		n := getNode(node.Name)
+		Expect(n.Spec.Unschedulable).To(BeTrue(), "cordoned by someone else: stays cordoned")
+		Expect(n.Annotations).NotTo(HaveKey(controllers.AnnotationCordonedBy))
+		Eventually(windowStatus(mw.Name)).Should(And(
+			HaveField("Devices", itmv1.UpgradeCounts{Failed: 1}),
+			HaveField("BlockedBy", "failure budget: 1 failed in this window (maxFailures 1)"),
+		))
+	})
+})
