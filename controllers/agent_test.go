@@ -146,4 +146,36 @@ var _ = Describe("The itmanager-agent binary", Ordered, func() {
 		Expect(u.FinishedAt).NotTo(BeNil())
 		Expect(bytes.Count(session.Err.Contents(), []byte("Upgrading"))).To(Equal(1), "the upgrade runs once")
 	})
+
+	It("upgrades under a MaintenanceWindow: authorized, the command run, the new version reported, Succeeded", func() {
+		label := map[string]string{"ring": uniqueName("agents")}
+		d := agentDevice(func(d *itmv1.Device) {
+			d.Labels = label
+			d.Spec.OS = &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "42.1"}
+		})
+		dir := install(d.Name)
+		// A root of its own, whose os-release the upgrade command rewrites,
+		// as a package manager would.
+		root := filepath.Join(dir, "root")
+		Expect(os.MkdirAll(filepath.Join(root, "etc"), 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(root, "etc", "os-release"), []byte("ID=test\nVERSION_ID=\"41.0\"\n"), 0o644)).To(Succeed())
+		cmd := exec.Command(agentBin, "--enrolment-dir", dir, "--state-file", filepath.Join(dir, "seq"), "--interval", "1s",
+			"--root", root, "--upgrade-timeout", "30s",
+			"--upgrade-command", `printf 'ID=test\nVERSION_ID="%s"\n' "$ITMANAGER_TARGET_VERSION" > `+filepath.Join(root, "etc", "os-release"))
+		session, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { session.Kill() })
+		Eventually(conditionOf(d.Name, itmv1.DeviceConditionCheckedIn)).Should(Equal(metav1.ConditionTrue))
+		Eventually(func() string { return getDevice(d.Name).Status.Observed.OSVersion }).Should(Equal("41.0"))
+
+		mw := window(label, nil)
+		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(d.Name) }).WithTimeout(20 * time.Second).Should(And(
+			HaveField("State", itmv1.UpgradeStateSucceeded),
+			HaveField("Window", mw.Name),
+			HaveField("TargetVersion", "42.1"),
+		))
+		Expect(getDevice(d.Name).Status.Observed.OSVersion).To(Equal("42.1"))
+		Eventually(windowStatus(mw.Name)).Should(HaveField("Devices", itmv1.UpgradeCounts{Succeeded: 1}))
+		Eventually(conditionOf(d.Name, itmv1.DeviceConditionUpToDate)).Should(Equal(metav1.ConditionTrue))
+	})
 })

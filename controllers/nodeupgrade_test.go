@@ -13,6 +13,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
@@ -206,5 +207,45 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 			HaveField("Devices", itmv1.UpgradeCounts{Failed: 1}),
 			HaveField("BlockedBy", "failure budget: 1 failed in this window (maxFailures 1)"),
 		))
+	})
+
+	It("resumes an upgrade a previous operator left under way: no second Job, the same attempt", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{}
+		node, dev, pod := nodeWithWorkload(label, k, false)
+		Expect(k8s.Delete(ctx, pod)).To(Succeed()) // already drained
+		name := uniqueName("mw")
+
+		By("the state a stopped operator left: node cordoned by it, the device InProgress and drained")
+		cordon := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"unschedulable": true}}}
+		cordon.SetAPIVersion("v1")
+		cordon.SetKind("Node")
+		cordon.SetName(node.Name)
+		cordon.SetAnnotations(map[string]string{controllers.AnnotationCordonedBy: name})
+		Expect(k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(cordon), client.FieldOwner(controllers.CordonFieldManager))).To(Succeed())
+		d := getDevice(dev.Name)
+		d.Status.Upgrade = &itmv1.UpgradeStatus{State: itmv1.UpgradeStateInProgress, TargetVersion: "2.0", Window: name,
+			Attempts: 1, StartedAt: &metav1.Time{Time: time.Now()}, Message: "drained; upgrade Job started"}
+		Expect(k8s.Status().Update(ctx, d)).To(Succeed())
+
+		mw := &itmv1.MaintenanceWindow{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: itmv1.MaintenanceWindowSpec{
+				Selector:    metav1.LabelSelector{MatchLabels: label},
+				Windows:     []itmv1.Window{{Schedule: "* * * * *", Duration: metav1.Duration{Duration: time.Hour}}},
+				NodeUpgrade: &itmv1.NodeUpgrade{Image: "registry.example/os-upgrader:1"},
+				// Paused: nothing new starts; what is under way finishes.
+				Paused: true,
+			},
+		}
+		Expect(k8s.Create(ctx, mw)).To(Succeed())
+
+		Eventually(func() itmv1.UpgradeState { return upgradeOf(dev.Name).State }).WithTimeout(30 * time.Second).Should(Equal(itmv1.UpgradeStateSucceeded))
+		jobs := &batchv1.JobList{}
+		Expect(k8s.List(ctx, jobs, client.InNamespace(testenv.OperatorNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
+		Expect(jobs.Items).To(HaveLen(1))
+		Expect(jobs.Items[0].Name).To(Equal("itm-upgrade-" + dev.Name + "-1"))
+		Expect(upgradeOf(dev.Name).Attempts).To(BeEquivalentTo(1))
+		Eventually(func() bool { return getNode(node.Name).Spec.Unschedulable }).Should(BeFalse(), "it cordoned the node, so it uncordons it")
 	})
 })

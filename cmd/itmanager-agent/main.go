@@ -31,6 +31,7 @@ func main() {
 		interval       = flag.Duration("interval", time.Minute, "Check-in interval until the server asks for another.")
 		maxBackoff     = flag.Duration("max-backoff", 5*time.Minute, "Longest wait between retries after failures.")
 		upgradeCommand = flag.String("upgrade-command", "", "Shell command that upgrades the device to $ITMANAGER_TARGET_VERSION when a maintenance window authorizes it.")
+		upgradeTimeout = flag.Duration("upgrade-timeout", time.Hour, "Longest the upgrade command may run before it is killed and the upgrade reported failed.")
 		once           = flag.Bool("once", false, "Check in once and exit (non-zero on failure).")
 		root           = flag.String("root", "/", "Root of the filesystem facts are read from.")
 		logLevel       = flag.String("log-level", "info", "debug, info, warn or error.")
@@ -60,7 +61,7 @@ func main() {
 		Version: version, Log: log, Interval: *interval, MaxBackoff: *maxBackoff,
 	}
 	if *upgradeCommand != "" {
-		a.Upgrader = agent.CommandUpgrader{Command: *upgradeCommand}
+		a.Upgrader = agent.CommandUpgrader{Command: *upgradeCommand, Timeout: *upgradeTimeout}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
