@@ -2,6 +2,8 @@
 // run `kubectl itm <command>`.
 //
 //	kubectl itm why <device> <policy>   each requirement and whether the device passes it
+//	kubectl itm windows                 every MaintenanceWindow and its next opening
+//	kubectl itm schedule <window>       the next openings of one window
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"io"
 	"os"
 	"time"
+	_ "time/tzdata" // a zone unknown to this machine never falls back to UTC
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -25,6 +28,8 @@ const usage = `kubectl itm: itmanager's kubectl plugin
 
 Usage:
   kubectl itm why <device> <policy>   explain whether an AccessPolicy allows a Device, requirement by requirement
+  kubectl itm windows                 list MaintenanceWindows: open now?, next opening (window zone, local, UTC), progress
+  kubectl itm schedule <window>       the next 10 openings of a MaintenanceWindow
 
 Flags:
 `
@@ -64,6 +69,13 @@ func run(args []string, devicesNS string, out io.Writer) error {
 			return fmt.Errorf("usage: kubectl itm why <device> <policy>")
 		}
 		return why(ctx, c, devicesNS, args[1], args[2], time.Now(), out)
+	case "windows":
+		return windows(ctx, c, time.Now(), time.Local, out)
+	case "schedule":
+		if len(args) != 2 {
+			return fmt.Errorf("usage: kubectl itm schedule <window>")
+		}
+		return scheduleOf(ctx, c, args[1], 10, time.Now(), time.Local, out)
 	default:
 		return fmt.Errorf("unknown command %q; run kubectl itm -h", args[0])
 	}
