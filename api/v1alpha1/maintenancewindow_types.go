@@ -264,8 +264,10 @@ type MaintenanceWindowStatus struct {
 // +kubebuilder:resource:scope=Cluster,shortName=mw,categories=itmanager
 // +kubebuilder:printcolumn:name="Time Zone",type=string,JSONPath=`.spec.timeZone`
 // +kubebuilder:printcolumn:name="Open",type=boolean,JSONPath=`.status.windowOpen`
-// +kubebuilder:printcolumn:name="Next",type=date,JSONPath=`.status.nextWindow.start`
+// +kubebuilder:printcolumn:name="Next",type=string,JSONPath=`.status.nextWindow.start`
 // +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.devices.pending`
+// +kubebuilder:printcolumn:name="Running",type=integer,JSONPath=`.status.devices.inProgress`
+// +kubebuilder:printcolumn:name="Done",type=integer,JSONPath=`.status.devices.succeeded`
 // +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.devices.failed`
 // +kubebuilder:printcolumn:name="Blocked By",type=string,JSONPath=`.status.blockedBy`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
