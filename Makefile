@@ -82,6 +82,10 @@ bench-devices: control-plane ## Benchmark 10,000 devices checking in once a minu
 bench-access: control-plane ## Benchmark 10,000 devices under 100 AccessPolicies: posture change → NetworkPolicy latency.
 	go run ./test/bench/access -devices 10000 -policies 100 -out docs/bench/access-10000.md
 
+.PHONY: bench-rollout
+bench-rollout: control-plane ## Benchmark a MaintenanceWindow rolling 2,000 agent devices out, 10% at a time.
+	go run ./test/bench/rollout -devices 2000 -max-unavailable 10% -out docs/bench/rollout-2000.md
+
 ##@ Build
 
 .PHONY: build

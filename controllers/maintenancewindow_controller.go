@@ -9,6 +9,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -71,7 +72,10 @@ type MaintenanceWindowReconciler struct {
 func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	mw := &itmv1.MaintenanceWindow{}
 	if err := r.Get(ctx, req.NamespacedName, mw); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.revokeOrphans(ctx, req.Name)
+		}
+		return ctrl.Result{}, err
 	}
 	if mw.DeletionTimestamp != nil {
 		return ctrl.Result{}, nil
@@ -192,6 +196,31 @@ func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{RequeueAfter: max(requeue.Sub(r.Clock.Now()), time.Millisecond), Priority: ptr.To(freshnessPriority)}, nil
+}
+
+// revokeOrphans withdraws the authorizations a deleted window handed out
+// that no agent has started yet: nobody would time them out any more, and
+// an agent must not upgrade on behalf of a window that is gone. Upgrades
+// already under way are left to finish and report.
+func (r *MaintenanceWindowReconciler) revokeOrphans(ctx context.Context, window string) error {
+	list := &itmv1.DeviceList{}
+	if err := r.List(ctx, list); err != nil {
+		return err
+	}
+	var errs []error
+	for i := range list.Items {
+		d := &list.Items[i]
+		if u := d.Status.Upgrade; u != nil && u.Window == window && u.State == itmv1.UpgradeStateAuthorized {
+			base := d.DeepCopy()
+			d.Status.Upgrade.State = itmv1.UpgradeStateFailed
+			d.Status.Upgrade.Message = "MaintenanceWindow " + window + " was deleted before the upgrade started"
+			d.Status.Upgrade.FinishedAt = ptr.To(metav1.NewTime(r.Clock.Now()))
+			if err := r.Status().Patch(ctx, d, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
+				errs = append(errs, fmt.Errorf("revoke the upgrade of Device %s: %w", d.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (r *MaintenanceWindowReconciler) drainPoll() time.Duration {

@@ -296,6 +296,24 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 		Eventually(windowStatus(mw.Name)).Should(HaveField("Devices", itmv1.UpgradeCounts{Pending: 1, Succeeded: 1, Failed: 1}))
 	})
 
+	It("withdraws authorizations not yet started when the window is deleted", func() {
+		label := map[string]string{"ring": uniqueName("r")}
+		d := agentDevice(func(d *itmv1.Device) {
+			d.Labels = label
+			d.Spec.OS = &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "2.0"}
+		})
+		a := startAgent(d.Name, "1.0")
+		Eventually(conditionOf(d.Name, itmv1.DeviceConditionCheckedIn)).Should(Equal(metav1.ConditionTrue))
+		a.stop() // silent from now on: the authorization is never picked up
+		mw := window(label, nil)
+		Eventually(func() itmv1.UpgradeState { return upgradeOf(d.Name).State }).Should(Equal(itmv1.UpgradeStateAuthorized))
+		Expect(k8s.Delete(ctx, mw)).To(Succeed())
+		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(d.Name) }).Should(And(
+			HaveField("State", itmv1.UpgradeStateFailed),
+			HaveField("Message", "MaintenanceWindow "+mw.Name+" was deleted before the upgrade started"),
+		))
+	})
+
 	It("never lets two overlapping windows upgrade the same device, nor exceed either's budget together", func() {
 		label := map[string]string{"ring": uniqueName("r")}
 		devs, agents := agentFleet(2, label)

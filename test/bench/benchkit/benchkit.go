@@ -21,10 +21,13 @@ import (
 	"syscall"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/itmanager-io/itmanager/internal/checkin"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
@@ -363,4 +366,61 @@ func (m *Manager) Stop() {
 		_ = os.Rename(filepath.Join(m.Work, "logs"), last)
 		_ = os.RemoveAll(m.Work)
 	}
+}
+
+// WaitEnrolled waits until every device's Secret exists and its Lease holds
+// the hash of its token, and returns the tokens, the check-in base URL and the CA.
+func WaitEnrolled(ctx context.Context, admin client.Client, names []string) (map[string]string, string, []byte, error) {
+	deadline := time.Now().Add(30 * time.Minute)
+	for time.Now().Before(deadline) {
+		secrets := &corev1.SecretList{}
+		leases := &coordinationv1.LeaseList{}
+		if err := admin.List(ctx, secrets, client.InNamespace(testenv.DevicesNamespace)); err != nil {
+			return nil, "", nil, err
+		}
+		if err := admin.List(ctx, leases, client.InNamespace(testenv.DevicesNamespace)); err != nil {
+			return nil, "", nil, err
+		}
+		hashes := map[string]string{}
+		for _, l := range leases.Items {
+			hashes[l.Name] = l.Annotations[checkin.AnnotationTokenHash]
+		}
+		tokens := map[string]string{}
+		var endpoint string
+		var ca []byte
+		for _, s := range secrets.Items {
+			dev := strings.TrimSuffix(s.Name, "-agent")
+			tok := string(s.Data[checkin.SecretKeyToken])
+			if tok != "" && hashes[dev] == checkin.HashToken(tok) {
+				tokens[dev] = tok
+				endpoint, ca = string(s.Data[checkin.SecretKeyURL]), s.Data[checkin.SecretKeyCA]
+			}
+		}
+		if len(tokens) == len(names) {
+			base := endpoint[:strings.Index(endpoint, checkin.PathPrefix)]
+			return tokens, base, ca, nil
+		}
+		Logf("  enrolled %d/%d", len(tokens), len(names))
+		time.Sleep(5 * time.Second)
+	}
+	return nil, "", nil, fmt.Errorf("enrolment did not finish")
+}
+
+// CPUTime is the CPU time (user + system) the manager process has used.
+func (m *Manager) CPUTime() time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (which may hold spaces, so cut at
+	// its closing parenthesis): utime and stime are the 12th and 13th.
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks
 }

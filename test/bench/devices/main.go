@@ -26,8 +26,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -90,7 +88,7 @@ func run() error {
 	createDur := time.Since(t0)
 	benchkit.Logf("created in %s; waiting for enrolment", createDur.Round(time.Millisecond))
 
-	tokens, endpoint, ca, err := waitEnrolled(ctx, admin, names)
+	tokens, endpoint, ca, err := benchkit.WaitEnrolled(ctx, admin, names)
 	if err != nil {
 		return err
 	}
@@ -164,44 +162,6 @@ func run() error {
 		return os.WriteFile(*out, []byte(b.String()), 0o644)
 	}
 	return nil
-}
-
-// waitEnrolled waits until every device's Secret exists and its Lease holds
-// the hash of its token, and returns the tokens.
-func waitEnrolled(ctx context.Context, admin client.Client, names []string) (map[string]string, string, []byte, error) {
-	deadline := time.Now().Add(30 * time.Minute)
-	for time.Now().Before(deadline) {
-		secrets := &corev1.SecretList{}
-		leases := &coordinationv1.LeaseList{}
-		if err := admin.List(ctx, secrets, client.InNamespace(testenv.DevicesNamespace)); err != nil {
-			return nil, "", nil, err
-		}
-		if err := admin.List(ctx, leases, client.InNamespace(testenv.DevicesNamespace)); err != nil {
-			return nil, "", nil, err
-		}
-		hashes := map[string]string{}
-		for _, l := range leases.Items {
-			hashes[l.Name] = l.Annotations[checkin.AnnotationTokenHash]
-		}
-		tokens := map[string]string{}
-		var endpoint string
-		var ca []byte
-		for _, s := range secrets.Items {
-			dev := strings.TrimSuffix(s.Name, "-agent")
-			tok := string(s.Data[checkin.SecretKeyToken])
-			if tok != "" && hashes[dev] == checkin.HashToken(tok) {
-				tokens[dev] = tok
-				endpoint, ca = string(s.Data[checkin.SecretKeyURL]), s.Data[checkin.SecretKeyCA]
-			}
-		}
-		if len(tokens) == len(names) {
-			base := endpoint[:strings.Index(endpoint, checkin.PathPrefix)]
-			return tokens, base, ca, nil
-		}
-		benchkit.Logf("  enrolled %d/%d", len(tokens), len(names))
-		time.Sleep(5 * time.Second)
-	}
-	return nil, "", nil, fmt.Errorf("enrolment did not finish")
 }
 
 func waitAllCheckedIn(ctx context.Context, admin client.Client, n int, timeout time.Duration) error {
