@@ -159,4 +159,4 @@ func (c *shiftClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
 
 // setNow moves the clock so that it reads t now.
 func (c *shiftClock) setNow(t time.Time) { c.offset.Store(int64(time.Until(t))) }
-func (c *shiftClock) reset()            { c.offset.Store(0) }
+func (c *shiftClock) reset()             { c.offset.Store(0) }

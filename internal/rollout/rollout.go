@@ -55,7 +55,7 @@ type Plan struct {
 	// Unconfirmed reported success in this window but do not run the
 	// target version: they count as failed.
 	Unconfirmed []*itmv1.Device
-	Counts   itmv1.UpgradeCounts
+	Counts      itmv1.UpgradeCounts
 	// MaxUnavailable is the resolved limit.
 	MaxUnavailable int
 	// BlockedBy says why nothing (more) starts; empty when devices start or
@@ -212,7 +212,7 @@ func Compute(in Input) Plan {
 		}
 	}
 	// Starting devices move from pending to in progress.
-	p.Counts.Pending -= int32(len(p.Start)) //nolint:gosec // bounded by the device count
+	p.Counts.Pending -= int32(len(p.Start))    //nolint:gosec // bounded by the device count
 	p.Counts.InProgress += int32(len(p.Start)) //nolint:gosec // bounded by the device count
 	return p
 }

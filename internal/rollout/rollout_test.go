@@ -35,7 +35,7 @@ func dev(name string, opts ...devOpt) *itmv1.Device {
 	return d
 }
 
-func silent(d *itmv1.Device) { d.Status.Conditions[0].Status = metav1.ConditionFalse }
+func silent(d *itmv1.Device)  { d.Status.Conditions[0].Status = metav1.ConditionFalse }
 func current(d *itmv1.Device) { d.Status.Observed.OSVersion = "2.0" }
 func upgrade(window string, state itmv1.UpgradeState, started, finished time.Duration) devOpt {
 	return func(d *itmv1.Device) {

@@ -288,4 +288,3 @@ func (f *fleet) checkIn(ctx context.Context, i int, r checkin.Request) (*checkin
 	}
 	return out, true
 }
-
