@@ -131,11 +131,14 @@ func windowStatus(name string) func() itmv1.MaintenanceWindowStatus {
 	}
 }
 
+// upgradeOf reads a device's upgrade status without asserting, so the
+// concurrency sampler can call it from its own goroutine.
 func upgradeOf(name string) itmv1.UpgradeStatus {
-	if u := getDevice(name).Status.Upgrade; u != nil {
-		return *u
+	d := &itmv1.Device{}
+	if err := k8s.Get(ctx, types.NamespacedName{Name: name}, d); err != nil || d.Status.Upgrade == nil {
+		return itmv1.UpgradeStatus{}
 	}
-	return itmv1.UpgradeStatus{}
+	return *d.Status.Upgrade
 }
 
 // inFlight counts the devices whose upgrade is Authorized or InProgress.
