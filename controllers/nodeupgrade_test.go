@@ -248,4 +248,26 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 		Expect(upgradeOf(dev.Name).Attempts).To(BeEquivalentTo(1))
 		Eventually(func() bool { return getNode(node.Name).Spec.Unschedulable }).Should(BeFalse(), "it cordoned the node, so it uncordons it")
 	})
+
+	It("fails the device at drain.timeout without forcing anything, and uncordons the node it cordoned", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{}
+		node, dev, pod := nodeWithWorkload(label, k, false)
+		Expect(k8s.Create(ctx, &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: "web"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+		})).To(Succeed())
+		window(label, func(mw *itmv1.MaintenanceWindow) {
+			mw.Spec.NodeUpgrade = &itmv1.NodeUpgrade{Image: "registry.example/os-upgrader:1"}
+			mw.Spec.Drain.Timeout = &metav1.Duration{Duration: 3 * time.Second}
+		})
+		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(dev.Name) }).WithTimeout(20 * time.Second).Should(And(
+			HaveField("State", itmv1.UpgradeStateFailed),
+			HaveField("Message", ContainSubstring("drain did not finish within 3s: pod "+pod.Namespace+"/web-1: eviction refused by PodDisruptionBudget")),
+		))
+		Eventually(func() bool { return getNode(node.Name).Spec.Unschedulable }).Should(BeFalse())
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+		Expect(pod.DeletionTimestamp).To(BeNil(), "never forced")
+	})
 })
