@@ -144,6 +144,8 @@ func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	for _, d := range plan.Start {
 		if d.Spec.Class == itmv1.DeviceClassNode && mw.Spec.NodeUpgrade == nil {
 			blockedBy = "spec.nodeUpgrade is not set: Node devices cannot be upgraded"
+			plan.Counts.InProgress--
+			plan.Counts.Pending++
 			continue
 		}
 		errs = append(errs, r.start(ctx, mw, d, now))
