@@ -1,0 +1,134 @@
+package controllers_test
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/testenv"
+)
+
+var _ = Describe("OnboardingRequest approval admission", func() {
+	// impersonate returns a client acting as user, bound to a ClusterRole
+	// with rules.
+	impersonate := func(user string, rules ...rbacv1.PolicyRule) client.Client {
+		GinkgoHelper()
+		role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("onb-role")}, Rules: rules}
+		Expect(k8s.Create(ctx, role)).To(Succeed())
+		Expect(k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+		})).To(Succeed())
+		cfg := rest.CopyConfig(env.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+		c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+		Expect(err).NotTo(HaveOccurred())
+		return c
+	}
+	write := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"onboardingrequests", "onboardingrequests/status"},
+		Verbs: []string{"get", "create", "update", "patch"}}
+	approve := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"onboardingrequests"}, Verbs: []string{"approve"}}
+
+	newRequest := func(mutate ...func(*itmv1.OnboardingRequest)) *itmv1.OnboardingRequest {
+		r := &itmv1.OnboardingRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: uniqueName("joiner")},
+			Spec: itmv1.OnboardingRequestSpec{
+				Person: itmv1.Person{DisplayName: "New Joiner", Email: "joiner@example.com"},
+				Groups: []string{"engineering"},
+			},
+		}
+		for _, m := range mutate {
+			m(r)
+		}
+		return r
+	}
+	decide := func(c client.Client, r *itmv1.OnboardingRequest, t string) error {
+		cur := &itmv1.OnboardingRequest{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(r), cur); err != nil {
+			return err
+		}
+		meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: t, Status: metav1.ConditionTrue, Reason: "ByHand", Message: "checked the contract", LastTransitionTime: metav1.Now()})
+		return c.Status().Update(ctx, cur)
+	}
+
+	It("stamps the requester, who can then neither forge it, nor approve, nor change the request once approved", func() {
+		requester := impersonate(uniqueName("alice@example.com"), write)
+		approver := impersonate(uniqueName("bob@example.com"), write, approve)
+		bystander := impersonate(uniqueName("carol@example.com"), write)
+
+		// The admission policies take effect once the API server loaded them.
+		r := newRequest(func(r *itmv1.OnboardingRequest) {
+			r.Annotations = map[string]string{itmv1.AnnotationRequestedBy: "someone-else"}
+		})
+		Eventually(func() error { return requester.Create(ctx, r.DeepCopy()) }).WithTimeout(10 * time.Second).Should(Succeed())
+		stored := &itmv1.OnboardingRequest{}
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(r), stored)).To(Succeed())
+		requesterName := stored.Annotations[itmv1.AnnotationRequestedBy]
+		Expect(requesterName).To(HavePrefix("alice@example.com"), "the forged value is replaced by the caller")
+
+		By("changing the stamp afterwards has no effect, and a replace without it keeps it")
+		stored.Annotations[itmv1.AnnotationRequestedBy] = "mallory"
+		Expect(requester.Update(ctx, stored)).To(Succeed())
+		Expect(stored.Annotations).To(HaveKeyWithValue(itmv1.AnnotationRequestedBy, requesterName), "carried over from the stored object")
+		delete(stored.Annotations, itmv1.AnnotationRequestedBy)
+		stored.Spec.Person.Title = "Engineer"
+		Expect(requester.Update(ctx, stored)).To(Succeed())
+		Expect(stored.Annotations).To(HaveKeyWithValue(itmv1.AnnotationRequestedBy, requesterName))
+
+		By("the requester cannot approve; a user without the verb cannot; an approver can")
+		Expect(decide(requester, r, itmv1.OnboardingConditionApproved)).To(MatchError(ContainSubstring("requested " + r.Name + " and may not approve or deny it")))
+		Expect(decide(bystander, r, itmv1.OnboardingConditionApproved)).To(MatchError(ContainSubstring(`requires the verb "approve"`)))
+		Expect(decide(approver, r, itmv1.OnboardingConditionApproved)).To(Succeed())
+
+		By("nobody removes or flips the decision, not even an approver or the admin")
+		for _, c := range []client.Client{approver, k8s} {
+			cur := &itmv1.OnboardingRequest{}
+			Expect(c.Get(ctx, client.ObjectKeyFromObject(r), cur)).To(Succeed())
+			meta.RemoveStatusCondition(&cur.Status.Conditions, itmv1.OnboardingConditionApproved)
+			Expect(c.Status().Update(ctx, cur)).To(MatchError(ContainSubstring("never removed or changed once set")))
+		}
+		Expect(decide(approver, r, itmv1.OnboardingConditionDenied)).To(MatchError(ContainSubstring("never decided again")))
+
+		By("after approval the requester may not add a group, but may still offboard")
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(r), stored)).To(Succeed())
+		stored.Spec.Groups = append(stored.Spec.Groups, "admins")
+		Expect(requester.Update(ctx, stored)).To(MatchError(ContainSubstring("the request is approved")))
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(r), stored)).To(Succeed())
+		stored.Spec.Offboard = true
+		Expect(requester.Update(ctx, stored)).To(Succeed())
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(r), stored)).To(Succeed())
+		stored.Spec.Groups = append(stored.Spec.Groups, "admins")
+		Expect(approver.Update(ctx, stored)).To(Succeed(), "another approver may change an approved request")
+	})
+
+	It("lets only approvers skip approval or force an offboarding, and never decides an unstamped request", func() {
+		requester := impersonate(uniqueName("dave@example.com"), write)
+		approver := impersonate(uniqueName("erin@example.com"), write, approve)
+		Eventually(func() error {
+			return requester.Create(ctx, newRequest(func(r *itmv1.OnboardingRequest) { r.Spec.ApprovalRequired = ptr.To(false) }))
+		}).WithTimeout(10 * time.Second).Should(MatchError(ContainSubstring("spec.approvalRequired")))
+		Expect(approver.Create(ctx, newRequest(func(r *itmv1.OnboardingRequest) { r.Spec.ApprovalRequired = ptr.To(false) }))).To(Succeed())
+
+		r := newRequest()
+		Expect(requester.Create(ctx, r)).To(Succeed())
+		Expect(requester.Get(ctx, client.ObjectKeyFromObject(r), r)).To(Succeed())
+		r.Spec.ApprovalRequired = ptr.To(false)
+		Expect(requester.Update(ctx, r)).To(MatchError(ContainSubstring("spec.approvalRequired")))
+
+		Expect(requester.Get(ctx, client.ObjectKeyFromObject(r), r)).To(Succeed())
+		r.Annotations[itmv1.AnnotationForceOffboard] = "true"
+		Expect(requester.Update(ctx, r)).To(MatchError(ContainSubstring("itmanager.io/force-offboard")))
+		Expect(approver.Get(ctx, client.ObjectKeyFromObject(r), r)).To(Succeed())
+		r.Annotations[itmv1.AnnotationForceOffboard] = "true"
+		Expect(approver.Update(ctx, r)).To(Succeed())
+	})
+})
