@@ -606,17 +606,9 @@ func (r *AccessPolicyReconciler) patchStatus(ctx context.Context, base, p *itmv1
 	if equality.Semantic.DeepEqual(base.Status, p.Status) || r.memo.pending(memoKey, base.ResourceVersion, p.Status) {
 		return nil
 	}
-	st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&p.Status)
-	if err != nil {
-		return err
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{"status": st}}
-	u.SetGroupVersionKind(itmv1.GroupVersion.WithKind("AccessPolicy"))
-	u.SetName(p.Name)
-	u.SetUID(p.UID) // never resurrect or touch a successor of the same name
-	if err := r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(AccessFieldManager), client.ForceOwnership); err != nil {
+	if err := applyStatus(ctx, r.Client, p, &p.Status, AccessFieldManager); err != nil {
 		r.memo.forget(memoKey)
-		return fmt.Errorf("apply status of AccessPolicy %s: %w", p.Name, err)
+		return err
 	}
 	r.memo.wrote(memoKey, base.ResourceVersion, p.Status)
 	return nil

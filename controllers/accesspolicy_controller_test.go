@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -403,23 +402,6 @@ var _ = Describe("AccessPolicy", func() {
 })
 
 var _ = Describe("AccessPolicy admission", func() {
-	// asUser is a client that impersonates a user bound to a ClusterRole
-	// with the given rules.
-	asUser := func(user string, rules ...rbacv1.PolicyRule) client.Client {
-		GinkgoHelper()
-		role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("role")}, Rules: rules}
-		Expect(k8s.Create(ctx, role)).To(Succeed())
-		Expect(k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: role.Name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
-		})).To(Succeed())
-		cfg := rest.CopyConfig(env.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-		c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
-		Expect(err).NotTo(HaveOccurred())
-		return c
-	}
 	writePolicies := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"accesspolicies"}, Verbs: []string{"get", "create", "update"}}
 	bind := func(roles ...string) rbacv1.PolicyRule {
 		return rbacv1.PolicyRule{APIGroups: []string{rbacv1.GroupName}, Resources: []string{"clusterroles"}, Verbs: []string{"bind"}, ResourceNames: roles}
@@ -436,7 +418,7 @@ var _ = Describe("AccessPolicy admission", func() {
 	}
 
 	It("refuses a policy granting a ClusterRole its author may not bind, naming the field and the role", func() {
-		author := asUser(uniqueName("author"), writePolicies, bind("view"))
+		author := impersonate(uniqueName("author"), writePolicies, bind("view"))
 		// The policy is enforced by the API server's admission plugin once it
 		// has loaded it.
 		Eventually(func() error {
@@ -455,11 +437,11 @@ var _ = Describe("AccessPolicy admission", func() {
 	})
 
 	It("on update checks only entries that are new or changed", func() {
-		admin := asUser(uniqueName("admin"), writePolicies, bind("view", "edit"))
+		admin := impersonate(uniqueName("admin"), writePolicies, bind("view", "edit"))
 		p := policy(itmv1.KubernetesAccess{ClusterRole: "view"})
 		Eventually(func() error { return admin.Create(ctx, p) }).Should(Succeed())
 
-		editor := asUser(uniqueName("editor"), writePolicies)
+		editor := impersonate(uniqueName("editor"), writePolicies)
 
 		update := func(mutate func(*itmv1.AccessPolicy)) error {
 			return retry.RetryOnConflict(retry.DefaultRetry, func() error {

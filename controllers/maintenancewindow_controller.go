@@ -12,9 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -364,18 +362,7 @@ func (r *MaintenanceWindowReconciler) applyStatus(ctx context.Context, base, mw 
 	if equality.Semantic.DeepEqual(base.Status, mw.Status) {
 		return nil
 	}
-	st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&mw.Status)
-	if err != nil {
-		return err
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{"status": st}}
-	u.SetGroupVersionKind(itmv1.GroupVersion.WithKind("MaintenanceWindow"))
-	u.SetName(mw.Name)
-	u.SetUID(mw.UID)
-	if err := r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(WindowFieldManager), client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply status of MaintenanceWindow %s: %w", mw.Name, err)
-	}
-	return nil
+	return applyStatus(ctx, r.Client, mw, &mw.Status, WindowFieldManager)
 }
 
 // SetupWithManager watches windows, the Devices they select (and the

@@ -8,32 +8,13 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
-	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
 var _ = Describe("OnboardingRequest approval admission", func() {
-	// impersonate returns a client acting as user, bound to a ClusterRole
-	// with rules.
-	impersonate := func(user string, rules ...rbacv1.PolicyRule) client.Client {
-		GinkgoHelper()
-		role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("onb-role")}, Rules: rules}
-		Expect(k8s.Create(ctx, role)).To(Succeed())
-		Expect(k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: role.Name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
-		})).To(Succeed())
-		cfg := rest.CopyConfig(env.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-		c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
-		Expect(err).NotTo(HaveOccurred())
-		return c
-	}
 	write := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"onboardingrequests", "onboardingrequests/status"},
 		Verbs: []string{"get", "create", "update", "patch"}}
 	approve := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"onboardingrequests"}, Verbs: []string{"approve"}}
