@@ -4,6 +4,7 @@
 //	kubectl itm why <device> <policy>   each requirement and whether the device passes it
 //	kubectl itm windows                 every MaintenanceWindow and its next opening
 //	kubectl itm schedule <window>       the next openings of one window
+//	kubectl itm approve|deny <user>     decide an OnboardingRequest
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 	_ "time/tzdata" // a zone unknown to this machine never falls back to UTC
 
@@ -30,6 +32,8 @@ Usage:
   kubectl itm why <device> <policy>   explain whether an AccessPolicy allows a Device, requirement by requirement
   kubectl itm windows                 list MaintenanceWindows: open now?, next opening (window zone, local, UTC), progress
   kubectl itm schedule <window>       the next 10 openings of a MaintenanceWindow
+  kubectl itm approve <user> [message]           approve an OnboardingRequest (needs the verb "approve"; not your own)
+  kubectl itm deny <user> <reason> [message]     deny it, with a reason (CamelCase, e.g. NoContract)
 
 Flags:
 `
@@ -76,6 +80,16 @@ func run(args []string, devicesNS string, out io.Writer) error {
 			return fmt.Errorf("usage: kubectl itm schedule <window>")
 		}
 		return scheduleOf(ctx, c, args[1], 10, time.Now(), time.Local, out)
+	case "approve":
+		if len(args) < 2 || len(args) > 3 {
+			return fmt.Errorf("usage: kubectl itm approve <user> [message]")
+		}
+		return decide(ctx, c, args[1], itmv1.OnboardingConditionApproved, "Approved", strings.Join(args[2:], " "), time.Now(), out)
+	case "deny":
+		if len(args) < 3 || len(args) > 4 {
+			return fmt.Errorf("usage: kubectl itm deny <user> <reason> [message]")
+		}
+		return decide(ctx, c, args[1], itmv1.OnboardingConditionDenied, args[2], strings.Join(args[3:], " "), time.Now(), out)
 	default:
 		return fmt.Errorf("unknown command %q; run kubectl itm -h", args[0])
 	}
