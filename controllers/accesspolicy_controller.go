@@ -94,6 +94,9 @@ type AccessPolicyReconciler struct {
 func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &itmv1.AccessPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetPolicy(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if p.DeletionTimestamp != nil {
@@ -151,6 +154,7 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.patchStatus(ctx, base, p); err != nil {
 		return ctrl.Result{}, errors.Join(syncErr, err)
 	}
+	recordPolicy(p)
 	if syncErr != nil {
 		return ctrl.Result{}, syncErr
 	}

@@ -314,6 +314,8 @@ var _ = Describe("AccessPolicy", func() {
 			HaveField("AddressBlocks", BeEquivalentTo(1)),
 		))
 		Consistently(ingressCIDRs(ns, name)).WithTimeout(time.Second).Should(Equal([]string{"absent"}))
+		Expect(gauge("itmanager_accesspolicy_devices", map[string]string{"policy": p.Name, "verdict": "allowed"})).To(Equal(1.0))
+		Expect(gauge("itmanager_accesspolicy_address_blocks", map[string]string{"policy": p.Name})).To(Equal(1.0))
 
 		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) { p.Spec.Mode = itmv1.AccessModeEnforce })
 		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"10.25.0.1/32"}))

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
@@ -180,4 +181,28 @@ func impersonate(user string, rules ...rbacv1.PolicyRule) client.Client {
 	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
 	Expect(err).NotTo(HaveOccurred())
 	return c
+}
+
+// gauge reads a gauge the manager exports, by name and labels; -1 when it
+// does not exist.
+func gauge(name string, labels map[string]string) float64 {
+	families, err := ctrlmetrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := 0
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+					match++
+				}
+			}
+			if match == len(labels) {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
 }

@@ -71,6 +71,7 @@ func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	mw := &itmv1.MaintenanceWindow{}
 	if err := r.Get(ctx, req.NamespacedName, mw); err != nil {
 		if apierrors.IsNotFound(err) {
+			forgetWindow(req.Name)
 			return ctrl.Result{}, r.revokeOrphans(ctx, req.Name)
 		}
 		return ctrl.Result{}, err
@@ -189,6 +190,7 @@ func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if serr := r.applyStatus(ctx, base, mw); serr != nil {
 		return ctrl.Result{}, errors.Join(err, serr)
 	}
+	recordWindow(mw)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

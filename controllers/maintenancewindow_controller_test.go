@@ -211,6 +211,10 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 		}
 		Eventually(windowStatus(mw.Name)).WithTimeout(30 * time.Second).Should(HaveField("Devices", itmv1.UpgradeCounts{Succeeded: 5}))
 		Expect(peak.Load()).To(BeNumerically("<=", 2))
+		Eventually(func() float64 {
+			return gauge("itmanager_maintenancewindow_devices", map[string]string{"window": mw.Name, "state": "succeeded"})
+		}).Should(Equal(5.0))
+		Expect(gauge("itmanager_maintenancewindow_open", map[string]string{"window": mw.Name})).To(Equal(1.0))
 		for _, d := range devs {
 			u := upgradeOf(d.Name)
 			Expect(u.State).To(Equal(itmv1.UpgradeStateSucceeded))
@@ -311,6 +315,8 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 		mw := window(label, nil)
 		Eventually(func() itmv1.UpgradeState { return upgradeOf(d.Name).State }).Should(Equal(itmv1.UpgradeStateAuthorized))
 		Expect(k8s.Delete(ctx, mw)).To(Succeed())
+		Eventually(func() float64 { return gauge("itmanager_maintenancewindow_open", map[string]string{"window": mw.Name}) }).
+			Should(Equal(-1.0), "a deleted window's series go")
 		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(d.Name) }).Should(And(
 			HaveField("State", itmv1.UpgradeStateFailed),
 			HaveField("Message", "MaintenanceWindow "+mw.Name+" was deleted before the upgrade started"),
