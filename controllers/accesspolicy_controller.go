@@ -39,6 +39,7 @@ import (
 	"github.com/itmanager-io/itmanager/internal/access"
 	"github.com/itmanager-io/itmanager/internal/device"
 	"github.com/itmanager-io/itmanager/internal/netpol"
+	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // AccessFieldManager is the server-side apply field manager of everything the
@@ -138,9 +139,9 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	switch {
 	case syncErr != nil:
-		r.setReady(p, now, metav1.ConditionFalse, ReasonApplyFailed, truncateMessage(syncErr.Error()))
+		r.setReady(p, now, metav1.ConditionFalse, ReasonApplyFailed, text.Truncate(syncErr.Error(), maxConditionMessage))
 	case len(res.problems) > 0:
-		r.setReady(p, now, metav1.ConditionFalse, res.problemReason, truncateMessage(strings.Join(res.problems, "; ")))
+		r.setReady(p, now, metav1.ConditionFalse, res.problemReason, text.Truncate(strings.Join(res.problems, "; "), maxConditionMessage))
 	case p.Spec.Mode == itmv1.AccessModeAudit:
 		r.setReady(p, now, metav1.ConditionTrue, ReasonAudited, fmt.Sprintf("audit only: %d of %d devices would be allowed; nothing is written", res.Counts.Allowed, res.Counts.Matched))
 	case res.Counts.Allowed == 0:
@@ -623,14 +624,6 @@ func count32(n int) int32 {
 		return math.MaxInt32
 	}
 	return int32(n) //nolint:gosec // bounded just above
-}
-
-func truncateMessage(s string) string {
-	const maxMessage = 32768 // metav1.Condition message limit
-	if len(s) <= maxMessage {
-		return s
-	}
-	return s[:maxMessage-3] + "..."
 }
 
 // SetupWithManager watches AccessPolicies, what they generate, and

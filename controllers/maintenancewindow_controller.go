@@ -30,6 +30,7 @@ import (
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/rollout"
 	"github.com/itmanager-io/itmanager/internal/schedule"
+	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // WindowFieldManager owns the status of MaintenanceWindows.
@@ -281,7 +282,7 @@ func (r *MaintenanceWindowReconciler) start(ctx context.Context, mw *itmv1.Maint
 func (r *MaintenanceWindowReconciler) finish(ctx context.Context, mw *itmv1.MaintenanceWindow, d *itmv1.Device, state itmv1.UpgradeState, msg string, now time.Time) error {
 	base := d.DeepCopy()
 	u := d.Status.Upgrade.DeepCopy()
-	u.State, u.Message, u.FinishedAt = state, truncateTo(msg, 1024), ptr.To(metav1.NewTime(now))
+	u.State, u.Message, u.FinishedAt = state, text.Truncate(msg, maxUpgradeMessage), ptr.To(metav1.NewTime(now))
 	d.Status.Upgrade = u
 	if err := r.Status().Patch(ctx, d, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("record the upgrade of Device %s as %s: %w", d.Name, state, err)
@@ -296,15 +297,8 @@ func (r *MaintenanceWindowReconciler) finish(ctx context.Context, mw *itmv1.Main
 	return nil
 }
 
-func truncateTo(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-3] + "..."
-}
-
 func setCondition(conds *[]metav1.Condition, gen int64, now time.Time, t string, s metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(conds, metav1.Condition{Type: t, Status: s, Reason: reason, Message: truncateMessage(msg),
+	meta.SetStatusCondition(conds, metav1.Condition{Type: t, Status: s, Reason: reason, Message: text.Truncate(msg, maxConditionMessage),
 		ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(now)})
 }
 

@@ -24,6 +24,7 @@ import (
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/names"
 	"github.com/itmanager-io/itmanager/internal/rollout"
+	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // Node upgrade marks and defaults.
@@ -209,7 +210,7 @@ func (r *MaintenanceWindowReconciler) drain(ctx context.Context, mw *itmv1.Maint
 	}
 	slices.Sort(blocked)
 	msg := strings.Join(blocked, "; ")
-	return remaining, truncateTo(msg, 1024), nil
+	return remaining, text.Truncate(msg, maxUpgradeMessage), nil
 }
 
 // pdbBlocking names the PodDisruptionBudgets that cover a pod whose
@@ -304,7 +305,7 @@ func jobFailure(j *batchv1.Job) string {
 // setMessage records a node upgrade's current step on the device, when it
 // changed.
 func (r *MaintenanceWindowReconciler) setMessage(ctx context.Context, d *itmv1.Device, msg string) error {
-	msg = truncateTo(msg, 1024)
+	msg = text.Truncate(msg, maxUpgradeMessage)
 	if d.Status.Upgrade.Message == msg {
 		return nil
 	}

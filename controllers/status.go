@@ -9,6 +9,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
+// Bounds of messages the API limits.
+const (
+	// maxConditionMessage is metav1.Condition's message limit.
+	maxConditionMessage = 32768
+	// maxUpgradeMessage is Device status.upgrade.message's limit.
+	maxUpgradeMessage = 1024
+)
+
 // applyStatus writes obj's status by server-side apply under fieldManager:
 // for kinds whose status the operator owns outright, so a reconcile that ran
 // on a cache one step behind its own last write neither conflicts nor loses

@@ -18,6 +18,7 @@ import (
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/cidr"
 	"github.com/itmanager-io/itmanager/internal/posture"
+	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // MaxDeniedInStatus bounds status.denied.
@@ -162,7 +163,7 @@ func Evaluate(c Candidate, p *itmv1.Posture, now time.Time) Verdict {
 	var conflicted []string
 	for _, s := range addresses(d) {
 		if others := c.Conflicts[s]; len(others) > 0 {
-			conflicted = append(conflicted, posture.Truncate(fmt.Sprintf("address %s is also claimed by %s", s, strings.Join(others, ", "))))
+			conflicted = append(conflicted, text.Truncate(fmt.Sprintf("address %s is also claimed by %s", s, strings.Join(others, ", ")), posture.MaxReason))
 			continue
 		}
 		if a, err := netip.ParseAddr(s); err == nil {

@@ -20,6 +20,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // Upgrader is the seam for upgrade execution: given an authorized target
@@ -234,18 +235,11 @@ func (a *Agent) handleUpgrade(ctx context.Context, auth *checkin.UpgradeAuthoriz
 		a.Log.Info("Upgrading", "target", auth.TargetVersion, "window", auth.Window)
 		report := &checkin.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: auth.TargetVersion, Message: "upgrade finished"}
 		if err := a.Upgrader.Upgrade(ctx, auth.TargetVersion); err != nil {
-			report.State, report.Message = itmv1.UpgradeStateFailed, truncate(err.Error(), 1024)
+			report.State, report.Message = itmv1.UpgradeStateFailed, text.Truncate(err.Error(), 1024)
 			a.Log.Error("Upgrade failed", "target", auth.TargetVersion, "error", err)
 		}
 		a.upgrade = report
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
 
 func jitter(d time.Duration, frac float64) time.Duration {

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // MaxClockSkew is how far in the future a Lease renew time may lie and still
@@ -199,7 +200,7 @@ func NodeFacts(node *corev1.Node) *itmv1.ObservedFacts {
 	if v := node.Labels[itmv1.LabelOSVersion]; v != "" {
 		f.OSVersion = v
 	}
-	f.OSVersion, f.AgentVersion = truncate(f.OSVersion, 128), truncate(f.AgentVersion, 64)
+	f.OSVersion, f.AgentVersion = text.Truncate(f.OSVersion, 128), text.Truncate(f.AgentVersion, 64)
 	seen := map[string]bool{}
 	for _, a := range node.Status.Addresses {
 		switch a.Type {
@@ -220,11 +221,4 @@ func NodeFacts(node *corev1.Node) *itmv1.ObservedFacts {
 	}
 	slices.Sort(f.Addresses)
 	return f
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

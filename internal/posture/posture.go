@@ -9,10 +9,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/device"
+	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // Requirement names, as `kubectl itm why` prints them.
@@ -25,8 +25,8 @@ const (
 	RequireAttribute      = "requiredAttributes"
 )
 
-// maxReason bounds one reason (the API allows 256 characters).
-const maxReason = 256
+// MaxReason bounds one reason (the API allows 256 characters).
+const MaxReason = 256
 
 // Input is everything a posture verdict depends on.
 type Input struct {
@@ -81,7 +81,7 @@ func Evaluate(in Input) Result {
 	d := in.Device
 	var r Result
 	add := func(req string, ok bool, format string, args ...any) {
-		r.Checks = append(r.Checks, Check{Requirement: req, Passed: ok, Detail: Truncate(fmt.Sprintf(format, args...))})
+		r.Checks = append(r.Checks, Check{Requirement: req, Passed: ok, Detail: text.Truncate(fmt.Sprintf(format, args...), MaxReason)})
 	}
 
 	switch lc := d.Spec.Lifecycle; lc {
@@ -195,7 +195,7 @@ func osVersionCheck(d *itmv1.Device, observed *itmv1.ObservedFacts, mins map[itm
 			c.Detail = fmt.Sprintf("%s %s is at least %s", family, observed.OSVersion, minimum)
 		}
 	}
-	c.Detail = Truncate(c.Detail)
+	c.Detail = text.Truncate(c.Detail, MaxReason)
 	return c
 }
 
@@ -253,16 +253,3 @@ func sign(n int) int {
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// Truncate bounds a reason to the 256 characters the API allows, on a rune
-// boundary.
-func Truncate(s string) string {
-	if len(s) <= maxReason {
-		return s
-	}
-	cut := maxReason - 3
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}

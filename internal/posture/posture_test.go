@@ -177,7 +177,7 @@ func TestReasonsAreBounded(t *testing.T) {
 	d := laptop(func(d *itmv1.Device) { d.Status.Observed.Attributes["k"] = strings.Repeat("é", 300) })
 	r := Evaluate(Input{Device: d, Posture: &itmv1.Posture{RequiredAttributes: map[string]string{"k": "x"}}, Now: now})
 	reason := r.Reasons()[0]
-	if len([]rune(reason)) > maxReason || !strings.HasSuffix(reason, "...") || !utf8Valid(reason) {
+	if len([]rune(reason)) > MaxReason || !strings.HasSuffix(reason, "...") || !utf8Valid(reason) {
 		t.Fatalf("reason not bounded to valid UTF-8: %d runes", len([]rune(reason)))
 	}
 }
