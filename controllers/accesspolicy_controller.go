@@ -39,7 +39,6 @@ import (
 	"github.com/itmanager-io/itmanager/internal/access"
 	"github.com/itmanager-io/itmanager/internal/device"
 	"github.com/itmanager-io/itmanager/internal/netpol"
-	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // AccessFieldManager is the server-side apply field manager of everything the
@@ -114,8 +113,7 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		var invalid invalidSpecError
 		if errors.As(err, &invalid) {
 			r.setReady(p, now, metav1.ConditionFalse, ReasonInvalidSpec, invalid.Error())
-			meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{Type: itmv1.ConditionStalled, Status: metav1.ConditionTrue,
-				Reason: ReasonInvalidSpec, Message: invalid.Error(), ObservedGeneration: p.Generation, LastTransitionTime: metav1.NewTime(now)})
+			setCondition(&p.Status.Conditions, p.Generation, now, itmv1.ConditionStalled, metav1.ConditionTrue, ReasonInvalidSpec, invalid.Error())
 			return ctrl.Result{}, errors.Join(r.patchStatus(ctx, base, p), reconcile.TerminalError(err))
 		}
 		return ctrl.Result{}, err
@@ -139,9 +137,9 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	switch {
 	case syncErr != nil:
-		r.setReady(p, now, metav1.ConditionFalse, ReasonApplyFailed, text.Truncate(syncErr.Error(), maxConditionMessage))
+		r.setReady(p, now, metav1.ConditionFalse, ReasonApplyFailed, syncErr.Error())
 	case len(res.problems) > 0:
-		r.setReady(p, now, metav1.ConditionFalse, res.problemReason, text.Truncate(strings.Join(res.problems, "; "), maxConditionMessage))
+		r.setReady(p, now, metav1.ConditionFalse, res.problemReason, strings.Join(res.problems, "; "))
 	case p.Spec.Mode == itmv1.AccessModeAudit:
 		r.setReady(p, now, metav1.ConditionTrue, ReasonAudited, fmt.Sprintf("audit only: %d of %d devices would be allowed; nothing is written", res.Counts.Allowed, res.Counts.Matched))
 	case res.Counts.Allowed == 0:
@@ -588,10 +586,7 @@ func objectKey(o client.Object) string {
 
 func (r *AccessPolicyReconciler) setReady(p *itmv1.AccessPolicy, now time.Time, status metav1.ConditionStatus, reason, msg string) {
 	old := meta.FindStatusCondition(p.Status.Conditions, itmv1.ConditionReady)
-	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
-		Type: itmv1.ConditionReady, Status: status, Reason: reason, Message: msg,
-		ObservedGeneration: p.Generation, LastTransitionTime: metav1.NewTime(now),
-	})
+	setCondition(&p.Status.Conditions, p.Generation, now, itmv1.ConditionReady, status, reason, msg)
 	if r.Recorder == nil || (old != nil && old.Status == status && old.Reason == reason) {
 		return
 	}

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -53,14 +52,7 @@ func accessPolicy(mutate func(*itmv1.AccessPolicy)) *itmv1.AccessPolicy {
 
 func updatePolicy(name string, mutate func(*itmv1.AccessPolicy)) {
 	GinkgoHelper()
-	Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		p := &itmv1.AccessPolicy{}
-		if err := k8s.Get(ctx, types.NamespacedName{Name: name}, p); err != nil {
-			return err
-		}
-		mutate(p)
-		return k8s.Update(ctx, p)
-	})).To(Succeed())
+	Expect(updateAs(k8s, name, mutate)).To(Succeed())
 }
 
 func policyStatus(name string) func() itmv1.AccessPolicyStatus {
@@ -445,14 +437,7 @@ var _ = Describe("AccessPolicy admission", func() {
 
 		editor := impersonate(uniqueName("editor"), writePolicies)
 
-		update := func(mutate func(*itmv1.AccessPolicy)) error {
-			return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-				cur := &itmv1.AccessPolicy{}
-				Expect(editor.Get(ctx, client.ObjectKeyFromObject(p), cur)).To(Succeed())
-				mutate(cur)
-				return editor.Update(ctx, cur)
-			})
-		}
+		update := func(mutate func(*itmv1.AccessPolicy)) error { return updateAs(editor, p.Name, mutate) }
 		Expect(update(func(cur *itmv1.AccessPolicy) { cur.Spec.Posture = &itmv1.Posture{RequireDiskEncryption: true} })).
 			To(Succeed(), "editing the posture does not re-check roles someone else granted")
 		err := update(func(cur *itmv1.AccessPolicy) {

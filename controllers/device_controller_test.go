@@ -10,9 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/controllers"
@@ -59,13 +57,7 @@ var _ = Describe("Node discovery", func() {
 		})
 
 		By("following the os-version label")
-		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			if err := k8s.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
-				return err
-			}
-			node.Labels = map[string]string{itmv1.LabelOSVersion: "12.8"}
-			return k8s.Update(ctx, node)
-		})).To(Succeed())
+		Expect(updateAs(k8s, node.Name, func(n *corev1.Node) { n.Labels = map[string]string{itmv1.LabelOSVersion: "12.8"} })).To(Succeed())
 		Eventually(conditionOf(devName, itmv1.DeviceConditionUpToDate)).Should(Equal(metav1.ConditionTrue))
 		d := getDevice(devName)
 		Expect(d.Labels).To(HaveKeyWithValue("itmanager.io/ring", "1"))

@@ -87,18 +87,27 @@ func tokenOf(name string) string {
 	return token
 }
 
-// updateDevice changes a Device's spec or metadata, retrying when the
-// controller's status writes got there first.
-func updateDevice(name string, mutate func(*itmv1.Device)) {
-	GinkgoHelper()
-	Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		d := &itmv1.Device{}
-		if err := k8s.Get(ctx, types.NamespacedName{Name: name}, d); err != nil {
+// updateAs changes the cluster-scoped object name as c, retrying when
+// someone (a controller's status write) got there first, and returns the
+// last error, admission refusals included.
+func updateAs[T any, P interface {
+	*T
+	client.Object
+}](c client.Client, name string, mutate func(P)) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		obj := P(new(T))
+		if err := c.Get(ctx, types.NamespacedName{Name: name}, obj); err != nil {
 			return err
 		}
-		mutate(d)
-		return k8s.Update(ctx, d)
-	})).To(Succeed())
+		mutate(obj)
+		return c.Update(ctx, obj)
+	})
+}
+
+// updateDevice changes a Device's spec or metadata as the admin.
+func updateDevice(name string, mutate func(*itmv1.Device)) {
+	GinkgoHelper()
+	Expect(updateAs(k8s, name, mutate)).To(Succeed())
 }
 
 type checkInResult struct {

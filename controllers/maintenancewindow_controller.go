@@ -297,11 +297,6 @@ func (r *MaintenanceWindowReconciler) finish(ctx context.Context, mw *itmv1.Main
 	return nil
 }
 
-func setCondition(conds *[]metav1.Condition, gen int64, now time.Time, t string, s metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(conds, metav1.Condition{Type: t, Status: s, Reason: reason, Message: text.Truncate(msg, maxConditionMessage),
-		ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(now)})
-}
-
 func (r *MaintenanceWindowReconciler) conditions(mw *itmv1.MaintenanceWindow, plan rollout.Plan, in rollout.Input, blockedBy string, now time.Time, err error) {
 	conds, gen := &mw.Status.Conditions, mw.Generation
 	old := meta.FindStatusCondition(*conds, itmv1.MaintenanceConditionWindowOpen)

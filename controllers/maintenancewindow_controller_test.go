@@ -14,9 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
@@ -252,12 +250,7 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 		mw := window(label, func(mw *itmv1.MaintenanceWindow) { mw.Spec.Paused = true })
 		Eventually(windowStatus(mw.Name)).Should(HaveField("BlockedBy", "paused"))
 		Consistently(func() int { return inFlight(devs) }).WithTimeout(time.Second).Should(BeZero())
-		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			cur := &itmv1.MaintenanceWindow{}
-			Expect(k8s.Get(ctx, client.ObjectKeyFromObject(mw), cur)).To(Succeed())
-			cur.Spec.Paused = false
-			return k8s.Update(ctx, cur)
-		})).To(Succeed())
+		Expect(updateAs(k8s, mw.Name, func(cur *itmv1.MaintenanceWindow) { cur.Spec.Paused = false })).To(Succeed())
 		Eventually(func() int { return inFlight(devs) }).Should(Equal(1))
 	})
 

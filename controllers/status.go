@@ -3,10 +3,15 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // Bounds of messages the API limits.
@@ -39,4 +44,11 @@ func applyStatus(ctx context.Context, c client.Client, obj client.Object, status
 		return fmt.Errorf("apply status of %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
 	return nil
+}
+
+// setCondition sets a condition, bounding its message; its
+// lastTransitionTime moves only when its status changes.
+func setCondition(conds *[]metav1.Condition, gen int64, now time.Time, t string, s metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(conds, metav1.Condition{Type: t, Status: s, Reason: reason, Message: text.Truncate(msg, maxConditionMessage),
+		ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(now)})
 }

@@ -47,13 +47,7 @@ var (
 	managerArgs = flag.String("manager-args", "", "Extra manager flags, space-separated.")
 )
 
-func main() {
-	flag.Parse()
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchkit.Main(run) }
 
 // addrOf is device i's address: 10.0.0.0 + i, so a group's devices form
 // runs of 10 interleaved with the other groups'.

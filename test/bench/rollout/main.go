@@ -46,13 +46,7 @@ var (
 	managerArgs    = flag.String("manager-args", "", "Extra manager flags, space-separated.")
 )
 
-func main() {
-	flag.Parse()
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchkit.Main(run) }
 
 func run() error {
 	ctx, stop := context.WithCancel(context.Background())
