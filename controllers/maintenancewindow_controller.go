@@ -103,22 +103,20 @@ func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	cur, inWindow := sched.Current(now)
-	_, blackout := sched.Blackout(now)
-	next, hasNext := sched.Next(now)
+	v := sched.At(now)
 	in := rollout.Input{
 		Window: mw.Name, Spec: &mw.Spec, Devices: devices, Now: now,
-		Open: sched.Open(now), CanStart: sched.CanStart(now), Blackout: blackout && inWindow,
-		NextStart: next.Start,
+		Open: v.Open, CanStart: v.CanStart, Blackout: v.InBlackout && v.InWindow,
+		NextStart: v.Next.Start,
 	}
-	if inWindow {
-		in.WindowStart, in.WindowEnd = cur.Start, cur.End
+	if v.InWindow {
+		in.WindowStart, in.WindowEnd = v.Current.Start, v.Current.End
 	}
 	plan := rollout.Compute(in)
 
 	// Act: time out, refuse unconfirmed successes, start, progress nodes.
 	var errs []error
-	requeue := sched.NextBoundary(now)
+	requeue := v.NextBoundary
 	earliest := func(t time.Time) {
 		if !t.IsZero() && (requeue.IsZero() || t.Before(requeue)) {
 			requeue = t
@@ -176,11 +174,11 @@ func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	st := &mw.Status
 	st.WindowOpen = in.Open
 	st.CurrentWindow, st.NextWindow = nil, nil
-	if inWindow {
-		st.CurrentWindow = &itmv1.Interval{Start: metav1.NewTime(cur.Start), End: metav1.NewTime(cur.End)}
+	if v.InWindow {
+		st.CurrentWindow = &itmv1.Interval{Start: metav1.NewTime(v.Current.Start), End: metav1.NewTime(v.Current.End)}
 	}
-	if hasNext {
-		st.NextWindow = &itmv1.Interval{Start: metav1.NewTime(next.Start), End: metav1.NewTime(next.End)}
+	if v.HasNext {
+		st.NextWindow = &itmv1.Interval{Start: metav1.NewTime(v.Next.Start), End: metav1.NewTime(v.Next.End)}
 	}
 	st.Devices = plan.Counts
 	st.BlockedBy = blockedBy

@@ -34,20 +34,21 @@ func windows(ctx context.Context, c client.Client, now time.Time, local *time.Lo
 			fmt.Fprintf(tw, "%s\t%s\tinvalid: %v\t\t\t\t\n", mw.Name, zone, err)
 			continue
 		}
+		v := s.At(now)
 		open := "no"
-		if s.Open(now) {
+		if v.Open {
 			open = "yes"
-		} else if _, black := s.Blackout(now); black {
+		} else if v.InBlackout {
 			open = "blackout"
 		}
 		if mw.Spec.Paused {
 			open += " (paused)"
 		}
 		nextIn, nextLocal, nextUTC := "never", "", ""
-		if next, ok := s.Next(now); ok {
-			nextIn = stampIn(next.Start, s.Loc)
-			nextLocal = stampIn(next.Start, local)
-			nextUTC = stampIn(next.Start, time.UTC)
+		if v.HasNext {
+			nextIn = stampIn(v.Next.Start, s.Loc)
+			nextLocal = stampIn(v.Next.Start, local)
+			nextUTC = stampIn(v.Next.Start, time.UTC)
 		}
 		d := mw.Status.Devices
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d done, %d running, %d failed, %d pending\n",

@@ -257,28 +257,75 @@ func (s *Schedule) Blackout(now time.Time) (Interval, bool) {
 	return at(s.Loc, s.Blackouts, s.Fixed, now)
 }
 
-// Open reports whether changes may happen at now: inside a window and
-// outside every blackout. Blackouts always win.
-func (s *Schedule) Open(now time.Time) bool {
-	if _, in := s.Current(now); !in {
-		return false
-	}
-	_, black := s.Blackout(now)
-	return !black
+// Verdict is everything a schedule says about one instant, each part
+// computed once.
+type Verdict struct {
+	// Current is the window containing the instant (InWindow), blackouts aside.
+	Current  Interval
+	InWindow bool
+	// Blackout is the blackout containing the instant (InBlackout).
+	Blackout   Interval
+	InBlackout bool
+	// Open: in a window and in no blackout (blackouts always win).
+	Open bool
+	// CanStart: Open, and more than StartCutoff remains of the window.
+	CanStart bool
+	// Next is the first window opening after the current one (or after the
+	// instant, outside any window); HasNext is false when none ever does.
+	Next    Interval
+	HasNext bool
+	// NextBoundary is the first later instant at which Open or CanStart may
+	// change: a window opening or closing, its start cutoff, a blackout
+	// beginning or ending. Zero when nothing will ever change.
+	NextBoundary time.Time
 }
 
-// CanStart reports whether a new device may start at now: the window is
-// open and more than StartCutoff remains of it.
-func (s *Schedule) CanStart(now time.Time) bool {
-	cur, in := s.Current(now)
-	if !in {
-		return false
+// At decides the instant now.
+func (s *Schedule) At(now time.Time) Verdict {
+	var v Verdict
+	v.Current, v.InWindow = s.Current(now)
+	v.Blackout, v.InBlackout = s.Blackout(now)
+	v.Open = v.InWindow && !v.InBlackout
+	v.CanStart = v.Open && now.Before(v.Current.End.Add(-s.StartCutoff))
+
+	consider := func(t time.Time) {
+		if t.After(now) && (v.NextBoundary.IsZero() || t.Before(v.NextBoundary)) {
+			v.NextBoundary = t
+		}
 	}
-	if _, black := s.Blackout(now); black {
-		return false
+	from := now
+	if v.InWindow {
+		consider(v.Current.End)
+		consider(v.Current.End.Add(-s.StartCutoff))
+		// Openings inside the current (merged) window change nothing.
+		from = v.Current.End.Add(-time.Nanosecond)
 	}
-	return now.Before(cur.End.Add(-s.StartCutoff))
+	if v.Next, v.HasNext = s.Next(from); v.HasNext {
+		consider(v.Next.Start)
+	}
+	if v.InBlackout {
+		consider(v.Blackout.End)
+	}
+	for _, r := range s.Blackouts {
+		if t, ok := r.nextStart(s.Loc, now); ok {
+			consider(t)
+		}
+	}
+	for _, f := range s.Fixed {
+		consider(f.Start)
+		consider(f.End)
+	}
+	return v
 }
+
+// Open reports whether changes may happen at now.
+func (s *Schedule) Open(now time.Time) bool { return s.At(now).Open }
+
+// CanStart reports whether a new device may start at now.
+func (s *Schedule) CanStart(now time.Time) bool { return s.At(now).CanStart }
+
+// NextBoundary is At(now).NextBoundary.
+func (s *Schedule) NextBoundary(now time.Time) time.Time { return s.At(now).NextBoundary }
 
 // Next is the first window that starts strictly after now.
 func (s *Schedule) Next(now time.Time) (Interval, bool) {
@@ -293,39 +340,4 @@ func (s *Schedule) Next(now time.Time) (Interval, bool) {
 	}
 	iv, _ := s.Current(start)
 	return Interval{Start: start, End: iv.End}, true
-}
-
-// NextBoundary is the first instant after now at which Open or CanStart
-// may change: a window opening or closing, its start cutoff, a blackout
-// beginning or ending. Zero when nothing will ever change.
-func (s *Schedule) NextBoundary(now time.Time) time.Time {
-	var out time.Time
-	consider := func(t time.Time) {
-		if t.After(now) && (out.IsZero() || t.Before(out)) {
-			out = t
-		}
-	}
-	from := now
-	if cur, ok := s.Current(now); ok {
-		consider(cur.End)
-		consider(cur.End.Add(-s.StartCutoff))
-		// Openings inside the current (merged) window change nothing.
-		from = cur.End.Add(-time.Nanosecond)
-	}
-	if next, ok := s.Next(from); ok {
-		consider(next.Start)
-	}
-	if b, ok := s.Blackout(now); ok {
-		consider(b.End)
-	}
-	for _, r := range s.Blackouts {
-		if t, ok := r.nextStart(s.Loc, now); ok {
-			consider(t)
-		}
-	}
-	for _, f := range s.Fixed {
-		consider(f.Start)
-		consider(f.End)
-	}
-	return out
 }
