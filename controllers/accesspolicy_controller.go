@@ -688,7 +688,7 @@ func (r *AccessPolicyReconciler) policiesForDevice(ctx context.Context, d *itmv1
 	var out []itmv1.AccessPolicy
 	for _, k := range keys {
 		list := &itmv1.AccessPolicyList{}
-		if err := r.List(ctx, list, client.MatchingFields{IndexPolicySubject: k}); err != nil {
+		if err := r.List(ctx, list, client.MatchingFields{IndexPolicySubject: k}, client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
 		for _, p := range list.Items {
@@ -752,7 +752,7 @@ func (r *AccessPolicyReconciler) policiesByKeys(ctx context.Context, index strin
 	var out []reconcile.Request
 	for _, k := range keys {
 		list := &itmv1.AccessPolicyList{}
-		if err := r.List(ctx, list, client.MatchingFields{index: k}); err != nil {
+		if err := r.List(ctx, list, client.MatchingFields{index: k}, client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
 		out = append(out, requestsFor(list.Items)...)
@@ -815,12 +815,35 @@ func (r *AccessPolicyReconciler) leaseHandler() handler.EventHandler {
 				return
 			}
 			now := r.Clock.Now()
-			enqueue(ctx, n, q, func(p *itmv1.AccessPolicy) bool {
+			flips := func(p *itmv1.AccessPolicy) bool {
 				maxAge := p.Spec.Posture.MaxCheckInAge.Duration
 				return fresh(o.Spec.RenewTime, maxAge, now) != fresh(n.Spec.RenewTime, maxAge, now)
-			})
+			}
+			// The common renewal flips no verdict of any policy: say so from
+			// one uncopied list, before looking up the device and whom it
+			// concerns.
+			if !r.anyPolicy(ctx, flips) {
+				return
+			}
+			enqueue(ctx, n, q, flips)
 		},
 	}
+}
+
+// anyPolicy reports whether some AccessPolicy with maxCheckInAge satisfies
+// keep (true when they cannot be listed, so nothing is missed).
+func (r *AccessPolicyReconciler) anyPolicy(ctx context.Context, keep func(*itmv1.AccessPolicy) bool) bool {
+	list := &itmv1.AccessPolicyList{}
+	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		return true
+	}
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.Spec.Posture != nil && p.Spec.Posture.MaxCheckInAge != nil && keep(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // fresh is a policy's check-in verdict for a renew time, as posture decides it.
