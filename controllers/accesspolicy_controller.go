@@ -112,6 +112,11 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err != nil {
 		var invalid invalidSpecError
 		if errors.As(err, &invalid) {
+			// Who may reach what is unknown now: what an earlier, valid
+			// spec granted goes (fail closed) until the spec is fixed.
+			if serr := r.sync(ctx, p, nil, nil, nil); serr != nil {
+				return ctrl.Result{}, serr
+			}
 			r.setReady(p, now, metav1.ConditionFalse, ReasonInvalidSpec, invalid.Error())
 			setCondition(&p.Status.Conditions, p.Generation, now, itmv1.ConditionStalled, metav1.ConditionTrue, ReasonInvalidSpec, invalid.Error())
 			return ctrl.Result{}, errors.Join(r.patchStatus(ctx, base, p), reconcile.TerminalError(err))

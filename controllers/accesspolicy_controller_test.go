@@ -264,6 +264,28 @@ var _ = Describe("AccessPolicy", func() {
 		Eventually(ingressCIDRs(nsA, name)).Should(Equal([]string{"10.24.0.1/32"}))
 	})
 
+	It("withdraws what it granted when the spec turns invalid (fail closed), and reports it", func() {
+		ns := newNamespace(nil)
+		label := map[string]string{"fleet": uniqueName("f")}
+		staticDevice("", label, "10.28.0.1")
+		p := accessPolicy(func(p *itmv1.AccessPolicy) {
+			p.Spec.Subjects.DeviceSelector = &metav1.LabelSelector{MatchLabels: label}
+			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}}}
+		})
+		name := "itm-" + p.Name
+		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"10.28.0.1/32"}))
+
+		// The schema accepts any operator string; only resolution finds out.
+		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) {
+			p.Spec.Subjects.DeviceSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "fleet", Operator: "Near"}}
+		})
+		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"absent"}))
+		Eventually(readyOf(p.Name)).Should(Equal("False/" + controllers.ReasonInvalidSpec))
+		st := policyStatus(p.Name)()
+		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReady).Message).To(ContainSubstring("spec.subjects.deviceSelector"))
+		Expect(meta.IsStatusConditionTrue(st.Conditions, itmv1.ConditionStalled)).To(BeTrue())
+	})
+
 	It("hands a recreated policy of the same name its own objects, never two controllers", func() {
 		ns := newNamespace(nil)
 		label := map[string]string{"fleet": uniqueName("f")}
