@@ -96,6 +96,7 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetPolicy(req.Name)
+			r.memo.forgetOwner(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -451,7 +452,7 @@ func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy
 		cachedRV := ""
 		if ok {
 			cachedRV = cur.GetResourceVersion()
-			if upToDate(cur, o) || r.memo.pending(memoKey, cachedRV, o) {
+			if upToDate(cur, o) || r.memo.pending(p.Name, memoKey, cachedRV, o) {
 				continue
 			}
 		} else {
@@ -471,10 +472,10 @@ func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy
 		}
 		if err := r.apply(ctx, o); err != nil {
 			errs = append(errs, err)
-			r.memo.forget(memoKey)
+			r.memo.forget(p.Name, memoKey)
 			continue
 		}
-		r.memo.wrote(memoKey, cachedRV, o)
+		r.memo.wrote(p.Name, memoKey, cachedRV, o)
 	}
 	for _, o := range existing {
 		if want[keyOf(o)] && metav1.IsControlledBy(o, p) {
@@ -483,7 +484,7 @@ func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy
 		if !isGeneratedBy(o, p.Name) {
 			continue
 		}
-		r.memo.forget(fmt.Sprint(keyOf(o)))
+		r.memo.forget(p.Name, fmt.Sprint(keyOf(o)))
 		uid := o.GetUID()
 		if err := r.Delete(ctx, o, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
 			errs = append(errs, fmt.Errorf("delete %s %s: %w", kindOf(o), objectKey(o), err))
@@ -607,15 +608,15 @@ func (r *AccessPolicyReconciler) setReady(p *itmv1.AccessPolicy, now time.Time, 
 // so a reconcile that ran on a cache a step behind its own last write
 // neither conflicts nor loses anything (the next event recomputes it).
 func (r *AccessPolicyReconciler) patchStatus(ctx context.Context, base, p *itmv1.AccessPolicy) error {
-	memoKey := "status/" + string(p.UID)
-	if equality.Semantic.DeepEqual(base.Status, p.Status) || r.memo.pending(memoKey, base.ResourceVersion, p.Status) {
+	const memoKey = "status"
+	if equality.Semantic.DeepEqual(base.Status, p.Status) || r.memo.pending(p.Name, memoKey, base.ResourceVersion, p.Status) {
 		return nil
 	}
 	if err := applyStatus(ctx, r.Client, p, &p.Status, AccessFieldManager); err != nil {
-		r.memo.forget(memoKey)
+		r.memo.forget(p.Name, memoKey)
 		return err
 	}
-	r.memo.wrote(memoKey, base.ResourceVersion, p.Status)
+	r.memo.wrote(p.Name, memoKey, base.ResourceVersion, p.Status)
 	return nil
 }
 

@@ -13,9 +13,12 @@ import (
 // be a pointless request (at fleet scale, one per affected object per event).
 // Once the cache shows any newer version, ours or someone's edit, the normal
 // comparison decides.
+//
+// Entries are grouped by owner (the policy), so everything an owner's
+// writes left behind goes with it.
 type writeMemo struct {
 	mu sync.Mutex
-	m  map[string]memoEntry
+	m  map[string]map[string]memoEntry
 }
 
 type memoEntry struct {
@@ -33,19 +36,19 @@ func contentSum(v any) ([sha256.Size]byte, bool) {
 
 // pending reports whether content was already written over the version the
 // cache still shows (cachedRV).
-func (w *writeMemo) pending(key, cachedRV string, content any) bool {
+func (w *writeMemo) pending(owner, key, cachedRV string, content any) bool {
 	sum, ok := contentSum(content)
 	if !ok {
 		return false
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	e, found := w.m[key]
+	e, found := w.m[owner][key]
 	return found && e.sum == sum && e.seenRV == cachedRV
 }
 
 // wrote records that content was written over cachedRV.
-func (w *writeMemo) wrote(key, cachedRV string, content any) {
+func (w *writeMemo) wrote(owner, key, cachedRV string, content any) {
 	sum, ok := contentSum(content)
 	if !ok {
 		return
@@ -53,13 +56,23 @@ func (w *writeMemo) wrote(key, cachedRV string, content any) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.m == nil {
-		w.m = map[string]memoEntry{}
+		w.m = map[string]map[string]memoEntry{}
 	}
-	w.m[key] = memoEntry{sum: sum, seenRV: cachedRV}
+	if w.m[owner] == nil {
+		w.m[owner] = map[string]memoEntry{}
+	}
+	w.m[owner][key] = memoEntry{sum: sum, seenRV: cachedRV}
 }
 
-func (w *writeMemo) forget(key string) {
+func (w *writeMemo) forget(owner, key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	delete(w.m, key)
+	delete(w.m[owner], key)
+}
+
+// forgetOwner drops everything remembered for an owner that is gone.
+func (w *writeMemo) forgetOwner(owner string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.m, owner)
 }
