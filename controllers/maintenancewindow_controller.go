@@ -140,20 +140,13 @@ func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	blockedBy := plan.BlockedBy
 	for _, d := range plan.Start {
-		if d.Spec.Class == itmv1.DeviceClassNode && mw.Spec.NodeUpgrade == nil {
-			blockedBy = "spec.nodeUpgrade is not set: Node devices cannot be upgraded"
-			plan.Counts.InProgress--
-			plan.Counts.Pending++
-			continue
-		}
 		errs = append(errs, r.start(ctx, mw, d, now))
-	}
-	timedOut := map[string]bool{}
-	for _, d := range plan.TimedOut {
-		timedOut[d.Name] = true
+		if d.Spec.Class == itmv1.DeviceClassNode {
+			earliest(now.Add(r.drainPoll())) // the operator drives it
+		}
 	}
 	for _, d := range plan.InFlight {
-		if d.Spec.Class != itmv1.DeviceClassNode || timedOut[d.Name] {
+		if d.Spec.Class != itmv1.DeviceClassNode {
 			continue
 		}
 		step, err := r.progressNode(ctx, mw, d, now)
@@ -162,11 +155,6 @@ func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			blockedBy = step.blocked
 		}
 		earliest(step.requeueAt)
-	}
-	for _, d := range plan.Start {
-		if d.Spec.Class == itmv1.DeviceClassNode && mw.Spec.NodeUpgrade != nil {
-			earliest(now.Add(r.drainPoll()))
-		}
 	}
 	err = errors.Join(errs...)
 

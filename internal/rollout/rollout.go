@@ -50,7 +50,8 @@ type Plan struct {
 	Start []*itmv1.Device
 	// TimedOut are this window's in-flight upgrades past upgradeTimeout.
 	TimedOut []*itmv1.Device
-	// InFlight are this window's devices whose upgrade is under way.
+	// InFlight are this window's devices whose upgrade is under way and
+	// has not timed out.
 	InFlight []*itmv1.Device
 	// Unconfirmed reported success in this window but do not run the
 	// target version: they count as failed.
@@ -139,7 +140,6 @@ func Compute(in Input) Plan {
 				}
 				continue
 			}
-			p.InFlight = append(p.InFlight, d)
 			p.Counts.InProgress++
 			started := in.Now
 			if u.StartedAt != nil {
@@ -147,8 +147,11 @@ func Compute(in Input) Plan {
 			}
 			if deadline := started.Add(timeout); !in.Now.Before(deadline) {
 				p.TimedOut = append(p.TimedOut, d)
-			} else if p.NextTimeout.IsZero() || deadline.Before(p.NextTimeout) {
-				p.NextTimeout = deadline
+			} else {
+				p.InFlight = append(p.InFlight, d)
+				if p.NextTimeout.IsZero() || deadline.Before(p.NextTimeout) {
+					p.NextTimeout = deadline
+				}
 			}
 		case mine && u.State == itmv1.UpgradeStateFailed && NeedsUpgrade(d):
 			thisWindow := u.FinishedAt == nil || !u.FinishedAt.Time.Before(in.WindowStart)
@@ -192,6 +195,7 @@ func Compute(in Input) Plan {
 	case !in.CanStart:
 		p.BlockedBy, p.Reason = "start cutoff: no new device starts this close to the window's end "+in.WindowEnd.UTC().Format(time.RFC3339), itmv1.ReasonStartCutoff
 	default:
+		unupgradable := 0
 		for _, d := range candidates {
 			if unavailable >= p.MaxUnavailable {
 				break
@@ -199,13 +203,20 @@ func Compute(in Input) Plan {
 			if !CheckedIn(d) {
 				continue // silent: skipped, stays pending
 			}
+			if d.Spec.Class == itmv1.DeviceClassNode && in.Spec.NodeUpgrade == nil {
+				unupgradable++ // nothing to run on the node
+				continue
+			}
 			p.Start = append(p.Start, d)
 			unavailable++
 		}
 		if len(p.Start) == 0 && len(p.InFlight) == 0 && p.Counts.Pending > 0 {
-			if unavailable >= p.MaxUnavailable {
+			switch {
+			case unupgradable > 0:
+				p.BlockedBy = fmt.Sprintf("spec.nodeUpgrade is not set: %d Node devices cannot be upgraded", unupgradable)
+			case unavailable >= p.MaxUnavailable:
 				p.BlockedBy = fmt.Sprintf("maxUnavailable %d reached by upgrades under other windows", p.MaxUnavailable)
-			} else {
+			default:
 				p.BlockedBy = fmt.Sprintf("%d devices pending, none checked in", p.Counts.Pending)
 			}
 			p.Reason = itmv1.ReasonWindowOpen

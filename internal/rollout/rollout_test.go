@@ -166,6 +166,12 @@ func TestCompute(t *testing.T) {
 			}},
 			counts: itmv1.UpgradeCounts{Pending: 1, Succeeded: 1, Failed: 1}, blocked: "outside window; next opens 2026-11-22T02:30:00Z", maxUnavail: 1,
 		},
+		"Node devices without spec.nodeUpgrade are not started, and that is said": {
+			in: open(Input{Spec: spec(num(2)), Devices: []*itmv1.Device{
+				dev("n-1", func(d *itmv1.Device) { d.Spec.Class = itmv1.DeviceClassNode }),
+			}}),
+			counts: itmv1.UpgradeCounts{Pending: 1}, blocked: "spec.nodeUpgrade is not set: 1 Node devices cannot be upgraded", maxUnavail: 2,
+		},
 		"retired devices are never started": {
 			in:     open(Input{Spec: spec(num(5)), Devices: []*itmv1.Device{dev("a", func(d *itmv1.Device) { d.Spec.Lifecycle = itmv1.DeviceLifecycleRetired })}}),
 			counts: itmv1.UpgradeCounts{}, maxUnavail: 5,
