@@ -1,0 +1,241 @@
+package testenv
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// LDAPServer is a real OpenLDAP slapd on 127.0.0.1, configured in a temp
+// dir: suffix BaseDN, an admin (the rootdn), ou=people and ou=groups, and the
+// ppolicy overlay with a default policy, so pwdAccountLockedTime locks an
+// account as in a production directory.
+type LDAPServer struct {
+	URL           string
+	BaseDN        string
+	AdminDN       string
+	AdminPassword string
+	// PeopleDN and GroupsDN are the two organizational units under BaseDN.
+	PeopleDN, GroupsDN string
+
+	cmd    *exec.Cmd
+	exited chan error
+	dir    string
+	log    *os.File
+}
+
+// slapdPath finds slapd, which Debian installs outside a user's PATH.
+func slapdPath() (string, error) {
+	if p, err := exec.LookPath("slapd"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/sbin/slapd"); err == nil {
+		return "/usr/sbin/slapd", nil
+	}
+	return "", errors.New("slapd not found")
+}
+
+// ensureSLAPD installs slapd with hack/install-slapd.sh when it is missing,
+// holding a lock so that test packages running in parallel install once.
+func ensureSLAPD() (string, error) {
+	if p, err := slapdPath(); err == nil {
+		return p, nil
+	}
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "itmanager-install-slapd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = lock.Close() }()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", err
+	}
+	if p, err := slapdPath(); err == nil {
+		return p, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command(filepath.Join(root, "hack", "install-slapd.sh")).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("install slapd: %v: %s", err, out)
+	}
+	return slapdPath()
+}
+
+// StartLDAP starts slapd on a free loopback port; Stop ends it and removes
+// its files. logDir, when set, keeps slapd's log there.
+func StartLDAP(logDir string) (*LDAPServer, error) {
+	bin, err := ensureSLAPD()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "itmanager-slapd-")
+	if err != nil {
+		return nil, err
+	}
+	s := &LDAPServer{dir: dir, BaseDN: "dc=itmanager,dc=test"}
+	s.AdminDN = "cn=admin," + s.BaseDN
+	s.PeopleDN = "ou=people," + s.BaseDN
+	s.GroupsDN = "ou=groups," + s.BaseDN
+	pw := make([]byte, 12)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, err
+	}
+	s.AdminPassword = hex.EncodeToString(pw)
+	if err := s.start(bin, logDir); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	if err := s.seed(); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *LDAPServer) start(bin, logDir string) error {
+	db := filepath.Join(s.dir, "db")
+	if err := os.Mkdir(db, 0o700); err != nil {
+		return err
+	}
+	// slapd.conf takes the root password in clear text too; it never
+	// leaves the temp dir.
+	conf := strings.Join([]string{
+		"include /etc/ldap/schema/core.schema",
+		"include /etc/ldap/schema/cosine.schema",
+		"include /etc/ldap/schema/inetorgperson.schema",
+		"include /etc/ldap/schema/nis.schema",
+		"modulepath /usr/lib/ldap",
+		"moduleload back_mdb",
+		"moduleload ppolicy",
+		"pidfile " + filepath.Join(s.dir, "slapd.pid"),
+		"database mdb",
+		"maxsize 104857600",
+		fmt.Sprintf("suffix %q", s.BaseDN),
+		fmt.Sprintf("rootdn %q", s.AdminDN),
+		"rootpw " + s.AdminPassword,
+		"directory " + db,
+		"overlay ppolicy",
+		fmt.Sprintf("ppolicy_default %q", "cn=default,"+s.BaseDN),
+		"",
+	}, "\n")
+	confPath := filepath.Join(s.dir, "slapd.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return err
+	}
+	var lastErr error
+	for range 5 { // a free port can be taken before slapd binds it
+		ports, err := FreePorts(1)
+		if err != nil {
+			return err
+		}
+		s.URL = fmt.Sprintf("ldap://127.0.0.1:%d", ports[0])
+		cmd := exec.Command(bin, "-f", confPath, "-h", s.URL+"/", "-d", "0")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		logPath := filepath.Join(s.dir, "slapd.log")
+		if logDir != "" {
+			logPath = filepath.Join(logDir, "slapd.log")
+		}
+		s.log, err = os.Create(logPath)
+		if err != nil {
+			return err
+		}
+		cmd.Stdout, cmd.Stderr = s.log, s.log
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		s.cmd = cmd
+		s.exited = make(chan error, 1)
+		go func() { s.exited <- cmd.Wait() }()
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			select {
+			case err := <-s.exited:
+				lastErr = fmt.Errorf("slapd exited: %v (log %s)", err, logPath)
+				s.cmd = nil
+			default:
+			}
+			if s.cmd == nil {
+				break
+			}
+			if c, err := ldap.DialURL(s.URL); err == nil {
+				_ = c.Close()
+				return nil
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if s.cmd != nil {
+			return fmt.Errorf("slapd did not answer on %s within 15s (log %s)", s.URL, logPath)
+		}
+	}
+	return lastErr
+}
+
+// Admin is a connection bound as the rootdn; the caller closes it.
+func (s *LDAPServer) Admin() (*ldap.Conn, error) {
+	c, err := ldap.DialURL(s.URL)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Bind(s.AdminDN, s.AdminPassword); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *LDAPServer) seed() error {
+	c, err := s.Admin()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Close() }()
+	adds := []*ldap.AddRequest{
+		addRequest(s.BaseDN, map[string][]string{"objectClass": {"dcObject", "organization"}, "o": {"itmanager test"}, "dc": {"itmanager"}}),
+		addRequest(s.PeopleDN, map[string][]string{"objectClass": {"organizationalUnit"}, "ou": {"people"}}),
+		addRequest(s.GroupsDN, map[string][]string{"objectClass": {"organizationalUnit"}, "ou": {"groups"}}),
+		addRequest("cn=default,"+s.BaseDN, map[string][]string{"objectClass": {"applicationProcess", "pwdPolicy"}, "cn": {"default"},
+			"pwdAttribute": {"userPassword"}, "pwdLockout": {"TRUE"}}),
+	}
+	for _, a := range adds {
+		if err := c.Add(a); err != nil {
+			return fmt.Errorf("seed %s: %w", a.DN, err)
+		}
+	}
+	return nil
+}
+
+func addRequest(dn string, attrs map[string][]string) *ldap.AddRequest {
+	a := ldap.NewAddRequest(dn, nil)
+	for k, v := range attrs {
+		a.Attribute(k, v)
+	}
+	return a
+}
+
+// Stop ends slapd and removes its files.
+func (s *LDAPServer) Stop() error {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.exited
+		}
+	}
+	if s.log != nil {
+		_ = s.log.Close()
+	}
+	return os.RemoveAll(s.dir)
+}
