@@ -1,0 +1,324 @@
+// Package onboarding decides what an OnboardingRequest asks for at an
+// instant (the stage of its life), which accounts to hold in which state,
+// and which devices to assign or release. It is pure: the controller reads
+// the world, asks, and applies.
+package onboarding
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
+
+// Annotations and the finalizer of OnboardingRequests.
+const (
+	// AnnotationRequestedBy is the requester, stamped at admission.
+	AnnotationRequestedBy = "itmanager.io/requested-by"
+	// AnnotationForceOffboard finishes offboarding when a provider is gone
+	// for good (admission allows it only to holders of the approve verb).
+	AnnotationForceOffboard = "itmanager.io/force-offboard"
+	// Finalizer holds a deleted request until everything is undone.
+	Finalizer = "itmanager.io/offboarding"
+)
+
+// Stage is what a request asks for now.
+type Stage string
+
+// Stages.
+const (
+	// Denied: an approver refused; nothing is provisioned (and anything
+	// provisioned before the refusal is undone).
+	Denied Stage = "Denied"
+	// AwaitingApproval: nothing is provisioned until an approver decides.
+	AwaitingApproval Stage = "AwaitingApproval"
+	// Scheduled: before startDate accounts exist, disabled.
+	Scheduled Stage = "Scheduled"
+	// Active: accounts enabled, devices assigned.
+	Active Stage = "Active"
+	// Offboard: everything undone, the record kept.
+	Offboard Stage = "Offboard"
+)
+
+// Decision is the stage at an instant and when it next changes by time.
+type Decision struct {
+	Stage Stage
+	// Why explains the stage in a sentence.
+	Why string
+	// Next is when the stage changes with time alone (startDate, endDate);
+	// zero for never.
+	Next time.Time
+}
+
+// Decide computes the stage of r at now. Offboarding is final: a request
+// that began offboarding never provisions again (a returning person gets a
+// new request).
+func Decide(r *itmv1.OnboardingRequest, now time.Time) Decision {
+	switch {
+	case r.DeletionTimestamp != nil:
+		return Decision{Stage: Offboard, Why: "the request is being deleted"}
+	case r.Spec.Offboard:
+		return Decision{Stage: Offboard, Why: "spec.offboard is true"}
+	case r.Spec.EndDate != nil && !now.Before(r.Spec.EndDate.Time):
+		return Decision{Stage: Offboard, Why: fmt.Sprintf("spec.endDate %s has passed", r.Spec.EndDate.UTC().Format(time.RFC3339))}
+	case r.Status.Phase == itmv1.OnboardingPhaseOffboarding || r.Status.Phase == itmv1.OnboardingPhaseOffboarded:
+		return Decision{Stage: Offboard, Why: "offboarding is final; a returning person gets a new OnboardingRequest"}
+	}
+	var end time.Time
+	if r.Spec.EndDate != nil {
+		end = r.Spec.EndDate.Time
+	}
+	if meta.IsStatusConditionTrue(r.Status.Conditions, itmv1.OnboardingConditionDenied) {
+		return Decision{Stage: Denied, Why: "denied: " + conditionMessage(r, itmv1.OnboardingConditionDenied)}
+	}
+	if ApprovalRequired(r) && !meta.IsStatusConditionTrue(r.Status.Conditions, itmv1.OnboardingConditionApproved) {
+		return Decision{Stage: AwaitingApproval, Why: "waiting for an approver to set the Approved condition (kubectl itm approve " + r.Name + ")", Next: end}
+	}
+	if r.Spec.StartDate != nil && now.Before(r.Spec.StartDate.Time) {
+		return Decision{Stage: Scheduled, Why: fmt.Sprintf("accounts are enabled at spec.startDate %s", r.Spec.StartDate.UTC().Format(time.RFC3339)),
+			Next: r.Spec.StartDate.Time}
+	}
+	return Decision{Stage: Active, Next: end}
+}
+
+// ApprovalRequired is spec.approvalRequired, true when unset (fail closed).
+func ApprovalRequired(r *itmv1.OnboardingRequest) bool {
+	return r.Spec.ApprovalRequired == nil || *r.Spec.ApprovalRequired
+}
+
+func conditionMessage(r *itmv1.OnboardingRequest, t string) string {
+	c := meta.FindStatusCondition(r.Status.Conditions, t)
+	if c == nil {
+		return ""
+	}
+	if c.Message == "" {
+		return c.Reason
+	}
+	return c.Reason + ": " + c.Message
+}
+
+// Want is the state an account should be in.
+type Want string
+
+// Wants.
+const (
+	// WantEnabled: exists, enabled, in the person's groups.
+	WantEnabled Want = "Enabled"
+	// WantDisabled: exists, disabled (before startDate).
+	WantDisabled Want = "Disabled"
+	// WantGone: offboarded (disabled or deleted, per provider), or never
+	// created when nothing was.
+	WantGone Want = "Gone"
+)
+
+// AccountWant is one provider's account and its wanted state.
+type AccountWant struct {
+	Provider string
+	Want     Want
+}
+
+// Accounts lists every provider the request has or should have an account
+// in, with the wanted state: the providers it names (or every default one
+// when it names none) per stage, and every provider recorded in status that
+// is no longer wanted, so nothing recorded is forgotten. Sorted by name.
+func Accounts(r *itmv1.OnboardingRequest, stage Stage, defaults []string) []AccountWant {
+	named := r.Spec.AccountProviders
+	if len(named) == 0 {
+		named = defaults
+	}
+	want := map[string]Want{}
+	for _, p := range named {
+		switch stage {
+		case Active:
+			want[p] = WantEnabled
+		case Scheduled:
+			want[p] = WantDisabled
+		case Offboard:
+			// Visited even without a record: an account created just
+			// before a crash is found by its ownership mark.
+			want[p] = WantGone
+		}
+	}
+	for _, a := range r.Status.Accounts {
+		if _, ok := want[a.Provider]; !ok {
+			want[a.Provider] = WantGone
+		}
+	}
+	out := make([]AccountWant, 0, len(want))
+	for p, w := range want {
+		out = append(out, AccountWant{Provider: p, Want: w})
+	}
+	slices.SortFunc(out, func(a, b AccountWant) int {
+		switch {
+		case a.Provider < b.Provider:
+			return -1
+		case a.Provider > b.Provider:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Assignment is a device to assign for one device request.
+type Assignment struct {
+	// Index of the device request in spec.devices.
+	Index  int
+	Device string
+}
+
+// DevicePlan is what to do with devices.
+type DevicePlan struct {
+	// Keep are devices assigned to the person that satisfy a request.
+	Keep []string
+	// Assign are devices to assign (each Active and unassigned when read).
+	Assign []Assignment
+	// Release are devices this request assigned that no request wants.
+	Release []string
+	// Unmet explains each request that no device satisfies, by field.
+	Unmet []string
+}
+
+// Devices plans assignments for user. recorded are the devices the request
+// assigned before (status.devices); devices is the inventory. A request is
+// satisfied first by a device already assigned to the person (one device
+// per request), then by the first Active, unassigned device by name. With
+// want false (the request is not Active) every recorded device still
+// assigned to the person is released.
+func Devices(user string, requests []itmv1.DeviceRequest, recorded []string, devices []itmv1.Device, want bool) DevicePlan {
+	sorted := slices.Clone(devices)
+	slices.SortFunc(sorted, func(a, b itmv1.Device) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	byName := map[string]*itmv1.Device{}
+	for i := range sorted {
+		byName[sorted[i].Name] = &sorted[i]
+	}
+	var plan DevicePlan
+	used := map[string]bool{}
+	if want {
+		satisfied := make([]bool, len(requests))
+		// Pass 1: devices the person already holds, recorded ones first,
+		// named requests before class requests.
+		mine := func(d *itmv1.Device) bool { return d.Spec.Assignee == user }
+		for _, pass := range []func(d *itmv1.Device) bool{
+			func(d *itmv1.Device) bool { return slices.Contains(recorded, d.Name) },
+			func(*itmv1.Device) bool { return true },
+		} {
+			for i, req := range requests {
+				if satisfied[i] {
+					continue
+				}
+				for _, d := range candidates(req, sorted, byName) {
+					if mine(d) && !used[d.Name] && pass(d) {
+						satisfied[i], used[d.Name] = true, true
+						plan.Keep = append(plan.Keep, d.Name)
+						break
+					}
+				}
+			}
+		}
+		// Pass 2: available devices.
+		for i, req := range requests {
+			if satisfied[i] {
+				continue
+			}
+			var chosen string
+			for _, d := range candidates(req, sorted, byName) {
+				if available(d) && !used[d.Name] {
+					chosen = d.Name
+					break
+				}
+			}
+			if chosen == "" {
+				plan.Unmet = append(plan.Unmet, unmet(i, req, byName))
+				continue
+			}
+			used[chosen] = true
+			plan.Assign = append(plan.Assign, Assignment{Index: i, Device: chosen})
+		}
+	}
+	for _, name := range recorded {
+		if used[name] {
+			continue
+		}
+		if d, ok := byName[name]; ok && d.Spec.Assignee == user {
+			plan.Release = append(plan.Release, name)
+		}
+	}
+	slices.Sort(plan.Keep)
+	slices.Sort(plan.Release)
+	return plan
+}
+
+// available is an Active device assigned to nobody.
+func available(d *itmv1.Device) bool {
+	return d.Spec.Assignee == "" && lifecycle(d) == itmv1.DeviceLifecycleActive && d.DeletionTimestamp == nil
+}
+
+func lifecycle(d *itmv1.Device) itmv1.DeviceLifecycle {
+	if d.Spec.Lifecycle == "" {
+		return itmv1.DeviceLifecycleActive
+	}
+	return d.Spec.Lifecycle
+}
+
+// candidates are the devices a request could be satisfied by, by name.
+func candidates(req itmv1.DeviceRequest, sorted []itmv1.Device, byName map[string]*itmv1.Device) []*itmv1.Device {
+	if req.Name != "" {
+		if d, ok := byName[req.Name]; ok {
+			return []*itmv1.Device{d}
+		}
+		return nil
+	}
+	sel := labels.Everything()
+	if req.Selector != nil {
+		s, err := metav1.LabelSelectorAsSelector(req.Selector)
+		if err != nil {
+			return nil
+		}
+		sel = s
+	}
+	var out []*itmv1.Device
+	for i := range sorted {
+		d := &sorted[i]
+		if d.Spec.Class == req.Class && sel.Matches(labels.Set(d.Labels)) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// unmet says why request i has no device, naming the field.
+func unmet(i int, req itmv1.DeviceRequest, byName map[string]*itmv1.Device) string {
+	field := fmt.Sprintf("spec.devices[%d]", i)
+	if req.Name != "" {
+		d, ok := byName[req.Name]
+		switch {
+		case !ok:
+			return fmt.Sprintf("%s: Device %s does not exist", field, req.Name)
+		case d.Spec.Assignee != "":
+			return fmt.Sprintf("%s: Device %s is assigned to %s", field, req.Name, d.Spec.Assignee)
+		default:
+			return fmt.Sprintf("%s: Device %s is %s, not Active", field, req.Name, lifecycle(d))
+		}
+	}
+	if req.Selector != nil {
+		if _, err := metav1.LabelSelectorAsSelector(req.Selector); err != nil {
+			return fmt.Sprintf("%s.selector: %v", field, err)
+		}
+		return fmt.Sprintf("%s: no Active, unassigned %s Device matches the selector", field, req.Class)
+	}
+	return fmt.Sprintf("%s: no Active, unassigned %s Device", field, req.Class)
+}

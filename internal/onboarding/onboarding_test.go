@@ -1,0 +1,158 @@
+package onboarding
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
+
+var now = time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+
+func at(d time.Duration) *metav1.Time { t := metav1.NewTime(now.Add(d)); return &t }
+
+func cond(t string) metav1.Condition {
+	return metav1.Condition{Type: t, Status: metav1.ConditionTrue, Reason: "ByTest", Message: "m"}
+}
+
+func TestDecide(t *testing.T) {
+	approved := []metav1.Condition{cond(itmv1.OnboardingConditionApproved)}
+	tests := []struct {
+		name      string
+		mutate    func(r *itmv1.OnboardingRequest)
+		wantStage Stage
+		wantNext  time.Time
+	}{
+		{"approval required by default", func(r *itmv1.OnboardingRequest) {}, AwaitingApproval, time.Time{}},
+		{"explicitly required", func(r *itmv1.OnboardingRequest) { r.Spec.ApprovalRequired = ptr.To(true) }, AwaitingApproval, time.Time{}},
+		{"awaiting approval still offboards at endDate", func(r *itmv1.OnboardingRequest) { r.Spec.EndDate = at(time.Hour) }, AwaitingApproval, now.Add(time.Hour)},
+		{"approved", func(r *itmv1.OnboardingRequest) { r.Status.Conditions = approved }, Active, time.Time{}},
+		{"not required", func(r *itmv1.OnboardingRequest) { r.Spec.ApprovalRequired = ptr.To(false) }, Active, time.Time{}},
+		{"denied wins over not required", func(r *itmv1.OnboardingRequest) {
+			r.Spec.ApprovalRequired = ptr.To(false)
+			r.Status.Conditions = []metav1.Condition{cond(itmv1.OnboardingConditionDenied)}
+		}, Denied, time.Time{}},
+		{"approval False is not approval", func(r *itmv1.OnboardingRequest) {
+			c := cond(itmv1.OnboardingConditionApproved)
+			c.Status = metav1.ConditionFalse
+			r.Status.Conditions = []metav1.Condition{c}
+		}, AwaitingApproval, time.Time{}},
+		{"before start", func(r *itmv1.OnboardingRequest) { r.Status.Conditions = approved; r.Spec.StartDate = at(2 * time.Hour) }, Scheduled, now.Add(2 * time.Hour)},
+		{"at start", func(r *itmv1.OnboardingRequest) { r.Status.Conditions = approved; r.Spec.StartDate = at(0) }, Active, time.Time{}},
+		{"active until end", func(r *itmv1.OnboardingRequest) {
+			r.Status.Conditions = approved
+			r.Spec.StartDate, r.Spec.EndDate = at(-time.Hour), at(time.Minute)
+		}, Active, now.Add(time.Minute)},
+		{"at end", func(r *itmv1.OnboardingRequest) { r.Status.Conditions = approved; r.Spec.EndDate = at(0) }, Offboard, time.Time{}},
+		{"offboard flag", func(r *itmv1.OnboardingRequest) { r.Status.Conditions = approved; r.Spec.Offboard = true }, Offboard, time.Time{}},
+		{"deleted", func(r *itmv1.OnboardingRequest) { r.DeletionTimestamp = at(0) }, Offboard, time.Time{}},
+		{"offboarding is final though endDate moved", func(r *itmv1.OnboardingRequest) {
+			r.Status.Conditions = approved
+			r.Spec.EndDate = at(time.Hour)
+			r.Status.Phase = itmv1.OnboardingPhaseOffboarded
+		}, Offboard, time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &itmv1.OnboardingRequest{ObjectMeta: metav1.ObjectMeta{Name: "ada"}}
+			tt.mutate(r)
+			d := Decide(r, now)
+			if d.Stage != tt.wantStage || !d.Next.Equal(tt.wantNext) {
+				t.Fatalf("Decide = %s next %v (%s), want %s next %v", d.Stage, d.Next, d.Why, tt.wantStage, tt.wantNext)
+			}
+		})
+	}
+}
+
+func TestAccounts(t *testing.T) {
+	r := &itmv1.OnboardingRequest{}
+	r.Status.Accounts = []itmv1.AccountStatus{{Provider: "old", State: itmv1.AccountStateProvisioned}, {Provider: "ldap", State: itmv1.AccountStateDisabled}}
+	tests := []struct {
+		name  string
+		named []string
+		stage Stage
+		want  []AccountWant
+	}{
+		{"defaults when none named, removed ones offboarded", nil, Active,
+			[]AccountWant{{"kube", WantEnabled}, {"ldap", WantEnabled}, {"old", WantGone}}},
+		{"named replace defaults", []string{"ldap"}, Scheduled,
+			[]AccountWant{{"ldap", WantDisabled}, {"old", WantGone}}},
+		{"offboard visits named and recorded", []string{"kube"}, Offboard,
+			[]AccountWant{{"kube", WantGone}, {"ldap", WantGone}, {"old", WantGone}}},
+		{"awaiting approval creates nothing, undoes the recorded", []string{"kube"}, AwaitingApproval,
+			[]AccountWant{{"ldap", WantGone}, {"old", WantGone}}},
+		{"denied creates nothing", nil, Denied,
+			[]AccountWant{{"ldap", WantGone}, {"old", WantGone}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := r.DeepCopy()
+			r.Spec.AccountProviders = tt.named
+			if got := Accounts(r, tt.stage, []string{"ldap", "kube"}); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("Accounts = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func device(name string, class itmv1.DeviceClass, assignee string, lc itmv1.DeviceLifecycle, lbls map[string]string) itmv1.Device {
+	return itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls},
+		Spec: itmv1.DeviceSpec{Class: class, Assignee: assignee, Lifecycle: lc}}
+}
+
+func TestDevices(t *testing.T) {
+	mac := map[string]string{"os": "mac"}
+	inventory := []itmv1.Device{
+		device("lt-3", itmv1.DeviceClassLaptop, "", itmv1.DeviceLifecycleActive, mac),
+		device("lt-1", itmv1.DeviceClassLaptop, "bob", "", mac),
+		device("lt-2", itmv1.DeviceClassLaptop, "", itmv1.DeviceLifecycleRetired, mac),
+		device("lt-4", itmv1.DeviceClassLaptop, "", "", nil),
+		device("ph-1", itmv1.DeviceClassPhone, "ada", "", nil),
+		device("ph-2", itmv1.DeviceClassPhone, "", "", nil),
+		device("srv", itmv1.DeviceClassServer, "", itmv1.DeviceLifecycleLost, nil),
+	}
+	laptop := itmv1.DeviceRequest{Class: itmv1.DeviceClassLaptop, Selector: &metav1.LabelSelector{MatchLabels: mac}}
+	phone := itmv1.DeviceRequest{Class: itmv1.DeviceClassPhone}
+	tests := []struct {
+		name     string
+		requests []itmv1.DeviceRequest
+		recorded []string
+		want     bool
+		plan     DevicePlan
+	}{
+		{"class with selector picks the first available by name", []itmv1.DeviceRequest{laptop}, nil, true,
+			DevicePlan{Assign: []Assignment{{0, "lt-3"}}}},
+		{"a device already held satisfies its class", []itmv1.DeviceRequest{phone}, nil, true,
+			DevicePlan{Keep: []string{"ph-1"}}},
+		{"two requests of one class take two devices", []itmv1.DeviceRequest{phone, phone}, []string{"ph-1"}, true,
+			DevicePlan{Keep: []string{"ph-1"}, Assign: []Assignment{{1, "ph-2"}}}},
+		{"named, taken by someone else", []itmv1.DeviceRequest{{Name: "lt-1"}}, nil, true,
+			DevicePlan{Unmet: []string{"spec.devices[0]: Device lt-1 is assigned to bob"}}},
+		{"named, retired", []itmv1.DeviceRequest{{Name: "lt-2"}}, nil, true,
+			DevicePlan{Unmet: []string{"spec.devices[0]: Device lt-2 is Retired, not Active"}}},
+		{"named, missing", []itmv1.DeviceRequest{{Name: "nope"}}, nil, true,
+			DevicePlan{Unmet: []string{"spec.devices[0]: Device nope does not exist"}}},
+		{"class exhausted", []itmv1.DeviceRequest{laptop, laptop}, nil, true,
+			DevicePlan{Assign: []Assignment{{0, "lt-3"}}, Unmet: []string{"spec.devices[1]: no Active, unassigned Laptop Device matches the selector"}}},
+		{"lost is never assigned", []itmv1.DeviceRequest{{Class: itmv1.DeviceClassServer}}, nil, true,
+			DevicePlan{Unmet: []string{"spec.devices[0]: no Active, unassigned Server Device"}}},
+		{"a recorded device no longer requested is released", nil, []string{"ph-1"}, true,
+			DevicePlan{Release: []string{"ph-1"}}},
+		{"offboarding releases recorded devices still assigned to the person only", []itmv1.DeviceRequest{phone}, []string{"ph-1", "lt-1", "gone"}, false,
+			DevicePlan{Release: []string{"ph-1"}}},
+		{"a device the person holds without a record is kept but never released", []itmv1.DeviceRequest{{Name: "ph-1"}}, nil, false,
+			DevicePlan{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Devices("ada", tt.requests, tt.recorded, inventory, tt.want)
+			if !reflect.DeepEqual(got, tt.plan) {
+				t.Fatalf("Devices =\n%+v\nwant\n%+v", got, tt.plan)
+			}
+		})
+	}
+}
