@@ -88,6 +88,8 @@ func main() {
 		workers              int
 		bindableRoles        string
 		pprofAddr            string
+		externalAPIURL       string
+		providerCheck        time.Duration
 		checkinQPS           float64
 		checkinBurst         int
 	)
@@ -117,6 +119,8 @@ func main() {
 	flag.IntVar(&checkinBurst, "checkin-api-burst", 600, "Burst above --checkin-api-qps.")
 	flag.IntVar(&workers, "workers", 16, "Concurrent reconciles per controller (they wait on the API server, not the CPU).")
 	flag.StringVar(&bindableRoles, "bindable-cluster-roles", strings.Join(controllers.DefaultBindableRoles, ","), "Comma-separated ClusterRoles AccessPolicies may bind; the manager's RBAC must grant \"bind\" on exactly these.")
+	flag.StringVar(&externalAPIURL, "external-api-url", "", "API server URL written into the kubeconfigs Kubernetes AccountProviders issue (default: the URL the manager itself uses).")
+	flag.DurationVar(&providerCheck, "account-provider-check-interval", 5*time.Minute, "How often each AccountProvider's connectivity is checked again.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (net/http/pprof); \"0\" disables them.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
@@ -217,6 +221,28 @@ func main() {
 	}
 	if err := (&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient(), Workers: workers}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "NodeDiscovery")
+		os.Exit(1)
+	}
+
+	apiServer, apiCA, err := apiServerFor(restConfig, externalAPIURL)
+	if err != nil {
+		log.Error(err, "Unable to read the API server's CA")
+		os.Exit(1)
+	}
+	providers := &controllers.Providers{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Clock: clk,
+		OperatorNamespace: operatorNamespace, DevicesNamespace: devicesNamespace, APIServer: apiServer, APIServerCA: apiCA,
+	}
+	if err := (&controllers.AccountProviderReconciler{
+		Client: mgr.GetClient(), Providers: providers, Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-accountprovider"), CheckEvery: providerCheck,
+	}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to create controller", "controller", "AccountProvider")
+		os.Exit(1)
+	}
+	if err := (&controllers.OnboardingReconciler{
+		Client: mgr.GetClient(), Providers: providers, Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-onboarding"), Workers: workers,
+	}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to create controller", "controller", "Onboarding")
 		os.Exit(1)
 	}
 
@@ -357,4 +383,21 @@ func certificateHosts(hosts, checkinURL string) ([]string, error) {
 		return []string{host, host + ".cluster.local"}, nil
 	}
 	return []string{host}, nil
+}
+
+// apiServerFor is the API server URL and CA that issued kubeconfigs carry:
+// external (when set) or the manager's own.
+func apiServerFor(cfg *rest.Config, external string) (string, []byte, error) {
+	server := cfg.Host
+	if external != "" {
+		server = external
+	}
+	ca := cfg.CAData
+	if len(ca) == 0 && cfg.CAFile != "" {
+		var err error
+		if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+			return "", nil, err
+		}
+	}
+	return server, ca, nil
 }

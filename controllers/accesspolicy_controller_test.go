@@ -99,20 +99,25 @@ func ingressCIDRs(ns, name string) func() []string {
 	}
 }
 
-func activePerson(name string, groups []string, accounts ...itmv1.AccountStatus) {
+// activePerson onboards a person (approval not required, as the admin may
+// set) in the named AccountProviders and waits for the onboarding
+// controller to make them Active.
+func activePerson(name string, groups []string, providers ...string) {
 	GinkgoHelper()
 	r := &itmv1.OnboardingRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: itmv1.OnboardingRequestSpec{
-			Person: itmv1.Person{DisplayName: name, Email: name + "@example.com"},
-			Groups: groups,
+			Person:           itmv1.Person{DisplayName: name, Email: name + "@example.com"},
+			Groups:           groups,
+			AccountProviders: providers,
+			ApprovalRequired: ptr.To(false),
 		},
 	}
 	Expect(k8s.Create(ctx, r)).To(Succeed())
-	// The onboarding controller would get it there; here the test does.
-	r.Status.Phase = itmv1.OnboardingPhaseActive
-	r.Status.Accounts = accounts
-	Expect(k8s.Status().Update(ctx, r)).To(Succeed())
+	Eventually(func() itmv1.OnboardingPhase {
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(r), r)).To(Succeed())
+		return r.Status.Phase
+	}).WithTimeout(30 * time.Second).Should(Equal(itmv1.OnboardingPhaseActive))
 }
 
 var _ = Describe("AccessPolicy", func() {
@@ -346,7 +351,7 @@ var _ = Describe("AccessPolicy", func() {
 				Kubernetes: &itmv1.KubernetesProviderSpec{Namespace: "itmanager-users"}},
 		}
 		Expect(k8s.Create(ctx, provider)).To(Succeed())
-		activePerson(person, []string{group}, itmv1.AccountStatus{Provider: provider.Name, ID: person, State: itmv1.AccountStateProvisioned})
+		activePerson(person, []string{group}, provider.Name)
 		staticDevice(person, nil, "10.26.0.1")
 		ns := newNamespace(nil)
 		later := uniqueName("later")

@@ -6,6 +6,8 @@ import (
 	"context"
 	"slices"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -24,6 +26,13 @@ const (
 	IndexDeviceAssignee = "spec.assignee"
 	// IndexOnboardingGroup indexes OnboardingRequests by each of spec.groups.
 	IndexOnboardingGroup = "spec.groups"
+	// IndexOnboardingProvider indexes OnboardingRequests by the
+	// AccountProviders they name or have accounts in, and by
+	// ProviderKeyDefault when they name none.
+	IndexOnboardingProvider = "accountProviders"
+	// IndexOnboardingWaiting indexes OnboardingRequests whose
+	// DevicesAssigned is False under "true": a Device event retries them.
+	IndexOnboardingWaiting = "waitingForDevices"
 	// IndexPolicySubject indexes AccessPolicies by what can select a device:
 	// "user:<name>", "group:<name>", and PolicyKeyDeviceSelector.
 	IndexPolicySubject = "subjects"
@@ -33,6 +42,7 @@ const (
 	IndexPolicyNamespace = "namespaces"
 
 	PolicyKeyDeviceSelector    = "deviceSelector"
+	ProviderKeyDefault         = "*default"
 	PolicyKeyNamespaceSelector = "namespaceSelector"
 )
 
@@ -65,6 +75,19 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
+	if err := idx.IndexField(ctx, &itmv1.OnboardingRequest{}, IndexOnboardingProvider, func(o client.Object) []string {
+		return onboardingProviderKeys(o.(*itmv1.OnboardingRequest))
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &itmv1.OnboardingRequest{}, IndexOnboardingWaiting, func(o client.Object) []string {
+		if meta.IsStatusConditionFalse(o.(*itmv1.OnboardingRequest).Status.Conditions, itmv1.OnboardingConditionDevicesAssigned) {
+			return []string{"true"}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	if err := idx.IndexField(ctx, &itmv1.AccessPolicy{}, IndexPolicySubject, func(o client.Object) []string {
 		return PolicySubjectKeys(o.(*itmv1.AccessPolicy).Spec.Subjects)
 	}); err != nil {
@@ -73,6 +96,19 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	return idx.IndexField(ctx, &itmv1.AccessPolicy{}, IndexPolicyNamespace, func(o client.Object) []string {
 		return policyNamespaceKeys(&o.(*itmv1.AccessPolicy).Spec)
 	})
+}
+
+// onboardingProviderKeys are the IndexOnboardingProvider keys of a request.
+func onboardingProviderKeys(r *itmv1.OnboardingRequest) []string {
+	keys := slices.Clone(r.Spec.AccountProviders)
+	if len(keys) == 0 {
+		keys = append(keys, ProviderKeyDefault)
+	}
+	for _, a := range r.Status.Accounts {
+		keys = append(keys, a.Provider)
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
 // PolicySubjectKeys are the IndexPolicySubject keys of a policy's subjects.

@@ -29,8 +29,25 @@ var (
 	}, []string{"window", "state"})
 )
 
+// Counters of people joining and leaving, and of account operations that
+// failed, by AccountProvider.
+var (
+	joiners = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "itmanager_onboarding_joiners_total",
+		Help: "OnboardingRequests that became Active.",
+	})
+	leavers = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "itmanager_onboarding_leavers_total",
+		Help: "OnboardingRequests that finished offboarding.",
+	})
+	provisioningErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "itmanager_onboarding_provisioning_errors_total",
+		Help: "Account operations that failed, by AccountProvider.",
+	}, []string{"provider"})
+)
+
 func init() {
-	ctrlmetrics.Registry.MustRegister(policyDevices, policyAddressBlocks, windowOpen, windowDevices)
+	ctrlmetrics.Registry.MustRegister(policyDevices, policyAddressBlocks, windowOpen, windowDevices, joiners, leavers, provisioningErrors)
 }
 
 func recordPolicy(p *itmv1.AccessPolicy) {

@@ -13,10 +13,13 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -49,7 +52,57 @@ var (
 	// managerCache is what the check-in service reads; tests wait on it
 	// where they act faster than any agent could.
 	managerCache client.Reader
+	// managerCfg authenticates as the manager's ServiceAccount.
+	managerCfg *rest.Config
+	// onbClock is the onboarding controller's clock (startDate, endDate).
+	onbClock = &shiftClock{}
+	// ldapServer is a real slapd on loopback for LDAP AccountProviders.
+	ldapServer *testenv.LDAPServer
+	// stopOnboarding stops the onboarding manager, which runs apart from
+	// the rest so that a test can stop and restart it mid-provisioning.
+	stopOnboarding func()
 )
+
+// startOnboarding starts a manager running the onboarding and
+// AccountProvider controllers under the manager's RBAC; wrap, when set,
+// wraps the provider opener. It returns a stop function that waits for the
+// manager to end.
+func startOnboarding(wrap func(controllers.ProviderOpener, context.CancelFunc) controllers.ProviderOpener) func() {
+	GinkgoHelper()
+	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
+		Scheme:     testenv.Scheme,
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Cache:      cache.Options{ByObject: controllers.CacheByObject(testenv.OperatorNamespace, testenv.DevicesNamespace)},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	mctx, mcancel := context.WithCancel(ctx)
+	Expect(controllers.SetupIndexes(mctx, mgr)).To(Succeed())
+	var opener controllers.ProviderOpener = &controllers.Providers{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Clock: onbClock,
+		OperatorNamespace: testenv.OperatorNamespace, DevicesNamespace: testenv.DevicesNamespace,
+		APIServer: env.Config.Host, APIServerCA: env.Config.CAData,
+	}
+	if wrap != nil {
+		opener = wrap(opener, mcancel)
+	}
+	Expect((&controllers.AccountProviderReconciler{
+		Client: mgr.GetClient(), Providers: opener, Clock: onbClock, Recorder: mgr.GetEventRecorder("itmanager-accountprovider"), CheckEvery: 5 * time.Second,
+	}).SetupWithManager(mgr)).To(Succeed())
+	Expect((&controllers.OnboardingReconciler{
+		Client: mgr.GetClient(), Providers: opener, Clock: onbClock, Recorder: mgr.GetEventRecorder("itmanager-onboarding"), Workers: 4,
+	}).SetupWithManager(mgr)).To(Succeed())
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(mctx)).To(Succeed())
+	}()
+	return func() {
+		mcancel()
+		<-done
+	}
+}
 
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -71,7 +124,9 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	k8s, err = client.New(env.Config, client.Options{Scheme: testenv.Scheme})
 	Expect(err).NotTo(HaveOccurred())
-	managerCfg, err := env.ManagerConfig(ctx)
+	managerCfg, err = env.ManagerConfig(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	ldapServer, err = testenv.StartLDAP("")
 	Expect(err).NotTo(HaveOccurred())
 
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
@@ -122,6 +177,8 @@ var _ = BeforeSuite(func() {
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
 
+	stopOnboarding = startOnboarding(nil)
+
 	// Agents trust the CA from the certificate Secret, as their enrolment
 	// Secret hands it to them.
 	var ca []byte
@@ -143,6 +200,12 @@ var _ = BeforeSuite(func() {
 })
 
 var _ = AfterSuite(func() {
+	if stopOnboarding != nil {
+		stopOnboarding()
+	}
+	if ldapServer != nil {
+		Expect(ldapServer.Stop()).To(Succeed())
+	}
 	if cancel != nil {
 		cancel()
 	}

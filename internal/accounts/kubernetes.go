@@ -98,7 +98,7 @@ func (k *Kubernetes) serviceAccount(ctx context.Context, a Account) (*corev1.Ser
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ServiceAccount %s: %w", k.id(a), err)
+		return nil, fmt.Errorf("read ServiceAccount %s: %w", k.id(a), err)
 	}
 	if reason := ownerReason(markOf(&sa.ObjectMeta), a.Owner); reason != "" {
 		return nil, &ConflictError{ID: "ServiceAccount " + k.id(a), Reason: reason}
@@ -122,7 +122,7 @@ func (k *Kubernetes) secret(ctx context.Context, a Account) (*corev1.Secret, err
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s/%s: %w", k.Namespace, KubeconfigSecret(a.User), err)
+		return nil, fmt.Errorf("read Secret %s/%s: %w", k.Namespace, KubeconfigSecret(a.User), err)
 	}
 	if reason := ownerReason(markOf(&s.ObjectMeta), a.Owner); reason != "" {
 		return nil, &ConflictError{ID: "Secret " + k.Namespace + "/" + KubeconfigSecret(a.User), Reason: reason}

@@ -50,7 +50,6 @@ func account(user, uid string, groups ...string) accounts.Account {
 		Person: itmv1.Person{DisplayName: "Ada " + user, Email: user + "@example.org", Title: "Engineer", EmploymentType: itmv1.EmploymentTypeEmployee}}
 }
 
-
 // canBind says whether the person can sign in with password.
 func canBind(t *testing.T, dn, password string) bool {
 	t.Helper()

@@ -10,19 +10,14 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/labels"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
 
-// Annotations and the finalizer of OnboardingRequests.
+// The finalizer of OnboardingRequests.
 const (
-	// AnnotationRequestedBy is the requester, stamped at admission.
-	AnnotationRequestedBy = "itmanager.io/requested-by"
-	// AnnotationForceOffboard finishes offboarding when a provider is gone
-	// for good (admission allows it only to holders of the approve verb).
-	AnnotationForceOffboard = "itmanager.io/force-offboard"
 	// Finalizer holds a deleted request until everything is undone.
 	Finalizer = "itmanager.io/offboarding"
 )
@@ -178,7 +173,7 @@ type DevicePlan struct {
 	Keep []string
 	// Assign are devices to assign (each Active and unassigned when read).
 	Assign []Assignment
-	// Release are devices this request assigned that no request wants.
+	// Release are devices to unassign.
 	Release []string
 	// Unmet explains each request that no device satisfies, by field.
 	Unmet []string
@@ -187,9 +182,10 @@ type DevicePlan struct {
 // Devices plans assignments for user. recorded are the devices the request
 // assigned before (status.devices); devices is the inventory. A request is
 // satisfied first by a device already assigned to the person (one device
-// per request), then by the first Active, unassigned device by name. With
-// want false (the request is not Active) every recorded device still
-// assigned to the person is released.
+// per request), then by the first Active, unassigned device by name; a
+// recorded device no request wants any more is released. With want false
+// (the person is leaving, or not yet approved) every device assigned to the
+// person is released.
 func Devices(user string, requests []itmv1.DeviceRequest, recorded []string, devices []itmv1.Device, want bool) DevicePlan {
 	sorted := slices.Clone(devices)
 	slices.SortFunc(sorted, func(a, b itmv1.Device) int {
@@ -249,12 +245,19 @@ func Devices(user string, requests []itmv1.DeviceRequest, recorded []string, dev
 			plan.Assign = append(plan.Assign, Assignment{Index: i, Device: chosen})
 		}
 	}
-	for _, name := range recorded {
-		if used[name] {
-			continue
+	if want {
+		for _, name := range recorded {
+			if d, ok := byName[name]; ok && !used[name] && d.Spec.Assignee == user {
+				plan.Release = append(plan.Release, name)
+			}
 		}
-		if d, ok := byName[name]; ok && d.Spec.Assignee == user {
-			plan.Release = append(plan.Release, name)
+	} else {
+		// Leaving: every device assigned to the person goes back, recorded
+		// or not (the username is theirs alone).
+		for i := range sorted {
+			if sorted[i].Spec.Assignee == user {
+				plan.Release = append(plan.Release, sorted[i].Name)
+			}
 		}
 	}
 	slices.Sort(plan.Keep)

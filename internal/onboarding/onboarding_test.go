@@ -142,9 +142,9 @@ func TestDevices(t *testing.T) {
 			DevicePlan{Unmet: []string{"spec.devices[0]: no Active, unassigned Server Device"}}},
 		{"a recorded device no longer requested is released", nil, []string{"ph-1"}, true,
 			DevicePlan{Release: []string{"ph-1"}}},
-		{"offboarding releases recorded devices still assigned to the person only", []itmv1.DeviceRequest{phone}, []string{"ph-1", "lt-1", "gone"}, false,
+		{"offboarding releases the person's devices only", []itmv1.DeviceRequest{phone}, []string{"lt-1", "gone"}, false,
 			DevicePlan{Release: []string{"ph-1"}}},
-		{"a device the person holds without a record is kept but never released", []itmv1.DeviceRequest{{Name: "ph-1"}}, nil, false,
+		{"while active, a device the person holds without a record and no request wants is left alone", nil, nil, true,
 			DevicePlan{}},
 	}
 	for _, tt := range tests {

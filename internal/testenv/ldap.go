@@ -27,10 +27,12 @@ type LDAPServer struct {
 	// PeopleDN and GroupsDN are the two organizational units under BaseDN.
 	PeopleDN, GroupsDN string
 
-	cmd    *exec.Cmd
-	exited chan error
-	dir    string
-	log    *os.File
+	cmd *exec.Cmd
+	// exited is closed when slapd ends; exitErr is how.
+	exited  chan struct{}
+	exitErr error
+	dir     string
+	log     *os.File
 }
 
 // slapdPath finds slapd, which Debian installs outside a user's PATH.
@@ -67,7 +69,7 @@ func ensureSLAPD() (string, error) {
 	}
 	out, err := exec.Command(filepath.Join(root, "hack", "install-slapd.sh")).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("install slapd: %v: %s", err, out)
+		return "", fmt.Errorf("install slapd: %w: %s", err, out)
 	}
 	return slapdPath()
 }
@@ -155,13 +157,13 @@ func (s *LDAPServer) start(bin, logDir string) error {
 			return err
 		}
 		s.cmd = cmd
-		s.exited = make(chan error, 1)
-		go func() { s.exited <- cmd.Wait() }()
+		s.exited = make(chan struct{})
+		go func() { s.exitErr = cmd.Wait(); close(s.exited) }()
 		deadline := time.Now().Add(15 * time.Second)
 		for time.Now().Before(deadline) {
 			select {
-			case err := <-s.exited:
-				lastErr = fmt.Errorf("slapd exited: %v (log %s)", err, logPath)
+			case <-s.exited:
+				lastErr = fmt.Errorf("slapd exited: %w (log %s)", s.exitErr, logPath)
 				s.cmd = nil
 			default:
 			}

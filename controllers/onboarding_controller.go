@@ -1,0 +1,626 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/accounts"
+	"github.com/itmanager-io/itmanager/internal/onboarding"
+	"github.com/itmanager-io/itmanager/internal/text"
+)
+
+// Field managers of onboarding.
+const (
+	// OnboardingFieldManager owns the conditions and fields of
+	// OnboardingRequest status the controller writes (never Approved or
+	// Denied).
+	OnboardingFieldManager = "itmanager-onboarding"
+	// AssignFieldManager owns Device spec.assignee of devices onboarding
+	// assigned, and nothing else.
+	AssignFieldManager = "itmanager-assign"
+	// skippedPrefix starts the message of an account force-offboard gave
+	// up on.
+	skippedPrefix = "not undone, skipped by " + itmv1.AnnotationForceOffboard + ": "
+	// maxAccountMessage is status.accounts[].message's limit.
+	maxAccountMessage = 1024
+)
+
+// OnboardingReconciler carries a person from request to Active and back to
+// Offboarded: accounts in every AccountProvider, the credentials Secret,
+// devices assigned, and all of it undone on offboarding. Each step is
+// idempotent and what providers create carries the request's UID, so a
+// restarted operator finds its own work; the finalizer makes deletion
+// offboard first.
+type OnboardingReconciler struct {
+	client.Client
+	Providers ProviderOpener
+	Clock     clock.PassiveClock
+	Recorder  recorder.EventRecorder
+	Workers   int
+}
+
+// +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests/finalizers,verbs=update
+// +kubebuilder:rbac:groups=itmanager.io,resources=devices,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=itmanager.io,resources=accountproviders,verbs=get;list;watch
+
+// pass is what one reconcile found and did.
+type pass struct {
+	accounts    []itmv1.AccountStatus
+	credentials *itmv1.ObjectReference
+	renewAt     time.Time
+	// transient errors are retried with backoff; permanent ones wait for
+	// a change (a conflict, a bad provider); blocked are what offboarding
+	// cannot undo; skipped what force-offboard gave up on; missing the
+	// named providers that do not exist.
+	transient, permanent, blocked, skipped, missing []string
+	devices                                         []string
+	unmet                                           []string
+	// held are devices that could not be let go.
+	held        []string
+	assignRetry bool
+	// force: itmanager.io/force-offboard is set on an offboarding request.
+	force bool
+}
+
+// Reconcile moves one request on.
+func (r *OnboardingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	o := &itmv1.OnboardingRequest{}
+	if err := r.Get(ctx, req.NamespacedName, o); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if o.DeletionTimestamp == nil && !controllerutil.ContainsFinalizer(o, onboarding.Finalizer) {
+		// Before anything is provisioned: deletion must offboard first.
+		orig := o.DeepCopy()
+		controllerutil.AddFinalizer(o, onboarding.Finalizer)
+		if err := r.Patch(ctx, o, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
+	if o.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(o, onboarding.Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	now := r.Clock.Now()
+	d := onboarding.Decide(o, now)
+
+	var providers itmv1.AccountProviderList
+	if err := r.List(ctx, &providers); err != nil {
+		return ctrl.Result{}, err
+	}
+	byName := map[string]*itmv1.AccountProvider{}
+	var defaults []string
+	for i := range providers.Items {
+		p := &providers.Items[i]
+		byName[p.Name] = p
+		if p.Spec.Default {
+			defaults = append(defaults, p.Name)
+		}
+	}
+	slices.Sort(defaults)
+
+	force := d.Stage == onboarding.Offboard && o.Annotations[itmv1.AnnotationForceOffboard] != ""
+	ps := pass{force: force}
+	for _, w := range onboarding.Accounts(o, d.Stage, defaults) {
+		r.syncAccount(ctx, o, w, byName[w.Provider], force, &ps)
+	}
+	if err := r.syncDevices(ctx, o, d.Stage, &ps); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	status := r.status(o, d, &ps, now)
+	if !equality.Semantic.DeepEqual(status, o.Status) {
+		if err := applyStatus(ctx, r.Client, o, &status, OnboardingFieldManager); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		r.transition(o, o.Status, status, &ps)
+	}
+
+	if o.DeletionTimestamp != nil && status.Phase == itmv1.OnboardingPhaseOffboarded {
+		orig := o.DeepCopy()
+		controllerutil.RemoveFinalizer(o, onboarding.Finalizer)
+		if err := r.Patch(ctx, o, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		return ctrl.Result{}, nil
+	}
+
+	if len(ps.transient) > 0 || (len(ps.blocked) > 0 && !force) {
+		// Backoff, growing with every failure, until a provider answers.
+		return ctrl.Result{}, fmt.Errorf("onboarding %s: %s", o.Name, strings.Join(append(ps.transient, ps.blocked...), "; "))
+	}
+	res := ctrl.Result{}
+	for _, t := range []time.Time{d.Next, ps.renewAt} {
+		if !t.IsZero() {
+			after := max(t.Sub(now), time.Second)
+			if res.RequeueAfter == 0 || after < res.RequeueAfter {
+				res.RequeueAfter = after
+			}
+		}
+	}
+	if ps.assignRetry {
+		res.RequeueAfter = time.Second
+	}
+	return res, nil
+}
+
+// accountFor is what a provider holds for o in a stage.
+func accountFor(o *itmv1.OnboardingRequest, want onboarding.Want) accounts.Account {
+	a := accounts.Account{User: o.Name, Owner: o.UID, Person: o.Spec.Person}
+	if want == onboarding.WantEnabled {
+		a.Groups = slices.Clone(o.Spec.Groups)
+	}
+	return a
+}
+
+func previous(o *itmv1.OnboardingRequest, provider string) *itmv1.AccountStatus {
+	for i := range o.Status.Accounts {
+		if o.Status.Accounts[i].Provider == provider {
+			return &o.Status.Accounts[i]
+		}
+	}
+	return nil
+}
+
+// syncAccount brings one provider's account to its wanted state and
+// records the outcome. Nothing recorded is ever dropped: an account that
+// could not be undone keeps its record until it is, or until force-offboard
+// records it as skipped.
+func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.OnboardingRequest, w onboarding.AccountWant, p *itmv1.AccountProvider, force bool, ps *pass) {
+	prev := previous(o, w.Provider)
+	record := func(state itmv1.AccountState, id, msg string) {
+		ps.accounts = append(ps.accounts, itmv1.AccountStatus{Provider: w.Provider, ID: id, State: state, Message: text.Truncate(msg, maxAccountMessage)})
+	}
+	keep := func(msg string) {
+		if prev == nil {
+			record(itmv1.AccountStateFailed, "", msg)
+			return
+		}
+		record(prev.State, prev.ID, msg)
+	}
+	// fail records err: a permanent error (conflict, configuration) marks
+	// the account Failed; a transient one keeps the last known state.
+	fail := func(err error) {
+		msg := err.Error()
+		provisioningErrors.WithLabelValues(w.Provider).Inc()
+		switch {
+		case w.Want == onboarding.WantGone && force:
+			ps.skipped = append(ps.skipped, w.Provider)
+			id := ""
+			if prev != nil {
+				id = prev.ID
+			}
+			record(itmv1.AccountStateFailed, id, skippedPrefix+msg)
+		case w.Want == onboarding.WantGone:
+			ps.blocked = append(ps.blocked, fmt.Sprintf("AccountProvider %s: %s", w.Provider, msg))
+			keep(msg)
+		case accounts.IsConflict(err) || accounts.IsConfig(err):
+			ps.permanent = append(ps.permanent, fmt.Sprintf("AccountProvider %s: %s", w.Provider, msg))
+			id := ""
+			if prev != nil {
+				id = prev.ID
+			}
+			record(itmv1.AccountStateFailed, id, msg)
+		default:
+			ps.transient = append(ps.transient, fmt.Sprintf("AccountProvider %s: %s", w.Provider, msg))
+			keep(msg + "; retrying")
+		}
+	}
+
+	if p == nil {
+		switch {
+		case w.Want != onboarding.WantGone:
+			ps.missing = append(ps.missing, w.Provider)
+			if prev != nil {
+				record(prev.State, prev.ID, "AccountProvider "+w.Provider+" does not exist")
+			}
+		case prev == nil:
+			// Named but never provisioned and gone: nothing to undo.
+		case prev.State == itmv1.AccountStateDeleted || prev.State == itmv1.AccountStateDisabled:
+			record(prev.State, prev.ID, prev.Message)
+		default:
+			fail(fmt.Errorf("AccountProvider %s does not exist, so its account cannot be undone; set the annotation %s to finish without it", w.Provider, itmv1.AnnotationForceOffboard))
+		}
+		return
+	}
+	if w.Want == onboarding.WantGone && prev != nil && prev.State == itmv1.AccountStateDeleted {
+		record(prev.State, prev.ID, prev.Message) // done before: not revisited
+		return
+	}
+	if w.Want == onboarding.WantGone && prev != nil && prev.State == itmv1.AccountStateFailed && strings.HasPrefix(prev.Message, skippedPrefix) {
+		ps.skipped = append(ps.skipped, w.Provider) // given up on by force: not revisited
+		record(prev.State, prev.ID, prev.Message)
+		return
+	}
+	opCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	prov, err := r.Providers.Open(opCtx, p)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer func() { _ = prov.Close() }()
+	a := accountFor(o, w.Want)
+	switch w.Want {
+	case onboarding.WantEnabled, onboarding.WantDisabled:
+		res, err := prov.Ensure(opCtx, a)
+		if err != nil {
+			fail(err)
+			return
+		}
+		active := w.Want == onboarding.WantEnabled
+		if res, err = prov.SetActive(opCtx, a, active); err != nil {
+			fail(err)
+			return
+		}
+		if err := prov.SyncGroups(opCtx, a); err != nil {
+			fail(err)
+			return
+		}
+		if !active {
+			record(itmv1.AccountStateDisabled, res.ID, "created disabled until spec.startDate")
+			return
+		}
+		record(itmv1.AccountStateProvisioned, res.ID, "")
+		if res.Credentials != nil && ps.credentials == nil {
+			ps.credentials = res.Credentials
+		}
+		if !res.RenewAt.IsZero() && (ps.renewAt.IsZero() || res.RenewAt.Before(ps.renewAt)) {
+			ps.renewAt = res.RenewAt
+		}
+	case onboarding.WantGone:
+		obs, err := prov.Observe(opCtx, a)
+		if accounts.IsConflict(err) {
+			// Someone else's account (never ours, or ours replaced):
+			// nothing of this request's to undo, and never touched.
+			if prev != nil {
+				record(itmv1.AccountStateFailed, prev.ID, err.Error()+"; nothing of this request's to undo")
+			}
+			return
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+		if !obs.Exists {
+			if prev != nil {
+				record(itmv1.AccountStateDeleted, prev.ID, "")
+			}
+			return
+		}
+		if prov.OffboardDeletes() {
+			if err := prov.Delete(opCtx, a); err != nil {
+				fail(err)
+				return
+			}
+			record(itmv1.AccountStateDeleted, obs.ID, "")
+			return
+		}
+		if _, err := prov.SetActive(opCtx, a, false); err != nil {
+			fail(err)
+			return
+		}
+		if err := prov.SyncGroups(opCtx, a); err != nil {
+			fail(err)
+			return
+		}
+		record(itmv1.AccountStateDisabled, obs.ID, "")
+	}
+}
+
+// syncDevices assigns and releases devices per the plan. An assignment
+// applies spec.assignee with the resourceVersion of the read that saw the
+// device unassigned: a conflict means someone else won, and the next pass
+// picks again.
+func (r *OnboardingReconciler) syncDevices(ctx context.Context, o *itmv1.OnboardingRequest, stage onboarding.Stage, ps *pass) error {
+	want := stage == onboarding.Active || stage == onboarding.Scheduled
+	if len(o.Spec.Devices) == 0 && len(o.Status.Devices) == 0 {
+		return nil
+	}
+	var list itmv1.DeviceList
+	if err := r.List(ctx, &list); err != nil {
+		return err
+	}
+	plan := onboarding.Devices(o.Name, o.Spec.Devices, o.Status.Devices, list.Items, want)
+	if stage == onboarding.AwaitingApproval {
+		// Not leaving: only what this request assigned goes back.
+		plan.Release = slices.DeleteFunc(plan.Release, func(n string) bool { return !slices.Contains(o.Status.Devices, n) })
+	}
+	byName := map[string]*itmv1.Device{}
+	for i := range list.Items {
+		byName[list.Items[i].Name] = &list.Items[i]
+	}
+	ps.devices = append(ps.devices, plan.Keep...)
+	ps.unmet = plan.Unmet
+	log := logf.FromContext(ctx)
+	for _, a := range plan.Assign {
+		_, err := r.applyAssignee(ctx, byName[a.Device], o.Name)
+		switch {
+		case err == nil:
+			ps.devices = append(ps.devices, a.Device)
+			if r.Recorder != nil {
+				r.Recorder.Eventf(o, byName[a.Device], corev1.EventTypeNormal, "DeviceAssigned", "Assign", "Device %s assigned for spec.devices[%d]", a.Device, a.Index)
+			}
+		case apierrors.IsConflict(err):
+			log.V(1).Info("Device assignment lost a race; picking again", "device", a.Device)
+			ps.assignRetry = true
+			ps.unmet = append(ps.unmet, fmt.Sprintf("spec.devices[%d]: Device %s was taken concurrently; picking again", a.Index, a.Device))
+		default:
+			return fmt.Errorf("assign Device %s: %w", a.Device, err)
+		}
+	}
+	for _, name := range plan.Release {
+		still, err := r.applyAssignee(ctx, byName[name], "")
+		if err != nil {
+			if apierrors.IsConflict(err) {
+				ps.assignRetry = true
+				ps.devices = append(ps.devices, name)
+				continue
+			}
+			return fmt.Errorf("release Device %s: %w", name, err)
+		}
+		if still == o.Name {
+			// Another field manager (a GitOps tool, kubectl apply) holds
+			// spec.assignee: only it can let go.
+			ps.devices = append(ps.devices, name)
+			ps.held = append(ps.held, fmt.Sprintf("Device %s: spec.assignee is set by another field manager (GitOps, kubectl apply); remove it there", name))
+			continue
+		}
+		if r.Recorder != nil {
+			r.Recorder.Eventf(o, byName[name], corev1.EventTypeNormal, "DeviceReleased", "Release", "Device %s unassigned", name)
+		}
+	}
+	slices.Sort(ps.devices)
+	ps.devices = slices.Compact(ps.devices)
+	return nil
+}
+
+// applyAssignee applies (or, with "", gives up) spec.assignee of d under
+// AssignFieldManager, conditional on the resourceVersion read, and returns
+// the assignee the Device has afterwards.
+func (r *OnboardingReconciler) applyAssignee(ctx context.Context, d *itmv1.Device, assignee string) (string, error) {
+	u := &unstructured.Unstructured{Object: map[string]any{}}
+	u.SetGroupVersionKind(itmv1.GroupVersion.WithKind("Device"))
+	u.SetName(d.Name)
+	u.SetResourceVersion(d.ResourceVersion)
+	if assignee != "" {
+		u.Object["spec"] = map[string]any{"assignee": assignee}
+	}
+	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(AssignFieldManager)); err != nil {
+		return "", err
+	}
+	after, _, _ := unstructured.NestedString(u.Object, "spec", "assignee")
+	return after, nil
+}
+
+// status computes the request's status from one pass.
+func (r *OnboardingReconciler) status(o *itmv1.OnboardingRequest, d onboarding.Decision, ps *pass, now time.Time) itmv1.OnboardingRequestStatus {
+	st := *o.Status.DeepCopy()
+	gen := o.Generation
+	st.ObservedGeneration = gen
+	st.Accounts = ps.accounts
+	st.Devices = ps.devices
+	st.CredentialsSecret = nil
+	if d.Stage == onboarding.Active {
+		st.CredentialsSecret = ps.credentials
+		if st.CredentialsSecret == nil && len(ps.transient) > 0 {
+			// A provider that did not answer did not revoke anything.
+			st.CredentialsSecret = o.Status.CredentialsSecret
+		}
+	}
+	set := func(t string, ok bool, reason, msg string) {
+		s := metav1.ConditionFalse
+		if ok {
+			s = metav1.ConditionTrue
+		}
+		setCondition(&st.Conditions, gen, now, t, s, reason, msg)
+	}
+	accountsOK := len(ps.transient)+len(ps.permanent)+len(ps.missing)+len(ps.blocked) == 0
+	devicesOK := len(ps.unmet) == 0
+	var problems []string
+	problems = append(problems, ps.permanent...)
+	problems = append(problems, ps.blocked...)
+	problems = append(problems, ps.transient...)
+	for _, m := range ps.missing {
+		problems = append(problems, "AccountProvider "+m+" does not exist")
+	}
+
+	offboarding := d.Stage == onboarding.Offboard || d.Stage == onboarding.Denied
+	undone := accountsOK && (len(ps.devices) == 0 || (ps.force && len(ps.devices) == len(ps.held)))
+	switch {
+	case d.Stage == onboarding.Offboard && undone:
+		st.Phase = itmv1.OnboardingPhaseOffboarded
+	case d.Stage == onboarding.Offboard:
+		st.Phase = itmv1.OnboardingPhaseOffboarding
+	case d.Stage == onboarding.Denied:
+		st.Phase = itmv1.OnboardingPhaseFailed
+	case d.Stage == onboarding.AwaitingApproval:
+		st.Phase = itmv1.OnboardingPhaseAwaitingApproval
+	case len(ps.permanent) > 0:
+		st.Phase = itmv1.OnboardingPhaseFailed
+	case len(ps.missing) > 0:
+		st.Phase = itmv1.OnboardingPhasePending
+	case d.Stage == onboarding.Scheduled:
+		st.Phase = itmv1.OnboardingPhaseScheduled
+	case accountsOK && devicesOK:
+		st.Phase = itmv1.OnboardingPhaseActive
+	default:
+		st.Phase = itmv1.OnboardingPhaseProvisioning
+	}
+
+	// AccountsReady.
+	switch {
+	case !accountsOK:
+		reason := "ProvisioningFailed"
+		switch {
+		case len(ps.blocked) > 0:
+			reason = "OffboardingBlocked"
+		case len(ps.missing) > 0 && len(ps.transient)+len(ps.permanent) == 0:
+			reason = "ProviderNotFound"
+		}
+		set(itmv1.OnboardingConditionAccountsReady, false, reason, strings.Join(problems, "; "))
+	case offboarding && len(ps.skipped) > 0:
+		set(itmv1.OnboardingConditionAccountsReady, true, "ForceOffboarded", "skipped by "+itmv1.AnnotationForceOffboard+": "+strings.Join(ps.skipped, ", "))
+	case offboarding || d.Stage == onboarding.AwaitingApproval:
+		set(itmv1.OnboardingConditionAccountsReady, true, "Offboarded", fmt.Sprintf("%d account(s) disabled or deleted", len(ps.accounts)))
+	case d.Stage == onboarding.Scheduled:
+		set(itmv1.OnboardingConditionAccountsReady, true, "CreatedDisabled", fmt.Sprintf("%d account(s) exist, disabled until spec.startDate", len(ps.accounts)))
+	default:
+		set(itmv1.OnboardingConditionAccountsReady, true, "Provisioned", fmt.Sprintf("%d account(s) provisioned", len(ps.accounts)))
+	}
+	// DevicesAssigned.
+	switch {
+	case !devicesOK:
+		set(itmv1.OnboardingConditionDevicesAssigned, false, "DeviceUnavailable", strings.Join(ps.unmet, "; "))
+	case offboarding && len(ps.held) > 0:
+		set(itmv1.OnboardingConditionDevicesAssigned, false, "ReleaseBlocked", strings.Join(ps.held, "; "))
+	case offboarding && len(ps.devices) > 0:
+		set(itmv1.OnboardingConditionDevicesAssigned, false, "Releasing", "still assigned: "+strings.Join(ps.devices, ", "))
+	case offboarding:
+		set(itmv1.OnboardingConditionDevicesAssigned, true, "Released", "no device is assigned")
+	default:
+		set(itmv1.OnboardingConditionDevicesAssigned, true, "Assigned", fmt.Sprintf("%d device(s) assigned", len(ps.devices)))
+	}
+	// Ready, Reconciling, Stalled (kstatus).
+	stalled := len(ps.permanent) > 0 || d.Stage == onboarding.Denied
+	switch st.Phase {
+	case itmv1.OnboardingPhaseActive:
+		set("Ready", true, "Active", "accounts provisioned, devices assigned")
+	case itmv1.OnboardingPhaseScheduled:
+		set("Ready", accountsOK && devicesOK, "Scheduled", d.Why)
+	case itmv1.OnboardingPhaseOffboarded:
+		set("Ready", true, "Offboarded", d.Why)
+	case itmv1.OnboardingPhaseAwaitingApproval:
+		set("Ready", false, "AwaitingApproval", d.Why)
+	case itmv1.OnboardingPhaseFailed:
+		if d.Stage == onboarding.Denied {
+			set("Ready", false, "Denied", d.Why+"; nothing is provisioned")
+		} else {
+			set("Ready", false, "Failed", strings.Join(problems, "; "))
+		}
+	default:
+		msg := strings.Join(append(problems, ps.unmet...), "; ")
+		if msg == "" {
+			msg = d.Why
+		}
+		set("Ready", false, string(st.Phase), msg)
+	}
+	if stalled {
+		set("Stalled", true, "NeedsAttention", meta.FindStatusCondition(st.Conditions, "Ready").Message)
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, "Stalled")
+	}
+	if inProgress := st.Phase == itmv1.OnboardingPhaseProvisioning || st.Phase == itmv1.OnboardingPhaseOffboarding || st.Phase == itmv1.OnboardingPhasePending; inProgress {
+		set("Reconciling", true, string(st.Phase), meta.FindStatusCondition(st.Conditions, "Ready").Message)
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, "Reconciling")
+	}
+	return st
+}
+
+// transition emits events and counts joiners and leavers on a phase change.
+func (r *OnboardingReconciler) transition(o *itmv1.OnboardingRequest, from, to itmv1.OnboardingRequestStatus, ps *pass) {
+	if from.Phase == to.Phase {
+		return
+	}
+	switch to.Phase {
+	case itmv1.OnboardingPhaseActive:
+		joiners.Inc()
+	case itmv1.OnboardingPhaseOffboarded:
+		leavers.Inc()
+	}
+	if r.Recorder == nil {
+		return
+	}
+	kind := corev1.EventTypeNormal
+	if to.Phase == itmv1.OnboardingPhaseFailed || (to.Phase == itmv1.OnboardingPhaseOffboarding && len(ps.blocked) > 0) {
+		kind = corev1.EventTypeWarning
+	}
+	msg := meta.FindStatusCondition(to.Conditions, "Ready").Message
+	if len(ps.skipped) > 0 {
+		msg += "; skipped by force-offboard: " + strings.Join(ps.skipped, ", ")
+	}
+	r.Recorder.Eventf(o, nil, kind, string(to.Phase), "Onboarding", "%s", text.Truncate(msg, 1024))
+}
+
+// SetupWithManager registers the controller: requests, the providers they
+// use, and the devices they hold or wait for.
+func (r *OnboardingReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
+		Named("onboarding").
+		For(&itmv1.OnboardingRequest{}).
+		Watches(&itmv1.AccountProvider{}, handler.EnqueueRequestsFromMapFunc(r.providerToRequests),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readyChanged()))).
+		Watches(&itmv1.Device{}, handler.EnqueueRequestsFromMapFunc(r.deviceToRequests),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Complete(r)
+}
+
+// readyChanged passes an AccountProvider whose Ready condition flipped: a
+// provider that comes back unblocks the requests waiting for it.
+func readyChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*itmv1.AccountProvider), e.ObjectNew.(*itmv1.AccountProvider)
+		return meta.IsStatusConditionTrue(o.Status.Conditions, "Ready") != meta.IsStatusConditionTrue(n.Status.Conditions, "Ready")
+	}}
+}
+
+func (r *OnboardingReconciler) providerToRequests(ctx context.Context, o client.Object) []reconcile.Request {
+	p := o.(*itmv1.AccountProvider)
+	keys := []string{p.Name}
+	if p.Spec.Default {
+		keys = append(keys, ProviderKeyDefault)
+	}
+	return r.requestsByIndex(ctx, IndexOnboardingProvider, keys)
+}
+
+// deviceToRequests enqueues the request of the device's assignee, and every
+// request still waiting for a device (inventory changed).
+func (r *OnboardingReconciler) deviceToRequests(ctx context.Context, o client.Object) []reconcile.Request {
+	d := o.(*itmv1.Device)
+	var out []reconcile.Request
+	if d.Spec.Assignee != "" {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: d.Spec.Assignee}})
+	}
+	return append(out, r.requestsByIndex(ctx, IndexOnboardingWaiting, []string{"true"})...)
+}
+
+func (r *OnboardingReconciler) requestsByIndex(ctx context.Context, index string, keys []string) []reconcile.Request {
+	var out []reconcile.Request
+	for _, k := range keys {
+		var list itmv1.OnboardingRequestList
+		if err := r.List(ctx, &list, client.MatchingFields{index: k}, client.UnsafeDisableDeepCopy); err != nil {
+			logf.FromContext(ctx).Error(err, "list OnboardingRequests", "index", index, "key", k)
+			continue
+		}
+		for i := range list.Items {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: list.Items[i].Name}})
+		}
+	}
+	return out
+}
