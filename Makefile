@@ -70,7 +70,8 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubect
 	hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run unit and integration tests against the real control plane built from source.
+test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run unit and integration tests against the real control plane built from source (and a real slapd).
+	hack/install-slapd.sh
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
 		go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 

@@ -5,6 +5,7 @@
 //	kubectl itm windows                 every MaintenanceWindow and its next opening
 //	kubectl itm schedule <window>       the next openings of one window
 //	kubectl itm approve|deny <user>     decide an OnboardingRequest
+//	kubectl itm status <user>           a person's accounts, devices and access at a glance
 package main
 
 import (
@@ -34,6 +35,7 @@ Usage:
   kubectl itm schedule <window>       the next 10 openings of a MaintenanceWindow
   kubectl itm approve <user> [message]           approve an OnboardingRequest (needs the verb "approve"; not your own)
   kubectl itm deny <user> <reason> [message]     deny it, with a reason (CamelCase, e.g. NoContract)
+  kubectl itm status <user>           a person's request, accounts, devices and access at a glance
 
 Flags:
 `
@@ -90,6 +92,11 @@ func run(args []string, devicesNS string, out io.Writer) error {
 			return fmt.Errorf("usage: kubectl itm deny <user> <reason> [message]")
 		}
 		return decide(ctx, c, args[1], itmv1.OnboardingConditionDenied, args[2], strings.Join(args[3:], " "), time.Now(), out)
+	case "status":
+		if len(args) != 2 {
+			return fmt.Errorf("usage: kubectl itm status <user>")
+		}
+		return status(ctx, c, devicesNS, args[1], time.Now(), out)
 	default:
 		return fmt.Errorf("unknown command %q; run kubectl itm -h", args[0])
 	}

@@ -49,22 +49,9 @@ func why(ctx context.Context, c client.Client, devicesNS, deviceName, policyName
 	people := access.People(p.Spec.Subjects, requests)
 
 	cand := access.Candidate{Device: dev}
-	checkInNote := ""
-	if key, ok := controllers.LeaseKey(devicesNS, dev); ok {
-		lease := &coordinationv1.Lease{}
-		switch err := c.Get(ctx, key, lease); {
-		case err == nil:
-			if lease.Spec.RenewTime != nil {
-				cand.LastCheckIn = &lease.Spec.RenewTime.Time
-			}
-		case apierrors.IsForbidden(err) && dev.Status.LastCheckIn != nil:
-			// Without access to the Lease, status.lastCheckIn is the best
-			// view (it may lag the Lease by a few minutes).
-			cand.LastCheckIn = &dev.Status.LastCheckIn.Time
-			checkInNote = fmt.Sprintf("(from status.lastCheckIn: no access to Lease %s)", key)
-		case !apierrors.IsNotFound(err):
-			return fmt.Errorf("get Lease %s: %w", key, err)
-		}
+	var checkInNote string
+	if cand.LastCheckIn, checkInNote, err = lastCheckIn(ctx, c, devicesNS, dev); err != nil {
+		return err
 	}
 	others := &itmv1.DeviceList{}
 	if err := c.List(ctx, others); err != nil {
@@ -161,4 +148,28 @@ func selection(dev *itmv1.Device, p *itmv1.AccessPolicy, people map[string]bool,
 	default:
 		return false, fmt.Sprintf("assigned to %s, who is not among the policy's users or groups", a)
 	}
+}
+
+// lastCheckIn is the device's last check-in from its Lease, or, when the
+// caller may not read Leases, from status.lastCheckIn (with a note saying
+// so).
+func lastCheckIn(ctx context.Context, c client.Client, devicesNS string, dev *itmv1.Device) (*time.Time, string, error) {
+	key, ok := controllers.LeaseKey(devicesNS, dev)
+	if !ok {
+		return nil, "", nil
+	}
+	lease := &coordinationv1.Lease{}
+	switch err := c.Get(ctx, key, lease); {
+	case err == nil:
+		if lease.Spec.RenewTime != nil {
+			return &lease.Spec.RenewTime.Time, "", nil
+		}
+	case apierrors.IsForbidden(err) && dev.Status.LastCheckIn != nil:
+		// Without access to the Lease, status.lastCheckIn is the best view
+		// (it may lag the Lease by a few minutes).
+		return &dev.Status.LastCheckIn.Time, fmt.Sprintf("(from status.lastCheckIn: no access to Lease %s)", key), nil
+	case !apierrors.IsNotFound(err):
+		return nil, "", fmt.Errorf("get Lease %s: %w", key, err)
+	}
+	return nil, "", nil
 }
