@@ -192,8 +192,8 @@ func impersonate(user string, rules ...rbacv1.PolicyRule) client.Client {
 	return c
 }
 
-// gauge reads a gauge the manager exports, by name and labels; -1 when it
-// does not exist.
+// gauge reads a gauge (or counter) the manager exports, by name and
+// labels; -1 when it does not exist.
 func gauge(name string, labels map[string]string) float64 {
 	families, err := ctrlmetrics.Registry.Gather()
 	Expect(err).NotTo(HaveOccurred())
@@ -209,6 +209,9 @@ func gauge(name string, labels map[string]string) float64 {
 				}
 			}
 			if match == len(labels) {
+				if m.Counter != nil {
+					return m.GetCounter().GetValue()
+				}
 				return m.GetGauge().GetValue()
 			}
 		}

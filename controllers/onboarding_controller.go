@@ -218,7 +218,9 @@ func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.Onboard
 		case w.Want == onboarding.WantGone:
 			ps.blocked = append(ps.blocked, fmt.Sprintf("AccountProvider %s: %s", w.Provider, msg))
 			keep(msg)
-		case accounts.IsConflict(err) || accounts.IsConfig(err):
+		case accounts.IsConflict(err) || (accounts.IsConfig(err) && prev == nil):
+			// Someone else's account, or a provider that cannot work for
+			// an account not made yet: waits for a person to act.
 			ps.permanent = append(ps.permanent, fmt.Sprintf("AccountProvider %s: %s", w.Provider, msg))
 			id := ""
 			if prev != nil {
@@ -460,6 +462,11 @@ func (r *OnboardingReconciler) status(o *itmv1.OnboardingRequest, d onboarding.D
 		st.Phase = itmv1.OnboardingPhaseFailed
 	case d.Stage == onboarding.AwaitingApproval:
 		st.Phase = itmv1.OnboardingPhaseAwaitingApproval
+	case o.Status.Phase == itmv1.OnboardingPhaseActive && d.Stage == onboarding.Active:
+		// Active means started and not left: a provider that stops
+		// answering, or a device request added later, shows in the
+		// conditions without withdrawing the access the person has.
+		st.Phase = itmv1.OnboardingPhaseActive
 	case len(ps.permanent) > 0:
 		st.Phase = itmv1.OnboardingPhaseFailed
 	case len(ps.missing) > 0:
@@ -509,7 +516,11 @@ func (r *OnboardingReconciler) status(o *itmv1.OnboardingRequest, d onboarding.D
 	stalled := len(ps.permanent) > 0 || d.Stage == onboarding.Denied
 	switch st.Phase {
 	case itmv1.OnboardingPhaseActive:
-		set("Ready", true, "Active", "accounts provisioned, devices assigned")
+		if msg := strings.Join(append(problems, ps.unmet...), "; "); msg != "" {
+			set("Ready", false, "Degraded", msg)
+		} else {
+			set("Ready", true, "Active", "accounts provisioned, devices assigned")
+		}
 	case itmv1.OnboardingPhaseScheduled:
 		set("Ready", accountsOK && devicesOK, "Scheduled", d.Why)
 	case itmv1.OnboardingPhaseOffboarded:

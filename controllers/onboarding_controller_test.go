@@ -224,9 +224,11 @@ var _ = Describe("OnboardingRequest", func() {
 		Expect(request(r.Name).Finalizers).To(ContainElement("itmanager.io/offboarding"))
 
 		By("the requester cannot approve; an approver can")
+		joined := max(gauge("itmanager_onboarding_joiners_total", nil), 0)
 		Expect(decide(requester, r.Name, itmv1.OnboardingConditionApproved)).To(MatchError(ContainSubstring("may not approve")))
 		Expect(decide(approver, r.Name, itmv1.OnboardingConditionApproved)).To(Succeed())
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseActive))
+		Expect(gauge("itmanager_onboarding_joiners_total", nil)).To(BeNumerically(">=", joined+1))
 		got := request(r.Name)
 		Expect(got.Status.Accounts).To(ConsistOf(itmv1.AccountStatus{Provider: p.Name, ID: r.Name, State: itmv1.AccountStateProvisioned}))
 		Expect(got.Status.CredentialsSecret).To(Equal(&itmv1.ObjectReference{Namespace: ns, Name: r.Name + "-kubeconfig"}))
@@ -265,6 +267,7 @@ var _ = Describe("OnboardingRequest", func() {
 		onbClock.reset()
 
 		By("offboarding (open to the requester) deletes the Secret and the ServiceAccount; the token stops working")
+		left := max(gauge("itmanager_onboarding_leavers_total", nil), 0)
 		Eventually(func() error {
 			cur := &itmv1.OnboardingRequest{}
 			if err := requester.Get(ctx, types.NamespacedName{Name: r.Name}, cur); err != nil {
@@ -274,6 +277,7 @@ var _ = Describe("OnboardingRequest", func() {
 			return requester.Update(ctx, cur)
 		}).Should(Succeed())
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseOffboarded))
+		Expect(gauge("itmanager_onboarding_leavers_total", nil)).To(BeNumerically(">=", left+1))
 		got = request(r.Name)
 		Expect(got.Status.Accounts).To(ConsistOf(itmv1.AccountStatus{Provider: p.Name, ID: r.Name, State: itmv1.AccountStateDeleted}))
 		Expect(got.Status.CredentialsSecret).To(BeNil())
@@ -430,6 +434,15 @@ var _ = Describe("OnboardingRequest", func() {
 		}).Should(Succeed())
 		Eventually(providerReady(p.Name)).Should(Equal(metav1.ConditionFalse))
 
+		By("an Active person keeps their access while the provider is down; Ready says what is wrong")
+		pokeRequest(r.Name)
+		Eventually(func() string {
+			c := meta.FindStatusCondition(request(r.Name).Status.Conditions, "Ready")
+			return c.Reason + ": " + c.Message
+		}).Should(And(HavePrefix("Degraded: AccountProvider "+p.Name), ContainSubstring("connect to ldap://127.0.0.1")))
+		Expect(request(r.Name).Status.Phase).To(Equal(itmv1.OnboardingPhaseActive))
+		Expect(accountOf(r.Name, p.Name)().State).To(Equal(itmv1.AccountStateProvisioned))
+
 		Eventually(func() error {
 			cur := request(r.Name)
 			cur.Spec.Offboard = true
@@ -444,6 +457,7 @@ var _ = Describe("OnboardingRequest", func() {
 			return c.Reason + ": " + c.Message
 		}).Should(And(HavePrefix("OffboardingBlocked"), ContainSubstring(p.Name)))
 		Expect(accountOf(r.Name, p.Name)().State).To(Equal(itmv1.AccountStateProvisioned), "the record of what must be undone is kept")
+		Expect(gauge("itmanager_onboarding_provisioning_errors_total", map[string]string{"provider": p.Name})).To(BeNumerically(">", 0))
 
 		By("only an approver may force; then offboarding finishes and says what it skipped")
 		requester := impersonate(uniqueName("hr@example.com"), writeRequests)
