@@ -19,7 +19,7 @@ func TestStatus(t *testing.T) {
 	approvedAt := metav1.NewTime(now.Add(-48 * time.Hour))
 	r := &itmv1.OnboardingRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: "ada", Annotations: map[string]string{itmv1.AnnotationRequestedBy: "hr@example.com"}},
-		Spec: itmv1.OnboardingRequestSpec{Person: itmv1.Person{DisplayName: "Ada Lovelace", Email: "ada@example.com"}, Groups: []string{"eng"}},
+		Spec:       itmv1.OnboardingRequestSpec{Person: itmv1.Person{DisplayName: "Ada Lovelace", Email: "ada@example.com"}, Groups: []string{"eng"}},
 		Status: itmv1.OnboardingRequestStatus{
 			Phase: itmv1.OnboardingPhaseActive,
 			Conditions: []metav1.Condition{
