@@ -492,6 +492,10 @@ func (r *OnboardingReconciler) status(o *itmv1.OnboardingRequest, d onboarding.D
 		set(itmv1.OnboardingConditionAccountsReady, false, reason, strings.Join(problems, "; "))
 	case offboarding && len(ps.skipped) > 0:
 		set(itmv1.OnboardingConditionAccountsReady, true, "ForceOffboarded", "skipped by "+itmv1.AnnotationForceOffboard+": "+strings.Join(ps.skipped, ", "))
+	case d.Stage == onboarding.AwaitingApproval && len(ps.accounts) == 0:
+		set(itmv1.OnboardingConditionAccountsReady, false, "AwaitingApproval", "no account is created before approval")
+	case d.Stage == onboarding.Denied && len(ps.accounts) == 0:
+		set(itmv1.OnboardingConditionAccountsReady, false, "Denied", "no account is created for a denied request")
 	case offboarding || d.Stage == onboarding.AwaitingApproval:
 		set(itmv1.OnboardingConditionAccountsReady, true, "Offboarded", fmt.Sprintf("%d account(s) disabled or deleted", len(ps.accounts)))
 	case d.Stage == onboarding.Scheduled:
@@ -509,6 +513,8 @@ func (r *OnboardingReconciler) status(o *itmv1.OnboardingRequest, d onboarding.D
 		set(itmv1.OnboardingConditionDevicesAssigned, false, "Releasing", "still assigned: "+strings.Join(ps.devices, ", "))
 	case offboarding:
 		set(itmv1.OnboardingConditionDevicesAssigned, true, "Released", "no device is assigned")
+	case d.Stage == onboarding.AwaitingApproval:
+		set(itmv1.OnboardingConditionDevicesAssigned, false, "AwaitingApproval", "no device is assigned before approval")
 	default:
 		set(itmv1.OnboardingConditionDevicesAssigned, true, "Assigned", fmt.Sprintf("%d device(s) assigned", len(ps.devices)))
 	}

@@ -43,19 +43,20 @@ Flags:
 func main() {
 	fs := flag.NewFlagSet("kubectl-itm", flag.ContinueOnError)
 	devicesNS := fs.String("devices-namespace", "itmanager-devices", "namespace of the agents' Leases (as the manager's --devices-namespace)")
+	as := fs.String("as", "", "act as this user, as kubectl --as does (impersonation)")
 	fs.SetOutput(os.Stderr)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
 	// The kubeconfig flag and KUBECONFIG are read by controller-runtime.
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	if err := run(fs.Args(), *devicesNS, os.Stdout); err != nil {
+	if err := run(fs.Args(), *devicesNS, *as, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string, devicesNS string, out io.Writer) error {
+func run(args []string, devicesNS, as string, out io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("no command; run kubectl itm -h")
 	}
@@ -63,6 +64,7 @@ func run(args []string, devicesNS string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	cfg.Impersonate.UserName = as
 	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
 	if err != nil {
 		return err

@@ -112,7 +112,7 @@ func status(ctx context.Context, c client.Client, devicesNS, user string, now ti
 	}
 	slices.SortFunc(policies.Items, func(a, b itmv1.AccessPolicy) int { return strings.Compare(a.Name, b.Name) })
 	fmt.Fprintln(out, "\nAccess:")
-	named := 0
+	named, granted := 0, 0
 	requests := map[string]*itmv1.OnboardingRequest{user: r}
 	for i := range policies.Items {
 		p := &policies.Items[i]
@@ -124,6 +124,7 @@ func status(ctx context.Context, c client.Client, devicesNS, user string, now ti
 			fmt.Fprintf(out, "  %s: names %s, but grants nothing while the request is %s\n", p.Name, user, cmp.Or(string(r.Status.Phase), "not Active"))
 			continue
 		}
+		granted++
 		for _, ka := range p.Spec.KubernetesAccess {
 			where := "cluster-wide"
 			if len(ka.Namespaces) > 0 {
@@ -146,7 +147,7 @@ func status(ctx context.Context, c client.Client, devicesNS, user string, now ti
 	}
 	if named == 0 {
 		fmt.Fprintln(out, "  no AccessPolicy names this person or their groups")
-	} else if len(mine) > 0 {
+	} else if granted > 0 && len(mine) > 0 {
 		fmt.Fprintf(out, "\n  Details per requirement: kubectl itm why <device> <policy>\n")
 	}
 	return nil
