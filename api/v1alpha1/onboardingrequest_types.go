@@ -116,6 +116,7 @@ type DeviceRequest struct {
 
 // OnboardingRequestSpec describes one person joining (and later leaving).
 // +kubebuilder:validation:XValidation:rule="!has(self.startDate) || !has(self.endDate) || timestamp(self.endDate) > timestamp(self.startDate)",message="spec.endDate must be after spec.startDate",fieldPath=".endDate"
+// +kubebuilder:validation:XValidation:rule="!(has(oldSelf.offboard) && oldSelf.offboard) || (has(self.offboard) && self.offboard)",message="spec.offboard cannot be unset: offboarding is final, and a returning person gets a new OnboardingRequest",fieldPath=".offboard"
 type OnboardingRequestSpec struct {
 	// person is who is joining.
 	// +required

@@ -275,6 +275,17 @@ var _ = Describe("OnboardingRequest", func() {
 		Expect(o.Spec.ApprovalRequired).To(Equal(ptr.To(false)))
 	})
 
+	It("refuses to unset offboard, naming the field", func() {
+		o := onboarding(func(o *itmv1.OnboardingRequest) { o.Spec.Offboard = true })
+		Expect(k8s.Create(ctx, o)).To(Succeed())
+		o.Spec.Offboard = false
+		err := k8s.Update(ctx, o)
+		Expect(err).To(MatchError(And(ContainSubstring("spec.offboard"), ContainSubstring("offboarding is final"))))
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(o), o)).To(Succeed())
+		o.Spec.Person.Title = "Alumna"
+		Expect(k8s.Update(ctx, o)).To(Succeed(), "other edits of an offboarded record are fine")
+	})
+
 	DescribeTable("rejects", expectRejected,
 		Entry("an email without @", onboarding(func(o *itmv1.OnboardingRequest) { o.Spec.Person.Email = "jane.example.com" }),
 			"spec.person.email", "should match"),
