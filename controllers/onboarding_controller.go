@@ -269,6 +269,12 @@ func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.Onboard
 	a := accountFor(o, w.Want)
 	switch w.Want {
 	case onboarding.WantEnabled, onboarding.WantDisabled:
+		// The provider's own check first: a forbidden or missing namespace,
+		// an unreadable usersDN, whatever its status said last.
+		if err := prov.Check(opCtx); err != nil {
+			fail(err)
+			return
+		}
 		res, err := prov.Ensure(opCtx, a)
 		if err != nil {
 			fail(err)

@@ -334,6 +334,37 @@ var _ = Describe("OnboardingRequest", func() {
 		Consistently(phaseOf(r.Name)).WithTimeout(2 * time.Second).Should(Equal(itmv1.OnboardingPhaseOffboarded))
 	})
 
+	It("refuses a Kubernetes provider in a namespace another provider uses, or in the operator's", func() {
+		first := kubeProvider()
+		second := &itmv1.AccountProvider{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("kube")},
+			Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderKubernetes,
+				Kubernetes: &itmv1.KubernetesProviderSpec{Namespace: first.Spec.Kubernetes.Namespace}}}
+		Expect(k8s.Create(ctx, second)).To(Succeed())
+		Eventually(providerReady(second.Name)).Should(Equal(metav1.ConditionFalse))
+		got := &itmv1.AccountProvider{}
+		Expect(k8s.Get(ctx, types.NamespacedName{Name: second.Name}, got)).To(Succeed())
+		Expect(got.Status.Message).To(Equal(fmt.Sprintf("spec.kubernetes.namespace %q is already used by AccountProvider %s; each Kubernetes provider needs its own namespace",
+			first.Spec.Kubernetes.Namespace, first.Name)))
+		Expect(meta.FindStatusCondition(got.Status.Conditions, "Ready").Reason).To(Equal("InvalidConfiguration"))
+		Expect(providerReady(first.Name)()).To(Equal(metav1.ConditionTrue), "the older one keeps working")
+
+		operator := &itmv1.AccountProvider{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("kube")},
+			Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderKubernetes,
+				Kubernetes: &itmv1.KubernetesProviderSpec{Namespace: testenv.OperatorNamespace}}}
+		Expect(k8s.Create(ctx, operator)).To(Succeed())
+		Eventually(providerReady(operator.Name)).Should(Equal(metav1.ConditionFalse))
+
+		By("a request for it fails with the reason and creates nothing")
+		r := joiner(func(r *itmv1.OnboardingRequest) {
+			r.Spec.AccountProviders = []string{operator.Name}
+			r.Spec.ApprovalRequired = ptr.To(false)
+		})
+		Expect(k8s.Create(ctx, r)).To(Succeed())
+		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseFailed))
+		Expect(accountOf(r.Name, operator.Name)().Message).To(ContainSubstring("it is the operator's own"))
+		Expect(apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: r.Name}, &corev1.ServiceAccount{}))).To(BeTrue())
+	})
+
 	It("provisions nothing for a denied request", func() {
 		p := kubeProvider()
 		requester := impersonate(uniqueName("hr@example.com"), writeRequests)

@@ -46,9 +46,9 @@ func (f *Providers) Open(ctx context.Context, p *itmv1.AccountProvider) (account
 	switch {
 	case p.Spec.Type == itmv1.AccountProviderKubernetes && p.Spec.Kubernetes != nil:
 		k := p.Spec.Kubernetes
-		ns, ttl := k.Namespace, accounts.DefaultTokenTTL
-		if ns == "" {
-			ns = accounts.DefaultUsersNamespace
+		ns, ttl := kubernetesNamespace(p), accounts.DefaultTokenTTL
+		if err := f.namespaceTaken(ctx, p, ns); err != nil {
+			return nil, err
 		}
 		if k.TokenTTL != nil && k.TokenTTL.Duration >= 10*time.Minute {
 			ttl = k.TokenTTL.Duration
@@ -90,4 +90,33 @@ func (f *Providers) secretKey(ctx context.Context, field string, ref itmv1.Secre
 		return nil, &accounts.ConfigError{Msg: fmt.Sprintf("%s: Secret %s/%s has no key %q", field, f.OperatorNamespace, ref.Name, ref.Key)}
 	}
 	return v, nil
+}
+
+func kubernetesNamespace(p *itmv1.AccountProvider) string {
+	if p.Spec.Kubernetes == nil || p.Spec.Kubernetes.Namespace == "" {
+		return accounts.DefaultUsersNamespace
+	}
+	return p.Spec.Kubernetes.Namespace
+}
+
+// namespaceTaken refuses a Kubernetes provider whose namespace an older one
+// already uses: both would manage the same ServiceAccounts, and offboarding
+// from one would delete what the other provides.
+func (f *Providers) namespaceTaken(ctx context.Context, p *itmv1.AccountProvider, ns string) error {
+	var list itmv1.AccountProviderList
+	if err := f.Client.List(ctx, &list); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		o := &list.Items[i]
+		if o.UID == p.UID || o.Spec.Type != itmv1.AccountProviderKubernetes || kubernetesNamespace(o) != ns {
+			continue
+		}
+		older := o.CreationTimestamp.Before(&p.CreationTimestamp) ||
+			(o.CreationTimestamp.Equal(&p.CreationTimestamp) && o.Name < p.Name)
+		if older {
+			return &accounts.ConfigError{Msg: fmt.Sprintf("spec.kubernetes.namespace %q is already used by AccountProvider %s; each Kubernetes provider needs its own namespace", ns, o.Name)}
+		}
+	}
+	return nil
 }
