@@ -126,7 +126,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	managerCfg, err = env.ManagerConfig(ctx)
 	Expect(err).NotTo(HaveOccurred())
-	ldapServer, err = testenv.StartLDAP("")
+	ldapServer, err = testenv.StartLDAP(testenv.LDAPOptions{})
 	Expect(err).NotTo(HaveOccurred())
 
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{

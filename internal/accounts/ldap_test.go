@@ -2,9 +2,18 @@ package accounts_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,7 +30,7 @@ var server *testenv.LDAPServer
 
 func TestMain(m *testing.M) {
 	var err error
-	server, err = testenv.StartLDAP("")
+	server, err = testenv.StartLDAP(testenv.LDAPOptions{TLS: true})
 	if err != nil {
 		panic("start slapd: " + err.Error())
 	}
@@ -295,4 +304,54 @@ func TestLDAPNeverAdopts(t *testing.T) {
 	if o, _ := l.Observe(ctx, dan); !o.Exists {
 		t.Fatal("the original request's entry was touched")
 	}
+}
+
+func TestLDAPTLS(t *testing.T) {
+	ctx := context.Background()
+	base := accounts.LDAPConfig{BindDN: server.AdminDN, BindPassword: server.AdminPassword, UsersDN: server.PeopleDN}
+	for name, tc := range map[string]struct {
+		url  string
+		ca   []byte
+		want string // "" for success, else part of the error
+	}{
+		"ldaps with the CA":           {server.LDAPSURL, server.CAPEM, ""},
+		"StartTLS on ldap:// with CA": {server.URL, server.CAPEM, ""},
+		"ldaps without the CA":        {server.LDAPSURL, nil, "certificate"},
+		"ldaps with another CA":       {server.LDAPSURL, otherCA(t), "certificate"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := base
+			cfg.URL, cfg.CAPEM = tc.url, tc.ca
+			l, err := accounts.DialLDAP(ctx, cfg)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("got %v, want an error about %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = l.Close() }()
+			if err := l.Check(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// otherCA is a CA that did not sign the server's certificate.
+func otherCA(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "other"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -2,9 +2,15 @@ package testenv
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +32,11 @@ type LDAPServer struct {
 	AdminPassword string
 	// PeopleDN and GroupsDN are the two organizational units under BaseDN.
 	PeopleDN, GroupsDN string
+	// With LDAPOptions.TLS: LDAPSURL serves ldaps://, URL also offers
+	// StartTLS, and CAPEM is the CA that signed their certificate (for
+	// 127.0.0.1).
+	LDAPSURL string
+	CAPEM    []byte
 
 	cmd *exec.Cmd
 	// exited is closed when slapd ends; exitErr is how.
@@ -74,9 +85,18 @@ func ensureSLAPD() (string, error) {
 	return slapdPath()
 }
 
+// LDAPOptions configure StartLDAP.
+type LDAPOptions struct {
+	// LogDir, when set, keeps slapd's log there.
+	LogDir string
+	// TLS serves ldaps:// too and offers StartTLS, with a certificate for
+	// 127.0.0.1 from a CA made for the run.
+	TLS bool
+}
+
 // StartLDAP starts slapd on a free loopback port; Stop ends it and removes
-// its files. logDir, when set, keeps slapd's log there.
-func StartLDAP(logDir string) (*LDAPServer, error) {
+// its files.
+func StartLDAP(opts LDAPOptions) (*LDAPServer, error) {
 	bin, err := ensureSLAPD()
 	if err != nil {
 		return nil, err
@@ -94,7 +114,7 @@ func StartLDAP(logDir string) (*LDAPServer, error) {
 		return nil, err
 	}
 	s.AdminPassword = hex.EncodeToString(pw)
-	if err := s.start(bin, logDir); err != nil {
+	if err := s.start(bin, opts); err != nil {
 		_ = s.Stop()
 		return nil, err
 	}
@@ -105,10 +125,19 @@ func StartLDAP(logDir string) (*LDAPServer, error) {
 	return s, nil
 }
 
-func (s *LDAPServer) start(bin, logDir string) error {
+func (s *LDAPServer) start(bin string, opts LDAPOptions) error {
 	db := filepath.Join(s.dir, "db")
 	if err := os.Mkdir(db, 0o700); err != nil {
 		return err
+	}
+	var tlsConf []string
+	if opts.TLS {
+		files, ca, err := writeServingCert(s.dir)
+		if err != nil {
+			return err
+		}
+		s.CAPEM = ca
+		tlsConf = []string{"TLSCACertificateFile " + files[0], "TLSCertificateFile " + files[1], "TLSCertificateKeyFile " + files[2]}
 	}
 	// slapd.conf takes the root password in clear text too; it never
 	// leaves the temp dir.
@@ -129,24 +158,28 @@ func (s *LDAPServer) start(bin, logDir string) error {
 		"directory " + db,
 		"overlay ppolicy",
 		fmt.Sprintf("ppolicy_default %q", "cn=default,"+s.BaseDN),
-		"",
-	}, "\n")
+	}, "\n") + "\n" + strings.Join(tlsConf, "\n") + "\n"
 	confPath := filepath.Join(s.dir, "slapd.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return err
 	}
 	var lastErr error
 	for range 5 { // a free port can be taken before slapd binds it
-		ports, err := FreePorts(1)
+		ports, err := FreePorts(2)
 		if err != nil {
 			return err
 		}
 		s.URL = fmt.Sprintf("ldap://127.0.0.1:%d", ports[0])
-		cmd := exec.Command(bin, "-f", confPath, "-h", s.URL+"/", "-d", "0")
+		listen := s.URL + "/"
+		if opts.TLS {
+			s.LDAPSURL = fmt.Sprintf("ldaps://127.0.0.1:%d", ports[1])
+			listen += " " + s.LDAPSURL + "/"
+		}
+		cmd := exec.Command(bin, "-f", confPath, "-h", listen, "-d", "0")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		logPath := filepath.Join(s.dir, "slapd.log")
-		if logDir != "" {
-			logPath = filepath.Join(logDir, "slapd.log")
+		if opts.LogDir != "" {
+			logPath = filepath.Join(opts.LogDir, "slapd.log")
 		}
 		s.log, err = os.Create(logPath)
 		if err != nil {
@@ -240,4 +273,50 @@ func (s *LDAPServer) Stop() error {
 		_ = s.log.Close()
 	}
 	return os.RemoveAll(s.dir)
+}
+
+// writeServingCert writes a CA, and a certificate and key for 127.0.0.1
+// signed by it, into dir: it returns the three file names and the CA PEM.
+func writeServingCert(dir string) ([3]string, []byte, error) {
+	var files [3]string
+	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return files, nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "itmanager test LDAP CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return files, nil, err
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return files, nil, err
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return files, nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return files, nil, err
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	contents := [3][]byte{
+		caPEM,
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
+	}
+	for i, name := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		files[i] = filepath.Join(dir, name)
+		if err := os.WriteFile(files[i], contents[i], 0o600); err != nil {
+			return files, nil, err
+		}
+	}
+	return files, caPEM, nil
 }
