@@ -83,6 +83,11 @@ bench-devices: control-plane ## Benchmark 10,000 devices checking in once a minu
 bench-access: control-plane ## Benchmark 10,000 devices under 100 AccessPolicies: posture change → NetworkPolicy latency.
 	go run ./test/bench/access -devices 10000 -policies 100 -out docs/bench/access-10000.md
 
+.PHONY: bench-onboarding
+bench-onboarding: control-plane ## Benchmark 500 joiners and leavers (Kubernetes and LDAP accounts, a laptop each) against a real slapd.
+	hack/install-slapd.sh
+	go run ./test/bench/onboarding -people 500 -out docs/bench/onboarding-500.md
+
 .PHONY: bench-rollout
 bench-rollout: control-plane ## Benchmark a MaintenanceWindow rolling 2,000 agent devices out, 10% at a time.
 	go run ./test/bench/rollout -devices 2000 -max-unavailable 10% -out docs/bench/rollout-2000.md

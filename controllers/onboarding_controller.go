@@ -134,7 +134,12 @@ func (r *OnboardingReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	status := r.status(o, d, &ps, now)
 	if !equality.Semantic.DeepEqual(status, o.Status) {
-		if err := applyStatus(ctx, r.Client, o, &status, OnboardingFieldManager); err != nil {
+		// Conditional on the version read: the phase decides access, and a
+		// status computed from an older read must not replace a newer one.
+		if err := applyStatusAt(ctx, r.Client, o, &status, OnboardingFieldManager, o.ResourceVersion); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+			}
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
 		r.transition(o, o.Status, status, &ps)
@@ -163,7 +168,9 @@ func (r *OnboardingReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 	if ps.assignRetry {
-		res.RequeueAfter = time.Second
+		// Lost a race for a device: pick again once the cache has seen
+		// the winner.
+		res.RequeueAfter = 200 * time.Millisecond
 	}
 	return res, nil
 }

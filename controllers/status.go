@@ -28,6 +28,13 @@ const (
 // anything. The UID pins it to this object, never a successor of the same
 // name.
 func applyStatus(ctx context.Context, c client.Client, obj client.Object, status any, fieldManager string) error {
+	return applyStatusAt(ctx, c, obj, status, fieldManager, "")
+}
+
+// applyStatusAt is applyStatus conditional on resourceVersion (when set):
+// for a status computed from what the object said, which must not
+// overwrite a newer one.
+func applyStatusAt(ctx context.Context, c client.Client, obj client.Object, status any, fieldManager, resourceVersion string) error {
 	st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(status)
 	if err != nil {
 		return err
@@ -40,6 +47,7 @@ func applyStatus(ctx context.Context, c client.Client, obj client.Object, status
 	u.SetGroupVersionKind(gvk)
 	u.SetName(obj.GetName())
 	u.SetUID(obj.GetUID())
+	u.SetResourceVersion(resourceVersion)
 	if err := c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply status of %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}

@@ -355,10 +355,19 @@ func (l *LDAP) join(member, group string) error {
 		add.Attribute("cn", []string{group})
 		add.Attribute("description", []string{GroupMark})
 		add.Attribute("member", []string{member})
-		if err := l.conn.Add(add); err != nil {
+		err := l.conn.Add(add)
+		if err == nil {
+			return nil
+		}
+		if !ldap.IsErrorWithCode(err, ldap.LDAPResultEntryAlreadyExists) {
 			return fmt.Errorf("create group %s: %w", gdn, err)
 		}
-		return nil
+		// Another person joining at the same moment created it: join it
+		// as it is (if it is ours).
+		if res, err = l.conn.Search(ldap.NewSearchRequest(gdn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 10, false,
+			"(objectClass=*)", []string{"description"}, nil)); err == nil && len(res.Entries) == 0 {
+			return fmt.Errorf("group %s vanished while joining it", gdn)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("read group %s: %w", gdn, err)

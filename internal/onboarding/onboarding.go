@@ -6,6 +6,7 @@ package onboarding
 
 import (
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"time"
 
@@ -182,7 +183,8 @@ type DevicePlan struct {
 // Devices plans assignments for user. recorded are the devices the request
 // assigned before (status.devices); devices is the inventory. A request is
 // satisfied first by a device already assigned to the person (one device
-// per request), then by the first Active, unassigned device by name; a
+// per request), then by an Active, unassigned device (which one depends on
+// the person, so that requests racing for a pool spread over it); a
 // recorded device no request wants any more is released. With want false
 // (the person is leaving, or not yet approved) every device assigned to the
 // person is released.
@@ -230,17 +232,17 @@ func Devices(user string, requests []itmv1.DeviceRequest, recorded []string, dev
 			if satisfied[i] {
 				continue
 			}
-			var chosen string
+			var free []string
 			for _, d := range candidates(req, sorted, byName) {
 				if available(d) && !used[d.Name] {
-					chosen = d.Name
-					break
+					free = append(free, d.Name)
 				}
 			}
-			if chosen == "" {
+			if len(free) == 0 {
 				plan.Unmet = append(plan.Unmet, unmet(i, req, byName))
 				continue
 			}
+			chosen := free[spread(user, i, len(free))]
 			used[chosen] = true
 			plan.Assign = append(plan.Assign, Assignment{Index: i, Device: chosen})
 		}
@@ -263,6 +265,15 @@ func Devices(user string, requests []itmv1.DeviceRequest, recorded []string, dev
 	slices.Sort(plan.Keep)
 	slices.Sort(plan.Release)
 	return plan
+}
+
+// spread picks one of n available devices for request i of user: always
+// the same for the same inventory, but different people start at different
+// places, so requests racing for one pool rarely want the same device.
+func spread(user string, i, n int) int {
+	h := fnv.New32a()
+	_, _ = fmt.Fprintf(h, "%s/%d", user, i)
+	return int(h.Sum32()) % n
 }
 
 // available is an Active device assigned to nobody.

@@ -1,6 +1,7 @@
 package onboarding
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -124,7 +125,7 @@ func TestDevices(t *testing.T) {
 		want     bool
 		plan     DevicePlan
 	}{
-		{"class with selector picks the first available by name", []itmv1.DeviceRequest{laptop}, nil, true,
+		{"class with selector picks an available device", []itmv1.DeviceRequest{laptop}, nil, true,
 			DevicePlan{Assign: []Assignment{{0, "lt-3"}}}},
 		{"a device already held satisfies its class", []itmv1.DeviceRequest{phone}, nil, true,
 			DevicePlan{Keep: []string{"ph-1"}}},
@@ -154,5 +155,29 @@ func TestDevices(t *testing.T) {
 				t.Fatalf("Devices =\n%+v\nwant\n%+v", got, tt.plan)
 			}
 		})
+	}
+}
+
+func TestDevicesSpreadOverAPool(t *testing.T) {
+	var pool []itmv1.Device
+	for i := range 20 {
+		pool = append(pool, device(fmt.Sprintf("lt-%02d", i), itmv1.DeviceClassLaptop, "", "", nil))
+	}
+	req := []itmv1.DeviceRequest{{Class: itmv1.DeviceClassLaptop}}
+	picked := map[string]bool{}
+	for u := range 10 {
+		user := fmt.Sprintf("person-%d", u)
+		plan := Devices(user, req, nil, pool, true)
+		if len(plan.Assign) != 1 {
+			t.Fatalf("%s: %+v", user, plan)
+		}
+		again := Devices(user, req, nil, pool, true)
+		if !reflect.DeepEqual(plan, again) {
+			t.Fatalf("%s: not deterministic: %+v then %+v", user, plan, again)
+		}
+		picked[plan.Assign[0].Device] = true
+	}
+	if len(picked) < 5 {
+		t.Fatalf("10 people racing for a pool of 20 want only %d distinct devices: %v", len(picked), picked)
 	}
 }
