@@ -292,15 +292,25 @@ func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.Onboard
 			fail(err)
 			return
 		}
-		if err := prov.SyncGroups(opCtx, a); err != nil {
-			fail(err)
-			return
-		}
+		state, msg := itmv1.AccountStateProvisioned, ""
 		if !active {
-			record(itmv1.AccountStateDisabled, res.ID, "created disabled until spec.startDate")
+			state, msg = itmv1.AccountStateDisabled, "created disabled until spec.startDate"
+		}
+		if err := prov.SyncGroups(opCtx, a); err != nil {
+			if !accounts.IsConflict(err) {
+				fail(err)
+				return
+			}
+			// The account is in place; a group someone else owns is not
+			// joined. Reported, and waits for a person.
+			provisioningErrors.WithLabelValues(w.Provider).Inc()
+			ps.permanent = append(ps.permanent, fmt.Sprintf("AccountProvider %s: %s", w.Provider, err.Error()))
+			msg = err.Error()
+		}
+		record(state, res.ID, msg)
+		if !active {
 			return
 		}
-		record(itmv1.AccountStateProvisioned, res.ID, "")
 		if res.Credentials != nil && ps.credentials == nil {
 			ps.credentials = res.Credentials
 		}

@@ -5,6 +5,7 @@
 package onboarding
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -149,15 +150,7 @@ func Accounts(r *itmv1.OnboardingRequest, stage Stage, defaults []string) []Acco
 	for p, w := range want {
 		out = append(out, AccountWant{Provider: p, Want: w})
 	}
-	slices.SortFunc(out, func(a, b AccountWant) int {
-		switch {
-		case a.Provider < b.Provider:
-			return -1
-		case a.Provider > b.Provider:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b AccountWant) int { return cmp.Compare(a.Provider, b.Provider) })
 	return out
 }
 
@@ -190,15 +183,7 @@ type DevicePlan struct {
 // person is released.
 func Devices(user string, requests []itmv1.DeviceRequest, recorded []string, devices []itmv1.Device, want bool) DevicePlan {
 	sorted := slices.Clone(devices)
-	slices.SortFunc(sorted, func(a, b itmv1.Device) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(sorted, func(a, b itmv1.Device) int { return cmp.Compare(a.Name, b.Name) })
 	byName := map[string]*itmv1.Device{}
 	for i := range sorted {
 		byName[sorted[i].Name] = &sorted[i]
