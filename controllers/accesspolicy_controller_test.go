@@ -199,7 +199,9 @@ var _ = Describe("AccessPolicy", func() {
 		})
 		name := "itm-" + p.Name
 		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"isolated"}))
-		Expect(policyStatus(p.Name)().Denied).To(ContainElement(itmv1.DeniedDevice{Device: dev.Name, Reasons: []string{"no check-in recorded"}}))
+		// The status follows the NetworkPolicies in the same reconcile.
+		Eventually(func() []itmv1.DeniedDevice { return policyStatus(p.Name)().Denied }).
+			Should(ContainElement(itmv1.DeniedDevice{Device: dev.Name, Reasons: []string{"no check-in recorded"}}))
 
 		Expect(post(dev.Name, token, checkin.Request{Sequence: 1, Facts: facts("10.23.0.7")}).code).To(Equal(200))
 		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"10.23.0.7/32"}))
@@ -211,7 +213,7 @@ var _ = Describe("AccessPolicy", func() {
 		withdrawn := time.Now()
 		Expect(withdrawn).To(BeTemporally(">=", expiry), "withdrawn before the check-in was too old")
 		Expect(withdrawn).To(BeTemporally("<", expiry.Add(2*time.Second)), "withdrawn long after the check-in was too old")
-		Expect(policyStatus(p.Name)().Denied).To(ContainElement(itmv1.DeniedDevice{Device: dev.Name, Reasons: []string{
+		Eventually(func() []itmv1.DeniedDevice { return policyStatus(p.Name)().Denied }).Should(ContainElement(itmv1.DeniedDevice{Device: dev.Name, Reasons: []string{
 			"last check-in " + renewed.UTC().Format(time.RFC3339) + " is older than 4s",
 		}}))
 

@@ -63,9 +63,8 @@ type OnboardingReconciler struct {
 	Workers   int
 }
 
-// +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests/finalizers,verbs=update
 // +kubebuilder:rbac:groups=itmanager.io,resources=devices,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=itmanager.io,resources=accountproviders,verbs=get;list;watch
 
