@@ -144,12 +144,18 @@ func (r *MaintenanceWindowReconciler) cordon(ctx context.Context, node *corev1.N
 	return nil
 }
 
-// uncordonIfOurs uncordons a node only if itmanager's mark is on it.
+// uncordonIfOurs uncordons a node only if itmanager's mark is on it. The
+// mark is read live: a cache that has not yet seen it would leave the node
+// cordoned for good, as nothing looks at it again.
 func (r *MaintenanceWindowReconciler) uncordonIfOurs(ctx context.Context, node *corev1.Node) error {
-	if _, ours := node.Annotations[AnnotationCordonedBy]; !ours {
+	live := &corev1.Node{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(node), live); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if _, ours := live.Annotations[AnnotationCordonedBy]; !ours {
 		return nil
 	}
-	return r.cordon(ctx, node, "", false)
+	return r.cordon(ctx, live, "", false)
 }
 
 // drain evicts the node's pods as kubectl drain would, never forcing: mirror

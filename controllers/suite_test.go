@@ -117,6 +117,10 @@ func freePort() int {
 
 var _ = BeforeSuite(func() {
 	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	// Eventually waits up to 10 s unless a spec says otherwise: a loaded CI
+	// machine is slower, never more right. Bounds that matter (an address
+	// withdrawn within 2 s of expiry) are asserted on measured times.
+	SetDefaultEventuallyTimeout(10 * time.Second)
 	ctx, cancel = context.WithCancel(context.Background())
 
 	var err error
