@@ -223,7 +223,8 @@ var _ = Describe("OnboardingRequest", func() {
 		Expect(decide(requester, r.Name, itmv1.OnboardingConditionApproved)).To(MatchError(ContainSubstring("may not approve")))
 		Expect(decide(approver, r.Name, itmv1.OnboardingConditionApproved)).To(Succeed())
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseActive))
-		Expect(gauge("itmanager_onboarding_joiners_total", nil)).To(BeNumerically(">=", joined+1))
+		// Counted right after the status write the test just saw.
+		Eventually(func() float64 { return gauge("itmanager_onboarding_joiners_total", nil) }).Should(BeNumerically(">=", joined+1))
 		got := request(r.Name)
 		Expect(got.Status.Accounts).To(ConsistOf(itmv1.AccountStatus{Provider: p.Name, ID: r.Name, State: itmv1.AccountStateProvisioned}))
 		Expect(got.Status.CredentialsSecret).To(Equal(&itmv1.ObjectReference{Namespace: ns, Name: r.Name + "-kubeconfig"}))
@@ -272,7 +273,7 @@ var _ = Describe("OnboardingRequest", func() {
 			return requester.Update(ctx, cur)
 		}).Should(Succeed())
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseOffboarded))
-		Expect(gauge("itmanager_onboarding_leavers_total", nil)).To(BeNumerically(">=", left+1))
+		Eventually(func() float64 { return gauge("itmanager_onboarding_leavers_total", nil) }).Should(BeNumerically(">=", left+1))
 		got = request(r.Name)
 		Expect(got.Status.Accounts).To(ConsistOf(itmv1.AccountStatus{Provider: p.Name, ID: r.Name, State: itmv1.AccountStateDeleted}))
 		Expect(got.Status.CredentialsSecret).To(BeNil())
@@ -511,7 +512,9 @@ var _ = Describe("OnboardingRequest", func() {
 			return c.Reason + ": " + c.Message
 		}).Should(And(HavePrefix("OffboardingBlocked"), ContainSubstring(p.Name)))
 		Expect(accountOf(r.Name, p.Name)().State).To(Equal(itmv1.AccountStateProvisioned), "the record of what must be undone is kept")
-		Expect(gauge("itmanager_onboarding_provisioning_errors_total", map[string]string{"provider": p.Name})).To(BeNumerically(">", 0))
+		Eventually(func() float64 {
+			return gauge("itmanager_onboarding_provisioning_errors_total", map[string]string{"provider": p.Name})
+		}).Should(BeNumerically(">", 0))
 
 		By("only an approver may force; then offboarding finishes and says what it skipped")
 		requester := impersonate(uniqueName("hr@example.com"), writeRequests)
