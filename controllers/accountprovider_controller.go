@@ -95,11 +95,7 @@ func checkProvider(ctx context.Context, opener ProviderOpener, p *itmv1.AccountP
 func describeProvider(p *itmv1.AccountProvider) string {
 	switch {
 	case p.Spec.Kubernetes != nil:
-		ns := p.Spec.Kubernetes.Namespace
-		if ns == "" {
-			ns = accounts.DefaultUsersNamespace
-		}
-		return "ServiceAccounts in namespace " + ns
+		return "ServiceAccounts in namespace " + kubernetesNamespace(p)
 	case p.Spec.LDAP != nil:
 		return "bound to " + p.Spec.LDAP.URL + " as " + p.Spec.LDAP.BindDN + "; " + p.Spec.LDAP.UsersDN + " readable"
 	}

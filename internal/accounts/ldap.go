@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-
-	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
 
 // LDAP attributes itmanager manages.
@@ -396,9 +394,4 @@ func (l *LDAP) Delete(ctx context.Context, a Account) error {
 		return fmt.Errorf("delete %s: %w", e.DN, err)
 	}
 	return nil
-}
-
-// ProviderLabel describes an AccountProvider for messages.
-func ProviderLabel(p *itmv1.AccountProvider) string {
-	return fmt.Sprintf("%s (%s)", p.Name, p.Spec.Type)
 }
