@@ -356,6 +356,8 @@ Try:
   %[4]s auth can-i --list --as=system:serviceaccount:%[2]s:%[3]s
   # The webhook rejects a schedule cron cannot run:
   %[4]s patch mw ring1-weekly-berlin --type=json -p='[{"op":"replace","path":"/spec/windows/0/schedule","value":"0 2 31 2 MON"}]'
+  # A joiner waiting for approval (the README tour approves her):
+  KUBECONFIG=.dev/kubeconfig bin/kubectl-itm status amara.okafor
 
 Press Ctrl-C to stop everything.
 `, host, operatorNamespace, serviceAccount, k, checkinURL)
