@@ -125,7 +125,7 @@ func (r *OnboardingReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	force := d.Stage == onboarding.Offboard && o.Annotations[itmv1.AnnotationForceOffboard] != ""
 	ps := pass{force: force}
 	for _, w := range onboarding.Accounts(o, d.Stage, defaults) {
-		r.syncAccount(ctx, o, w, byName[w.Provider], force, &ps)
+		r.syncAccount(ctx, o, w, byName[w.Provider], &ps)
 	}
 	if err := r.syncDevices(ctx, o, d.Stage, &ps); err != nil {
 		return ctrl.Result{}, err
@@ -196,7 +196,7 @@ func previous(o *itmv1.OnboardingRequest, provider string) *itmv1.AccountStatus 
 // records the outcome. Nothing recorded is ever dropped: an account that
 // could not be undone keeps its record until it is, or until force-offboard
 // records it as skipped.
-func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.OnboardingRequest, w onboarding.AccountWant, p *itmv1.AccountProvider, force bool, ps *pass) {
+func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.OnboardingRequest, w onboarding.AccountWant, p *itmv1.AccountProvider, ps *pass) {
 	prev := previous(o, w.Provider)
 	record := func(state itmv1.AccountState, id, msg string) {
 		ps.accounts = append(ps.accounts, itmv1.AccountStatus{Provider: w.Provider, ID: id, State: state, Message: text.Truncate(msg, maxAccountMessage)})
@@ -214,7 +214,7 @@ func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.Onboard
 		msg := err.Error()
 		provisioningErrors.WithLabelValues(w.Provider).Inc()
 		switch {
-		case w.Want == onboarding.WantGone && force:
+		case w.Want == onboarding.WantGone && ps.force:
 			ps.skipped = append(ps.skipped, w.Provider)
 			id := ""
 			if prev != nil {
@@ -361,19 +361,22 @@ func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.Onboard
 // device unassigned: a conflict means someone else won, and the next pass
 // picks again.
 func (r *OnboardingReconciler) syncDevices(ctx context.Context, o *itmv1.OnboardingRequest, stage onboarding.Stage, ps *pass) error {
-	want := stage == onboarding.Active || stage == onboarding.Scheduled
-	if len(o.Spec.Devices) == 0 && len(o.Status.Devices) == 0 {
-		return nil
-	}
 	var list itmv1.DeviceList
-	if err := r.List(ctx, &list); err != nil {
-		return err
+	switch stage {
+	case onboarding.Active, onboarding.Scheduled:
+		if len(o.Spec.Devices) == 0 && len(o.Status.Devices) == 0 {
+			return nil
+		}
+		if err := r.List(ctx, &list); err != nil {
+			return err
+		}
+	default:
+		// Nothing is assigned: only the person's own devices matter.
+		if err := r.List(ctx, &list, client.MatchingFields{IndexDeviceAssignee: o.Name}); err != nil {
+			return err
+		}
 	}
-	plan := onboarding.Devices(o.Name, o.Spec.Devices, o.Status.Devices, list.Items, want)
-	if stage == onboarding.AwaitingApproval {
-		// Not leaving: only what this request assigned goes back.
-		plan.Release = slices.DeleteFunc(plan.Release, func(n string) bool { return !slices.Contains(o.Status.Devices, n) })
-	}
+	plan := onboarding.Devices(o.Name, o.Spec.Devices, o.Status.Devices, list.Items, stage)
 	byName := map[string]*itmv1.Device{}
 	for i := range list.Items {
 		byName[list.Items[i].Name] = &list.Items[i]
@@ -473,7 +476,7 @@ func (r *OnboardingReconciler) status(o *itmv1.OnboardingRequest, d onboarding.D
 		problems = append(problems, "AccountProvider "+m+" does not exist")
 	}
 
-	offboarding := d.Stage == onboarding.Offboard || d.Stage == onboarding.Denied
+	offboarding := onboarding.Leaving(d.Stage)
 	undone := accountsOK && (len(ps.devices) == 0 || (ps.force && len(ps.devices) == len(ps.held)))
 	switch {
 	case d.Stage == onboarding.Offboard && undone:
@@ -612,12 +615,33 @@ func (r *OnboardingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("onboarding").
-		For(&itmv1.OnboardingRequest{}).
+		For(&itmv1.OnboardingRequest{}, builder.WithPredicates(requestChanged())).
 		Watches(&itmv1.AccountProvider{}, handler.EnqueueRequestsFromMapFunc(r.providerToRequests),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readyChanged()))).
 		Watches(&itmv1.Device{}, handler.EnqueueRequestsFromMapFunc(r.deviceToRequests),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Complete(r)
+}
+
+// requestChanged passes what a pass reads from the request itself: spec,
+// annotations (force-offboard), deletion and an approver's decision. The
+// controller's own status writes do not pass: re-running every provider
+// call after each of them would change nothing.
+func requestChanged() predicate.Predicate {
+	decision := func(r *itmv1.OnboardingRequest) [2]metav1.ConditionStatus {
+		var d [2]metav1.ConditionStatus
+		for i, t := range []string{itmv1.OnboardingConditionApproved, itmv1.OnboardingConditionDenied} {
+			if c := meta.FindStatusCondition(r.Status.Conditions, t); c != nil {
+				d[i] = c.Status
+			}
+		}
+		return d
+	}
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*itmv1.OnboardingRequest), e.ObjectNew.(*itmv1.OnboardingRequest)
+		return o.Generation != n.Generation || (o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
+			!equality.Semantic.DeepEqual(o.Annotations, n.Annotations) || decision(o) != decision(n)
+	}}
 }
 
 // readyChanged passes an AccountProvider whose Ready condition flipped: a

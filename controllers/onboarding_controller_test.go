@@ -315,9 +315,22 @@ var _ = Describe("OnboardingRequest", func() {
 		Expect(accountOf(r.Name, p.Name)().State).To(Equal(itmv1.AccountStateProvisioned))
 		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: r.Name + "-kubeconfig"}, &corev1.Secret{})).To(Succeed())
 
-		By("at endDate: Offboarded")
+		By("a laptop assigned by hand (no device request, no record) is part of what offboarding undoes")
+		laptop := &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("lt")}, Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Assignee: r.Name}}
+		Expect(k8s.Create(ctx, laptop)).To(Succeed())
+
+		By("at endDate: offboarding stops at the laptop, whose assignee another field manager set, and says so")
 		onbClock.setNow(start.Add(24*time.Hour + time.Second))
 		pokeRequest(r.Name)
+		Eventually(func() string {
+			c := meta.FindStatusCondition(request(r.Name).Status.Conditions, itmv1.OnboardingConditionDevicesAssigned)
+			if c == nil {
+				return ""
+			}
+			return c.Reason + ": " + c.Message
+		}).Should(Equal("ReleaseBlocked: Device " + laptop.Name + ": spec.assignee is set by another field manager (GitOps, kubectl apply); remove it there"))
+		Expect(phaseOf(r.Name)()).To(Equal(itmv1.OnboardingPhaseOffboarding))
+		updateDevice(laptop.Name, func(d *itmv1.Device) { d.Spec.Assignee = "" })
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseOffboarded))
 		Expect(apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: r.Name}, &corev1.ServiceAccount{}))).To(BeTrue())
 

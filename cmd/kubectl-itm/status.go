@@ -76,10 +76,18 @@ func status(ctx context.Context, c client.Client, devicesNS, user string, now ti
 		return fmt.Errorf("list Devices: %w", err)
 	}
 	var mine []*itmv1.Device
+	checkIns := map[string]*time.Time{}
 	for i := range devices.Items {
-		if devices.Items[i].Spec.Assignee == user {
-			mine = append(mine, &devices.Items[i])
+		d := &devices.Items[i]
+		if d.Spec.Assignee != user {
+			continue
 		}
+		mine = append(mine, d)
+		last, _, err := lastCheckIn(ctx, c, devicesNS, d)
+		if err != nil {
+			return err
+		}
+		checkIns[d.Name] = last
 	}
 	fmt.Fprintln(out, "\nDevices:")
 	if len(mine) == 0 {
@@ -87,15 +95,11 @@ func status(ctx context.Context, c client.Client, devicesNS, user string, now ti
 	} else {
 		fmt.Fprintln(tw, "  NAME\tCLASS\tPHASE\tLAST CHECK-IN\tASSIGNED BY")
 		for _, d := range mine {
-			last, _, err := lastCheckIn(ctx, c, devicesNS, d)
-			if err != nil {
-				return err
-			}
 			by := "someone else (not recorded by the request)"
 			if slices.Contains(r.Status.Devices, d.Name) {
 				by = "this request"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", d.Name, d.Spec.Class, cmp.Or(string(d.Status.Phase), "-"), ago(last, now), by)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", d.Name, d.Spec.Class, cmp.Or(string(d.Status.Phase), "-"), ago(checkIns[d.Name], now), by)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -133,11 +137,7 @@ func status(ctx context.Context, c client.Client, devicesNS, user string, now ti
 			fmt.Fprintf(out, "  %s: ClusterRole %s %s\n", p.Name, ka.ClusterRole, where)
 		}
 		for _, d := range mine {
-			last, _, err := lastCheckIn(ctx, c, devicesNS, d)
-			if err != nil {
-				return err
-			}
-			v := access.Evaluate(access.Candidate{Device: d, LastCheckIn: last}, p.Spec.Posture, now)
+			v := access.Evaluate(access.Candidate{Device: d, LastCheckIn: checkIns[d.Name]}, p.Spec.Posture, now)
 			verdict := "ALLOWED"
 			if !v.Allowed {
 				verdict = "DENIED: " + strings.Join(v.Reasons, "; ")

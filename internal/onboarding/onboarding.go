@@ -83,6 +83,9 @@ func Decide(r *itmv1.OnboardingRequest, now time.Time) Decision {
 	return Decision{Stage: Active, Next: end}
 }
 
+// Leaving is true for the stages that undo everything: Offboard, Denied.
+func Leaving(s Stage) bool { return s == Offboard || s == Denied }
+
 // ApprovalRequired is spec.approvalRequired, true when unset (fail closed).
 func ApprovalRequired(r *itmv1.OnboardingRequest) bool {
 	return r.Spec.ApprovalRequired == nil || *r.Spec.ApprovalRequired
@@ -178,10 +181,13 @@ type DevicePlan struct {
 // satisfied first by a device already assigned to the person (one device
 // per request), then by an Active, unassigned device (which one depends on
 // the person, so that requests racing for a pool spread over it); a
-// recorded device no request wants any more is released. With want false
-// (the person is leaving, or not yet approved) every device assigned to the
-// person is released.
-func Devices(user string, requests []itmv1.DeviceRequest, recorded []string, devices []itmv1.Device, want bool) DevicePlan {
+// recorded device no request wants any more is released. That is for the
+// stages that hold devices (Scheduled, Active). Awaiting approval, nothing is
+// assigned and what this request recorded goes back; leaving (Offboard,
+// Denied), every device assigned to the person goes back, recorded or not
+// (the username is theirs alone).
+func Devices(user string, requests []itmv1.DeviceRequest, recorded []string, devices []itmv1.Device, stage Stage) DevicePlan {
+	want := stage == Active || stage == Scheduled
 	sorted := slices.Clone(devices)
 	slices.SortFunc(sorted, func(a, b itmv1.Device) int { return cmp.Compare(a.Name, b.Name) })
 	byName := map[string]*itmv1.Device{}
@@ -232,18 +238,16 @@ func Devices(user string, requests []itmv1.DeviceRequest, recorded []string, dev
 			plan.Assign = append(plan.Assign, Assignment{Index: i, Device: chosen})
 		}
 	}
-	if want {
-		for _, name := range recorded {
-			if d, ok := byName[name]; ok && !used[name] && d.Spec.Assignee == user {
-				plan.Release = append(plan.Release, name)
-			}
-		}
-	} else {
-		// Leaving: every device assigned to the person goes back, recorded
-		// or not (the username is theirs alone).
+	if Leaving(stage) {
 		for i := range sorted {
 			if sorted[i].Spec.Assignee == user {
 				plan.Release = append(plan.Release, sorted[i].Name)
+			}
+		}
+	} else {
+		for _, name := range recorded {
+			if d, ok := byName[name]; ok && !used[name] && d.Spec.Assignee == user {
+				plan.Release = append(plan.Release, name)
 			}
 		}
 	}

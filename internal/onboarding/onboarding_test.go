@@ -122,35 +122,41 @@ func TestDevices(t *testing.T) {
 		name     string
 		requests []itmv1.DeviceRequest
 		recorded []string
-		want     bool
+		stage    Stage
 		plan     DevicePlan
 	}{
-		{"class with selector picks an available device", []itmv1.DeviceRequest{laptop}, nil, true,
+		{"class with selector picks an available device", []itmv1.DeviceRequest{laptop}, nil, Active,
 			DevicePlan{Assign: []Assignment{{0, "lt-3"}}}},
-		{"a device already held satisfies its class", []itmv1.DeviceRequest{phone}, nil, true,
+		{"a device already held satisfies its class", []itmv1.DeviceRequest{phone}, nil, Active,
 			DevicePlan{Keep: []string{"ph-1"}}},
-		{"two requests of one class take two devices", []itmv1.DeviceRequest{phone, phone}, []string{"ph-1"}, true,
+		{"two requests of one class take two devices", []itmv1.DeviceRequest{phone, phone}, []string{"ph-1"}, Active,
 			DevicePlan{Keep: []string{"ph-1"}, Assign: []Assignment{{1, "ph-2"}}}},
-		{"named, taken by someone else", []itmv1.DeviceRequest{{Name: "lt-1"}}, nil, true,
+		{"named, taken by someone else", []itmv1.DeviceRequest{{Name: "lt-1"}}, nil, Active,
 			DevicePlan{Unmet: []string{"spec.devices[0]: Device lt-1 is assigned to bob"}}},
-		{"named, retired", []itmv1.DeviceRequest{{Name: "lt-2"}}, nil, true,
+		{"named, retired", []itmv1.DeviceRequest{{Name: "lt-2"}}, nil, Active,
 			DevicePlan{Unmet: []string{"spec.devices[0]: Device lt-2 is Retired, not Active"}}},
-		{"named, missing", []itmv1.DeviceRequest{{Name: "nope"}}, nil, true,
+		{"named, missing", []itmv1.DeviceRequest{{Name: "nope"}}, nil, Active,
 			DevicePlan{Unmet: []string{"spec.devices[0]: Device nope does not exist"}}},
-		{"class exhausted", []itmv1.DeviceRequest{laptop, laptop}, nil, true,
+		{"class exhausted", []itmv1.DeviceRequest{laptop, laptop}, nil, Active,
 			DevicePlan{Assign: []Assignment{{0, "lt-3"}}, Unmet: []string{"spec.devices[1]: no Active, unassigned Laptop Device matches the selector"}}},
-		{"lost is never assigned", []itmv1.DeviceRequest{{Class: itmv1.DeviceClassServer}}, nil, true,
+		{"lost is never assigned", []itmv1.DeviceRequest{{Class: itmv1.DeviceClassServer}}, nil, Active,
 			DevicePlan{Unmet: []string{"spec.devices[0]: no Active, unassigned Server Device"}}},
-		{"a recorded device no longer requested is released", nil, []string{"ph-1"}, true,
+		{"a recorded device no longer requested is released", nil, []string{"ph-1"}, Active,
 			DevicePlan{Release: []string{"ph-1"}}},
-		{"offboarding releases the person's devices only", []itmv1.DeviceRequest{phone}, []string{"lt-1", "gone"}, false,
+		{"offboarding releases the person's devices only", []itmv1.DeviceRequest{phone}, []string{"lt-1", "gone"}, Offboard,
 			DevicePlan{Release: []string{"ph-1"}}},
-		{"while active, a device the person holds without a record and no request wants is left alone", nil, nil, true,
+		{"while active, a device the person holds without a record and no request wants is left alone", nil, nil, Active,
 			DevicePlan{}},
+		{"awaiting approval assigns nothing and gives back what it recorded", []itmv1.DeviceRequest{phone, laptop}, []string{"ph-1"}, AwaitingApproval,
+			DevicePlan{Release: []string{"ph-1"}}},
+		{"awaiting approval keeps a device the person holds without a record", []itmv1.DeviceRequest{{Name: "ph-1"}}, nil, AwaitingApproval,
+			DevicePlan{}},
+		{"denied releases like offboarding", nil, nil, Denied,
+			DevicePlan{Release: []string{"ph-1"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Devices("ada", tt.requests, tt.recorded, inventory, tt.want)
+			got := Devices("ada", tt.requests, tt.recorded, inventory, tt.stage)
 			if !reflect.DeepEqual(got, tt.plan) {
 				t.Fatalf("Devices =\n%+v\nwant\n%+v", got, tt.plan)
 			}
@@ -167,11 +173,11 @@ func TestDevicesSpreadOverAPool(t *testing.T) {
 	picked := map[string]bool{}
 	for u := range 10 {
 		user := fmt.Sprintf("person-%d", u)
-		plan := Devices(user, req, nil, pool, true)
+		plan := Devices(user, req, nil, pool, Active)
 		if len(plan.Assign) != 1 {
 			t.Fatalf("%s: %+v", user, plan)
 		}
-		again := Devices(user, req, nil, pool, true)
+		again := Devices(user, req, nil, pool, Active)
 		if !reflect.DeepEqual(plan, again) {
 			t.Fatalf("%s: not deterministic: %+v then %+v", user, plan, again)
 		}
