@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -159,6 +160,10 @@ func Start(opts Options) (*Environment, error) {
 			_ = env.Stop()
 			return nil, err
 		}
+		if err := env.waitForMutatingAdmission(90 * time.Second); err != nil {
+			_ = env.Stop()
+			return nil, err
+		}
 	}
 	if opts.ControllerManager {
 		if err := env.startControllerManager(bin, opts.LogDir); err != nil {
@@ -271,16 +276,47 @@ func (e *Environment) Stop() error {
 	return err
 }
 
-// AdmissionPolicies reads config/admission/policies.yaml with the names
-// kustomize gives them (prefix "itmanager-", also in a binding's policyName).
-func AdmissionPolicies() ([]*unstructured.Unstructured, error) {
+// AdmissionPolicyFiles are the files config/admission/kustomization.yaml
+// lists, in its order: the one list kustomize, make dev, the tests and the
+// chart install.
+func AdmissionPolicyFiles() ([]string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	objs, err := ReadObjects(filepath.Join(root, "config", "admission", "policies.yaml"))
+	dir := filepath.Join(root, "config", "admission")
+	objs, err := ReadObjects(filepath.Join(dir, "kustomization.yaml"))
 	if err != nil {
 		return nil, err
+	}
+	if len(objs) != 1 {
+		return nil, fmt.Errorf("%s/kustomization.yaml: want one document, got %d", dir, len(objs))
+	}
+	resources, _, err := unstructured.NestedStringSlice(objs[0].Object, "resources")
+	if err != nil || len(resources) == 0 {
+		return nil, fmt.Errorf("%s/kustomization.yaml: no resources list: %v", dir, err)
+	}
+	files := make([]string, 0, len(resources))
+	for _, r := range resources {
+		files = append(files, filepath.Join(dir, r))
+	}
+	return files, nil
+}
+
+// AdmissionPolicies reads every file of config/admission with the names
+// kustomize gives them (prefix "itmanager-", also in a binding's policyName).
+func AdmissionPolicies() ([]*unstructured.Unstructured, error) {
+	files, err := AdmissionPolicyFiles()
+	if err != nil {
+		return nil, err
+	}
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		o, err := ReadObjects(f)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, o...)
 	}
 	for _, o := range objs {
 		o.SetName(NamePrefix + o.GetName())
@@ -291,6 +327,40 @@ func AdmissionPolicies() ([]*unstructured.Unstructured, error) {
 		}
 	}
 	return objs, nil
+}
+
+// waitForMutatingAdmission returns once the API server can run the
+// MutatingAdmissionPolicy on OnboardingRequests (the only kind one matches).
+// It needs the CRD's schema, which the API server's admission type converter
+// learns by polling its own /openapi/v3 every 5 seconds: for up to that long
+// after the CRD is established, every create is refused with 503 "Resource
+// kind ... not found". A server-side dry run goes through admission and
+// stores nothing, so it probes exactly that condition.
+func (e *Environment) waitForMutatingAdmission(timeout time.Duration) error {
+	admin, err := client.New(e.Config, client.Options{Scheme: Scheme})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		probe := &itmv1.OnboardingRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: "itmanager-admission-probe"},
+			Spec: itmv1.OnboardingRequestSpec{Person: itmv1.Person{
+				DisplayName: "Admission probe", Email: "probe@example.invalid"}},
+		}
+		err := admin.Create(ctx, probe, client.DryRunAll)
+		if err == nil || !apierrors.IsServiceUnavailable(err) {
+			// Any other answer (accepted, or refused on its merits) means
+			// admission ran with the schema.
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the API server's mutating admission did not learn the OnboardingRequest schema within %s: %w", timeout, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func (e *Environment) installAdmissionPolicies() error {
