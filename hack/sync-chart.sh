@@ -28,8 +28,16 @@ policy_files=$(sed -n 's/^  - \(.*\.yaml\)$/\1/p' "$root/config/admission/kustom
   for f in $policy_files; do
     $first || echo "---"
     first=false
+    # The policies name itmanager's identities and namespaces as
+    # config/default and make dev install them; the chart's come from the
+    # release (quoted literals only, so comments and names stay as they are).
     sed -e 's/^  name: \(.*\)/  name: itmanager-\1\n  labels:\n    {{- include "itmanager.labels" . | nindent 4 }}/' \
       -e 's/^  policyName: /  policyName: itmanager-/' \
+      -e 's/system:serviceaccount:itmanager-system:itmanager-controller-manager/system:serviceaccount:{{ .Release.Namespace }}:{{ include "itmanager.fullname" . }}/g' \
+      -e 's/system:serviceaccount:itmanager-system:itmanager-checkin/system:serviceaccount:{{ .Release.Namespace }}:{{ include "itmanager.fullname" . }}-checkin/g' \
+      -e "s/'itmanager-system'/'{{ .Release.Namespace }}'/g" \
+      -e "s/'itmanager-devices'/'{{ .Values.devicesNamespace }}'/g" \
+      -e "s/'itmanager-upgrades'/'{{ .Values.upgrades.namespace }}'/g" \
       "$root/config/admission/$f"
   done
 } > "$chart/templates/admission-policies.yaml"
