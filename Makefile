@@ -42,6 +42,7 @@ dev: control-plane manifests ## Run a local control plane, the manager (under it
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook configuration, and copy the CRDs into the chart.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+	go run ./hack/admissiongen config/admission/accesspolicy.yaml
 	hack/sync-chart.sh
 
 .PHONY: generate

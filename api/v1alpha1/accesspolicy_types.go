@@ -163,7 +163,13 @@ type KubernetesAccess struct {
 	Namespaces []string `json:"namespaces,omitempty"`
 }
 
+// MaxNamedDestinationNamespaces bounds the namespaces named across all of
+// spec.destinations, so the admission gate that checks NetworkPolicy rights
+// in each of them (one rule per namespace, hack/admissiongen) stays finite.
+const MaxNamedDestinationNamespaces = 16
+
 // AccessPolicySpec is who may reach what, and from which devices.
+// +kubebuilder:validation:XValidation:rule="self.destinations.map(d, has(d.namespaces) ? size(d.namespaces) : 0).sum() <= 16",message="spec.destinations: at most 16 namespaces may be named across all destinations; use a namespaceSelector for more",fieldPath=".destinations"
 type AccessPolicySpec struct {
 	// subjects are the people, groups and devices the policy is for.
 	// +required
