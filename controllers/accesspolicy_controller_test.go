@@ -425,10 +425,7 @@ var _ = Describe("AccessPolicy", func() {
 })
 
 var _ = Describe("AccessPolicy admission", func() {
-	writePolicies := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"accesspolicies"}, Verbs: []string{"get", "create", "update"}}
-	bind := func(roles ...string) rbacv1.PolicyRule {
-		return rbacv1.PolicyRule{APIGroups: []string{rbacv1.GroupName}, Resources: []string{"clusterroles"}, Verbs: []string{"bind"}, ResourceNames: roles}
-	}
+	bind := bindRule
 	policy := func(access ...itmv1.KubernetesAccess) *itmv1.AccessPolicy {
 		return &itmv1.AccessPolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: uniqueName("adm")},
@@ -441,7 +438,9 @@ var _ = Describe("AccessPolicy admission", func() {
 	}
 
 	It("refuses a policy granting a ClusterRole its author may not bind, naming the field and the role", func() {
-		author := impersonate(uniqueName("author"), writePolicies, bind("view"))
+		// Every author here may write NetworkPolicies in "shop" (cluster-wide):
+		// only the bind gate is under test.
+		author := impersonate(uniqueName("author"), writePolicies, writeNetworkPolicies, bind("view"))
 		// The policy is enforced by the API server's admission plugin once it
 		// has loaded it.
 		Eventually(func() error {
@@ -460,11 +459,13 @@ var _ = Describe("AccessPolicy admission", func() {
 	})
 
 	It("on update checks only entries that are new or changed", func() {
-		admin := impersonate(uniqueName("admin"), writePolicies, bind("view", "edit"))
+		admin := impersonate(uniqueName("admin"), writePolicies, writeNetworkPolicies, bind("view", "edit"))
 		p := policy(itmv1.KubernetesAccess{ClusterRole: "view"})
 		Eventually(func() error { return admin.Create(ctx, p) }).Should(Succeed())
 
-		editor := impersonate(uniqueName("editor"), writePolicies)
+		// A posture edit rewrites the NetworkPolicies of every destination:
+		// the editor may write them there.
+		editor := impersonate(uniqueName("editor"), writePolicies, writeNetworkPolicies)
 
 		update := func(mutate func(*itmv1.AccessPolicy)) error { return updateAs(editor, p.Name, mutate) }
 		Expect(update(func(cur *itmv1.AccessPolicy) { cur.Spec.Posture = &itmv1.Posture{RequireDiskEncryption: true} })).

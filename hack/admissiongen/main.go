@@ -134,10 +134,15 @@ spec:
 	return b.String()
 }
 
-// named lists an object's destination namespaces as {ns, field}.
-func named(obj, suffix string) string {
+// namespacesOf lists an object's named destination namespaces in order.
+func namespacesOf(obj string) string {
+	return fmt.Sprintf(`%s.spec.destinations.map(d, has(d.namespaces) ? d.namespaces : []).flatten()`, obj)
+}
+
+// fieldsOf names the field of each namespace namespacesOf lists.
+func fieldsOf(obj, suffix string) string {
 	return fmt.Sprintf(`%[1]s.spec.destinations.transformList(i, d, has(d.namespaces) ?
-        d.namespaces.transformList(k, n, {'ns': n, 'field': 'spec.destinations[' + string(i) + '].namespaces[' + string(k) + ']%[2]s'}) : []).flatten()`, obj, suffix)
+        d.namespaces.transformList(k, n, 'spec.destinations[' + string(i) + '].namespaces[' + string(k) + ']%[2]s') : []).flatten()`, obj, suffix)
 }
 
 // selectorField names the first destination of obj with a namespaceSelector.
@@ -167,13 +172,22 @@ spec:
     - name: named
       expression: >-
         %[2]s
+    - name: namedFields
+      expression: >-
+        %[3]s
     - name: previous
       expression: >-
-        oldObject == null ? [] : %[3]s
+        oldObject == null ? [] : %[4]s
+    - name: previousFields
+      expression: >-
+        oldObject == null ? [] : %[5]s
     - name: namespaces
       expression: >-
-        variables.named + variables.previous.filter(o, !variables.named.exists(n, n.ns == o.ns))
-`, name, named("object", ""), named("oldObject", " (before this change)"))
+        variables.named + variables.previous.transformList(i, o, !(o in variables.named), o)
+    - name: fields
+      expression: >-
+        variables.namedFields + variables.previousFields.transformList(i, f, !(variables.previous[i] in variables.named), f)
+`, name, namespacesOf("object"), fieldsOf("object", ""), namespacesOf("oldObject"), fieldsOf("oldObject", " (before this change)"))
 	if j == 0 {
 		fmt.Fprintf(&b, `    - name: selector
       expression: >-
@@ -201,12 +215,12 @@ spec:
 	for i := j * NamespacesPerPolicy; i < min((j+1)*NamespacesPerPolicy, CheckedNamespaces); i++ {
 		fmt.Fprintf(&b, `    - expression: >-
         size(variables.namespaces) <= %[1]d ||
-        (authorizer.group('networking.k8s.io').resource('networkpolicies').namespace(variables.namespaces[%[1]d].ns).check('create').allowed() &&
-        authorizer.group('networking.k8s.io').resource('networkpolicies').namespace(variables.namespaces[%[1]d].ns).check('update').allowed())
+        (authorizer.group('networking.k8s.io').resource('networkpolicies').namespace(variables.namespaces[%[1]d]).check('create').allowed() &&
+        authorizer.group('networking.k8s.io').resource('networkpolicies').namespace(variables.namespaces[%[1]d]).check('update').allowed())
       reason: Forbidden
       messageExpression: >-
-        variables.namespaces[%[1]d].field + ': user "' + request.userInfo.username + '" may not write NetworkPolicies in namespace "' +
-        variables.namespaces[%[1]d].ns + '": an AccessPolicy writes them on its author\'s behalf, which requires create and update on networkpolicies there'
+        variables.fields[%[1]d] + ': user "' + request.userInfo.username + '" may not write NetworkPolicies in namespace "' +
+        variables.namespaces[%[1]d] + '": an AccessPolicy writes them on its author\'s behalf, which requires create and update on networkpolicies there'
 `, i)
 	}
 	fmt.Fprintf(&b, `---

@@ -85,7 +85,7 @@ func TestEveryIndexIsChecked(t *testing.T) {
 				continue
 			}
 			for i := range CheckedNamespaces {
-				if strings.Contains(expr, fmt.Sprintf("variables.namespaces[%d].ns", i)) {
+				if strings.Contains(expr, fmt.Sprintf("namespace(variables.namespaces[%d])", i)) {
 					namespaces = append(namespaces, i)
 				}
 			}
