@@ -59,6 +59,14 @@ const (
 // installation allows others.
 var DefaultBindableRoles = []string{"view", "edit"}
 
+// DefaultClusterWideRoles are the ClusterRoles a kubernetesAccess entry
+// without namespaces binds by a ClusterRoleBinding; any other is bound by a
+// RoleBinding in every namespace but kube-* and itmanager's own.
+var DefaultClusterWideRoles = []string{"view"}
+
+// DefaultUpgradesNamespace is where node upgrade Jobs run.
+const DefaultUpgradesNamespace = "itmanager-upgrades"
+
 // AccessPolicyReconciler resolves an AccessPolicy (people → devices →
 // posture → addresses) and enforces it as NetworkPolicies and RBAC
 // bindings. It writes only objects that differ from what it computed,
@@ -72,9 +80,14 @@ type AccessPolicyReconciler struct {
 	Clock     clock.PassiveClock
 	Recorder  recorder.EventRecorder
 	Workers   int
-	// OperatorNamespace and DevicesNamespace are never destinations.
+	// OperatorNamespace, DevicesNamespace and UpgradesNamespace (and every
+	// Kubernetes AccountProvider's namespace) are never destinations.
 	OperatorNamespace string
 	DevicesNamespace  string
+	UpgradesNamespace string
+	// ClusterWideRoles are the bindable roles an entry without namespaces
+	// binds cluster-wide (DefaultClusterWideRoles when nil).
+	ClusterWideRoles []string
 	// BindableRoles are the ClusterRoles the installation lets the operator
 	// bind (its own RBAC grants bind on exactly these).
 	BindableRoles []string
@@ -89,6 +102,7 @@ type AccessPolicyReconciler struct {
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings;clusterrolebindings,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get
 
 // Reconcile resolves one AccessPolicy, enforces it and reports it.
 func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -114,8 +128,10 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		var invalid invalidSpecError
 		if errors.As(err, &invalid) {
 			// Who may reach what is unknown now: what an earlier, valid
-			// spec granted goes (fail closed) until the spec is fixed.
-			if serr := r.sync(ctx, p, nil, nil, nil); serr != nil {
+			// spec granted is withdrawn (fail closed) until the spec is
+			// fixed: NetworkPolicies stay and isolate, bindings stay and
+			// bind no one.
+			if serr := r.sync(ctx, p, nil, nil, nil, func(client.Object) bool { return true }); serr != nil {
 				return ctrl.Result{}, serr
 			}
 			r.setReady(p, now, metav1.ConditionFalse, ReasonInvalidSpec, invalid.Error())
@@ -134,7 +150,7 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	var syncErr error
 	if p.Spec.Mode == itmv1.AccessModeAudit {
 		// Audit computes and reports; whatever Enforce generated before goes.
-		syncErr = r.sync(ctx, p, nil, nil, nil)
+		syncErr = r.sync(ctx, p, nil, nil, nil, nil)
 	} else {
 		var taken []string
 		taken, syncErr = r.syncReporting(ctx, p, res)
@@ -206,8 +222,8 @@ func (r *AccessPolicyReconciler) resolve(ctx context.Context, p *itmv1.AccessPol
 	if err != nil {
 		return nil, err
 	}
-	forbidden := r.forbidden(providers)
-	targets, problems, err := r.targets(ctx, p, forbidden)
+	protected := access.ProtectedFrom(r.OperatorNamespace, r.DevicesNamespace, r.upgradesNamespace(), providers)
+	targets, problems, err := r.targets(ctx, p, protected)
 	if err != nil {
 		return nil, err
 	}
@@ -216,10 +232,20 @@ func (r *AccessPolicyReconciler) resolve(ctx context.Context, p *itmv1.AccessPol
 	}
 	res.networkPolicies = netpol.Compile(netpol.Input{Owner: p, Targets: targets, Prefixes: res.Prefixes})
 
+	var sas []rbacv1.Subject
+	var all []string
+	if len(p.Spec.KubernetesAccess) > 0 {
+		if sas, err = r.serviceAccounts(ctx, access.AccountRefs(people, requests, providers)); err != nil {
+			return nil, err
+		}
+		if all, err = r.spreadNamespaces(ctx, p); err != nil {
+			return nil, err
+		}
+	}
 	var roleProblems []string
 	res.clusterBindings, res.roleBindings, roleProblems = access.Bindings(access.BindingInput{
-		Owner: p, ServiceAccounts: access.ServiceAccounts(people, requests, providers),
-		AllowedRoles: r.BindableRoles, Forbidden: forbidden,
+		Owner: p, ServiceAccounts: sas,
+		AllowedRoles: r.BindableRoles, ClusterWideRoles: r.clusterWideRoles(), Namespaces: all, Protected: protected,
 		Exists: func(name string) bool {
 			ns := &corev1.Namespace{}
 			return r.Get(ctx, types.NamespacedName{Name: name}, ns) == nil && usableNamespace(ns)
@@ -303,33 +329,72 @@ func (r *AccessPolicyReconciler) providers(ctx context.Context) (map[string]*itm
 	return out, nil
 }
 
-// forbidden says why a namespace never receives generated objects: the
-// operator's own, the devices', and the Kubernetes account providers'
-// (which hold people's credentials).
-func (r *AccessPolicyReconciler) forbidden(providers map[string]*itmv1.AccountProvider) func(string) string {
-	return func(ns string) string {
-		switch ns {
-		case r.OperatorNamespace:
-			return ns + " is the operator's namespace and is never a destination"
-		case r.DevicesNamespace:
-			return ns + " is the devices' namespace and is never a destination"
-		}
-		for name, p := range providers {
-			if p.Spec.Kubernetes != nil && p.Spec.Kubernetes.Namespace == ns {
-				return fmt.Sprintf("%s is the namespace of AccountProvider %s and is never a destination", ns, name)
-			}
-		}
-		return ""
+func (r *AccessPolicyReconciler) upgradesNamespace() string {
+	if r.UpgradesNamespace == "" {
+		return DefaultUpgradesNamespace
 	}
+	return r.UpgradesNamespace
+}
+
+func (r *AccessPolicyReconciler) clusterWideRoles() []string {
+	if r.ClusterWideRoles == nil {
+		return DefaultClusterWideRoles
+	}
+	return r.ClusterWideRoles
+}
+
+// serviceAccounts looks up, past the cache (the manager never lists
+// ServiceAccounts), each ServiceAccount the requests claim, and keeps those
+// that carry the claiming request's ownership mark.
+func (r *AccessPolicyReconciler) serviceAccounts(ctx context.Context, refs []access.AccountRef) ([]rbacv1.Subject, error) {
+	found := map[types.NamespacedName]metav1.ObjectMeta{}
+	for _, ref := range refs {
+		key := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
+		if _, ok := found[key]; ok {
+			continue
+		}
+		sa := &metav1.PartialObjectMetadata{}
+		sa.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceAccount"))
+		switch err := r.APIReader.Get(ctx, key, sa); {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, fmt.Errorf("read ServiceAccount %s: %w", key, err)
+		default:
+			found[key] = sa.ObjectMeta
+		}
+	}
+	return access.ServiceAccounts(refs, found), nil
+}
+
+// spreadNamespaces are the usable namespaces when some entry of the policy
+// binds a role cluster-wide that is not a cluster-wide role (it becomes a
+// RoleBinding in each); nil otherwise.
+func (r *AccessPolicyReconciler) spreadNamespaces(ctx context.Context, p *itmv1.AccessPolicy) ([]string, error) {
+	if !slices.ContainsFunc(p.Spec.KubernetesAccess, func(ka itmv1.KubernetesAccess) bool {
+		return len(ka.Namespaces) == 0 && !slices.Contains(r.clusterWideRoles(), ka.ClusterRole)
+	}) {
+		return nil, nil
+	}
+	list := &corev1.NamespaceList{}
+	if err := r.List(ctx, list); err != nil {
+		return nil, err
+	}
+	var out []string
+	for i := range list.Items {
+		if usableNamespace(&list.Items[i]) {
+			out = append(out, list.Items[i].Name)
+		}
+	}
+	return out, nil
 }
 
 // targets are the existing, non-terminating destination namespaces with the
-// destinations that name them. A forbidden namespace named outright is a
-// problem to report; one a selector matches is skipped silently.
-func (r *AccessPolicyReconciler) targets(ctx context.Context, p *itmv1.AccessPolicy, forbidden func(string) string) ([]netpol.Target, []string, error) {
+// destinations that name them. A protected namespace named outright is a
+// problem to report; a selector never matches one, nor a kube-* namespace.
+func (r *AccessPolicyReconciler) targets(ctx context.Context, p *itmv1.AccessPolicy, protected access.Protected) ([]netpol.Target, []string, error) {
 	byNS := map[string][]itmv1.Destination{}
 	var problems []string
-	usable := func(ns *corev1.Namespace) bool { return usableNamespace(ns) && forbidden(ns.Name) == "" }
+	usable := func(ns *corev1.Namespace) bool { return usableNamespace(ns) && protected.Why(ns.Name) == "" }
 	for i, d := range p.Spec.Destinations {
 		if d.NamespaceSelector != nil {
 			sel, err := metav1.LabelSelectorAsSelector(d.NamespaceSelector)
@@ -341,14 +406,14 @@ func (r *AccessPolicyReconciler) targets(ctx context.Context, p *itmv1.AccessPol
 				return nil, nil, err
 			}
 			for j := range list.Items {
-				if usable(&list.Items[j]) {
+				if usable(&list.Items[j]) && protected.Selectable(list.Items[j].Name) {
 					byNS[list.Items[j].Name] = append(byNS[list.Items[j].Name], d)
 				}
 			}
 			continue
 		}
 		for _, name := range d.Namespaces {
-			if why := forbidden(name); why != "" {
+			if why := protected.Why(name); why != "" {
 				problems = append(problems, fmt.Sprintf("spec.destinations[%d].namespaces: %s", i, why))
 				continue
 			}
@@ -380,7 +445,7 @@ func usableNamespace(ns *corev1.Namespace) bool {
 // syncReporting enforces a resolution; generated names held by objects
 // itmanager did not create are reported, not taken over.
 func (r *AccessPolicyReconciler) syncReporting(ctx context.Context, p *itmv1.AccessPolicy, res *resolution) ([]string, error) {
-	err := r.sync(ctx, p, res.networkPolicies, res.clusterBindings, res.roleBindings)
+	err := r.sync(ctx, p, res.networkPolicies, res.clusterBindings, res.roleBindings, r.claimed(ctx, p))
 	var taken nameTakenError
 	if errors.As(err, &taken) {
 		if res.problemReason == "" {
@@ -396,9 +461,52 @@ type nameTakenError []string
 
 func (e nameTakenError) Error() string { return strings.Join(e, "; ") }
 
+// claimed reports whether the spec still names where a generated object
+// lives (its destination namespace, its role there), though it is no longer
+// wanted: that object is withdrawn in place, never deleted.
+func (r *AccessPolicyReconciler) claimed(ctx context.Context, p *itmv1.AccessPolicy) func(client.Object) bool {
+	return func(o client.Object) bool {
+		switch o := o.(type) {
+		case *networkingv1.NetworkPolicy:
+			ns := &corev1.Namespace{}
+			switch err := r.Get(ctx, types.NamespacedName{Name: o.Namespace}, ns); {
+			case apierrors.IsNotFound(err):
+				return false // gone, and its pods with it
+			case err != nil:
+				return true // unknown: keep it isolating
+			case !usableNamespace(ns):
+				return false // being deleted: it takes its pods and objects along
+			}
+			return access.DestinationClaimed(&p.Spec, o.Namespace, labels.Set(ns.Labels))
+		case *rbacv1.RoleBinding:
+			return o.RoleRef.Kind == "ClusterRole" && access.BindingClaimed(&p.Spec, r.clusterWideRoles(), o.RoleRef.Name, o.Namespace)
+		case *rbacv1.ClusterRoleBinding:
+			return o.RoleRef.Kind == "ClusterRole" && access.BindingClaimed(&p.Spec, r.clusterWideRoles(), o.RoleRef.Name, "")
+		}
+		return false
+	}
+}
+
+// withdrawn is an unwanted object as it stays while the spec still claims
+// it: a NetworkPolicy isolating what it selected, a binding binding no one.
+func withdrawn(p *itmv1.AccessPolicy, o client.Object) client.Object {
+	meta := metav1.ObjectMeta{Namespace: o.GetNamespace(), Name: o.GetName(), Labels: netpol.Labels(p.Name), OwnerReferences: []metav1.OwnerReference{netpol.OwnerReference(p)}}
+	switch o := o.(type) {
+	case *networkingv1.NetworkPolicy:
+		return netpol.Isolating(p, o)
+	case *rbacv1.RoleBinding:
+		return &rbacv1.RoleBinding{TypeMeta: metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"}, ObjectMeta: meta, RoleRef: o.RoleRef}
+	case *rbacv1.ClusterRoleBinding:
+		return &rbacv1.ClusterRoleBinding{TypeMeta: metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRoleBinding"}, ObjectMeta: meta, RoleRef: o.RoleRef}
+	}
+	return nil
+}
+
 // sync makes the generated objects exactly the desired ones: applies those
-// that differ from what is there, deletes the ones no longer wanted.
-func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy, nps []*networkingv1.NetworkPolicy, crbs []*rbacv1.ClusterRoleBinding, rbs []*rbacv1.RoleBinding) error {
+// that differ from what is there; of the ones no longer wanted, withdraws
+// in place those the spec still claims (claimed; nil: none) and deletes the
+// rest.
+func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy, nps []*networkingv1.NetworkPolicy, crbs []*rbacv1.ClusterRoleBinding, rbs []*rbacv1.RoleBinding, claimed func(client.Object) bool) error {
 	mine := client.MatchingLabels{netpol.LabelAccessPolicy: p.Name}
 	var existing []client.Object
 	npList := &networkingv1.NetworkPolicyList{}
@@ -482,6 +590,18 @@ func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy
 			continue
 		}
 		if !isGeneratedBy(o, p.Name) {
+			continue
+		}
+		if claimed != nil && metav1.IsControlledBy(o, p) && claimed(o) {
+			// Withdrawing access never opens pods.
+			w := withdrawn(p, o)
+			if upToDate(o, w) {
+				continue
+			}
+			r.memo.forget(p.Name, fmt.Sprint(keyOf(o)))
+			if err := r.apply(ctx, w); err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		r.memo.forget(p.Name, fmt.Sprint(keyOf(o)))
@@ -751,7 +871,7 @@ func (r *AccessPolicyReconciler) requestToPolicies(ctx context.Context, o client
 }
 
 func (r *AccessPolicyReconciler) namespaceToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.policiesByKeys(ctx, IndexPolicyNamespace, []string{"ns:" + o.GetName(), PolicyKeyNamespaceSelector})
+	return r.policiesByKeys(ctx, IndexPolicyNamespace, []string{"ns:" + o.GetName(), PolicyKeyNamespaceSelector, PolicyKeyAllNamespaces})
 }
 
 func (r *AccessPolicyReconciler) policiesByKeys(ctx context.Context, index string, keys []string) []reconcile.Request {

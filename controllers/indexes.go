@@ -44,6 +44,9 @@ const (
 	PolicyKeyDeviceSelector    = "deviceSelector"
 	ProviderKeyDefault         = "*default"
 	PolicyKeyNamespaceSelector = "namespaceSelector"
+	// PolicyKeyAllNamespaces indexes AccessPolicies with a kubernetesAccess
+	// entry without namespaces: its RoleBindings follow every namespace.
+	PolicyKeyAllNamespaces = "allNamespaces"
 )
 
 // SetupIndexes registers the field indexes the controllers use.
@@ -137,6 +140,9 @@ func policyNamespaceKeys(s *itmv1.AccessPolicySpec) []string {
 		}
 	}
 	for _, ka := range s.KubernetesAccess {
+		if len(ka.Namespaces) == 0 {
+			keys = append(keys, PolicyKeyAllNamespaces)
+		}
 		for _, ns := range ka.Namespaces {
 			keys = append(keys, "ns:"+ns)
 		}

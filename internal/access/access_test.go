@@ -8,8 +8,11 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/accounts"
 )
 
 var now = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
@@ -155,6 +158,66 @@ func TestSelectorError(t *testing.T) {
 	}
 }
 
+func owned(uid string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Labels: map[string]string{accounts.LabelManagedBy: accounts.ManagedBy}, Annotations: map[string]string{accounts.AnnotationOwnerUID: uid}}
+}
+
+func TestServiceAccountsBindOnlyWhatCarriesTheRequestsMark(t *testing.T) {
+	reqs := requests(request("alice", itmv1.OnboardingPhaseActive), request("bob", itmv1.OnboardingPhaseOffboarded), request("mallory", itmv1.OnboardingPhaseActive))
+	reqs["alice"].UID, reqs["bob"].UID, reqs["mallory"].UID = "uid-alice", "uid-bob", "uid-mallory"
+	reqs["alice"].Status.Accounts = []itmv1.AccountStatus{
+		{Provider: "k8s", ID: "alice", State: itmv1.AccountStateProvisioned},
+		{Provider: "ldap", ID: "uid=alice", State: itmv1.AccountStateProvisioned},
+	}
+	reqs["bob"].Status.Accounts = []itmv1.AccountStatus{{Provider: "k8s", ID: "bob", State: itmv1.AccountStateDisabled}}
+	// A forged status: mallory's request claims accounts that are not hers.
+	reqs["mallory"].Status.Accounts = []itmv1.AccountStatus{
+		{Provider: "k8s", ID: "alice", State: itmv1.AccountStateProvisioned},
+		{Provider: "k8s", ID: "ghost", State: itmv1.AccountStateProvisioned},
+		{Provider: "k8s", ID: "handmade", State: itmv1.AccountStateProvisioned},
+	}
+	providers := map[string]*itmv1.AccountProvider{
+		"k8s":  {Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderKubernetes, Kubernetes: &itmv1.KubernetesProviderSpec{Namespace: "itmanager-users"}}},
+		"ldap": {Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderLDAP}},
+	}
+	key := func(name string) types.NamespacedName {
+		return types.NamespacedName{Namespace: "itmanager-users", Name: name}
+	}
+	unmarked := owned("uid-mallory")
+	delete(unmarked.Labels, accounts.LabelManagedBy)
+	found := map[types.NamespacedName]metav1.ObjectMeta{
+		key("alice"): owned("uid-alice"), key("bob"): owned("uid-bob"),
+		key("handmade"): unmarked, // right UID, but not created by itmanager
+	}
+	tests := map[string]struct {
+		people []string
+		want   []string
+	}{
+		"the person's own marked ServiceAccount":                                             {[]string{"alice"}, []string{"alice"}},
+		"a request no longer Active binds nothing":                                           {[]string{"bob"}, nil},
+		"a forged status binds neither another's, a missing, nor an unmarked ServiceAccount": {[]string{"mallory"}, nil},
+		"everyone together": {[]string{"alice", "bob", "mallory"}, []string{"alice"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			people := map[string]bool{}
+			for _, p := range tc.people {
+				people[p] = true
+			}
+			var got []string
+			for _, s := range ServiceAccounts(AccountRefs(people, reqs, providers), found) {
+				if s.Namespace != "itmanager-users" || s.Kind != rbacv1.ServiceAccountKind {
+					t.Fatalf("subject %+v", s)
+				}
+				got = append(got, s.Name)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("bound %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestBindings(t *testing.T) {
 	p := &itmv1.AccessPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "ops", UID: "u-1"},
@@ -167,29 +230,12 @@ func TestBindings(t *testing.T) {
 			},
 		},
 	}
-	reqs := requests(request("alice", itmv1.OnboardingPhaseActive), request("bob", itmv1.OnboardingPhaseOffboarded))
-	reqs["alice"].Status.Accounts = []itmv1.AccountStatus{
-		{Provider: "k8s", ID: "alice", State: itmv1.AccountStateProvisioned},
-		{Provider: "ldap", ID: "uid=alice", State: itmv1.AccountStateProvisioned},
-	}
-	reqs["bob"].Status.Accounts = []itmv1.AccountStatus{{Provider: "k8s", ID: "bob", State: itmv1.AccountStateDisabled}}
-	providers := map[string]*itmv1.AccountProvider{
-		"k8s":  {Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderKubernetes, Kubernetes: &itmv1.KubernetesProviderSpec{Namespace: "itmanager-users"}}},
-		"ldap": {Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderLDAP}},
-	}
-	sas := ServiceAccounts(map[string]bool{"alice": true, "bob": true}, reqs, providers)
-	if len(sas) != 1 || sas[0].Name != "alice" || sas[0].Namespace != "itmanager-users" {
-		t.Fatalf("service accounts %+v", sas)
-	}
+	sas := []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "itmanager-users", Name: "alice"}}
+	protected := Protected{Operator: "itmanager-system", Devices: "itmanager-devices", Upgrades: "itmanager-upgrades", Providers: map[string]string{"itmanager-users": "k8s"}}
 	crbs, rbs, problems := Bindings(BindingInput{
-		Owner: p, ServiceAccounts: sas, AllowedRoles: []string{"view", "edit"},
-		Forbidden: func(ns string) string {
-			if ns == "itmanager-system" {
-				return "itmanager-system is the operator's namespace"
-			}
-			return ""
-		},
-		Exists: func(ns string) bool { return ns != "not-yet" },
+		Owner: p, ServiceAccounts: sas, AllowedRoles: []string{"view", "edit"}, ClusterWideRoles: []string{"view"},
+		Protected: protected,
+		Exists:    func(ns string) bool { return ns != "not-yet" },
 	})
 	if len(crbs) != 1 || crbs[0].Name != "itm-ops.view" || crbs[0].RoleRef.Name != "view" {
 		t.Fatalf("cluster role bindings %+v", crbs)
@@ -210,9 +256,130 @@ func TestBindings(t *testing.T) {
 
 	// Devices only: no identity, nothing bound.
 	p.Spec.Subjects = itmv1.Subjects{DeviceSelector: &metav1.LabelSelector{}}
-	crbs, rbs, _ = Bindings(BindingInput{Owner: p, AllowedRoles: []string{"view", "edit"}, Forbidden: func(string) string { return "" }})
+	crbs, rbs, _ = Bindings(BindingInput{Owner: p, AllowedRoles: []string{"view", "edit"}, ClusterWideRoles: []string{"view"}})
 	if len(crbs)+len(rbs) != 0 {
 		t.Fatalf("bound without subjects: %v %v", crbs, rbs)
+	}
+}
+
+// A role bound "cluster-wide" that is not a cluster-wide role becomes a
+// RoleBinding in every namespace but kube-* and itmanager's own.
+func TestClusterWideGrantsSpareProtectedNamespaces(t *testing.T) {
+	protected := Protected{Operator: "itmanager-system", Devices: "itmanager-devices", Upgrades: "itmanager-upgrades", Providers: map[string]string{"itmanager-users": "k8s"}}
+	all := []string{"default", "itmanager-devices", "itmanager-system", "itmanager-upgrades", "itmanager-users", "kube-public", "kube-system", "shop"}
+	tests := map[string]struct {
+		wide    []string
+		wantCRB []string
+		wantRB  []string
+	}{
+		"edit is not cluster-wide": {wide: []string{"view"}, wantCRB: []string{"itm-ops.view"},
+			wantRB: []string{"default/itm-ops.edit", "shop/itm-ops.edit"}},
+		"no cluster-wide role at all": {wide: []string{}, wantRB: []string{
+			"default/itm-ops.edit", "default/itm-ops.view", "shop/itm-ops.edit", "shop/itm-ops.view"}},
+		"the installation makes edit cluster-wide": {wide: []string{"view", "edit"}, wantCRB: []string{"itm-ops.edit", "itm-ops.view"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: "ops", UID: "u-1"}, Spec: itmv1.AccessPolicySpec{
+				Subjects:         itmv1.Subjects{Groups: []string{"sre"}},
+				KubernetesAccess: []itmv1.KubernetesAccess{{ClusterRole: "view"}, {ClusterRole: "edit"}},
+			}}
+			crbs, rbs, problems := Bindings(BindingInput{Owner: p, AllowedRoles: []string{"view", "edit"}, ClusterWideRoles: tc.wide, Namespaces: all, Protected: protected})
+			var gotCRB, gotRB []string
+			for _, b := range crbs {
+				gotCRB = append(gotCRB, b.Name)
+			}
+			for _, b := range rbs {
+				gotRB = append(gotRB, b.Namespace+"/"+b.Name)
+			}
+			if !slices.Equal(gotCRB, tc.wantCRB) || !slices.Equal(gotRB, tc.wantRB) || len(problems) != 0 {
+				t.Fatalf("cluster role bindings %v, role bindings %v, problems %v", gotCRB, gotRB, problems)
+			}
+		})
+	}
+}
+
+func TestProtected(t *testing.T) {
+	providers := map[string]*itmv1.AccountProvider{
+		"people": {Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderKubernetes, Kubernetes: &itmv1.KubernetesProviderSpec{Namespace: "itmanager-users"}}},
+		"ldap":   {Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderLDAP}},
+	}
+	p := ProtectedFrom("itmanager-system", "itmanager-devices", "itmanager-upgrades", providers)
+	tests := map[string]struct {
+		why        string
+		selectable bool
+	}{
+		"itmanager-system":   {why: "itmanager-system is the operator's namespace"},
+		"itmanager-devices":  {why: "itmanager-devices is the devices' namespace"},
+		"itmanager-upgrades": {why: "itmanager-upgrades is the node upgrades' namespace"},
+		"itmanager-users":    {why: "itmanager-users is the namespace of AccountProvider people"},
+		"kube-system":        {}, // may be named (the admission gate checks the rights), never selected
+		"shop":               {selectable: true},
+	}
+	for ns, tc := range tests {
+		t.Run(ns, func(t *testing.T) {
+			why := p.Why(ns)
+			if (tc.why == "") != (why == "") || !strings.HasPrefix(why, tc.why) {
+				t.Fatalf("Why(%q) = %q, want %q…", ns, why, tc.why)
+			}
+			if got := p.Selectable(ns); got != tc.selectable {
+				t.Fatalf("Selectable(%q) = %v", ns, got)
+			}
+		})
+	}
+}
+
+func TestDestinationClaimed(t *testing.T) {
+	spec := &itmv1.AccessPolicySpec{Destinations: []itmv1.Destination{
+		{Namespaces: []string{"shop"}},
+		{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}},
+	}}
+	bad := &itmv1.AccessPolicySpec{Destinations: []itmv1.Destination{
+		{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near"}}}},
+	}}
+	tests := map[string]struct {
+		spec   *itmv1.AccessPolicySpec
+		ns     string
+		labels labels.Set
+		want   bool
+	}{
+		"named":                              {spec, "shop", nil, true},
+		"matched by the selector":            {spec, "wiki", labels.Set{"team": "a"}, true},
+		"neither named nor matched: it left": {spec, "wiki", labels.Set{"team": "b"}, false},
+		"a selector that does not parse claims every namespace": {bad, "wiki", nil, true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := DestinationClaimed(tc.spec, tc.ns, tc.labels); got != tc.want {
+				t.Fatalf("DestinationClaimed = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBindingClaimed(t *testing.T) {
+	spec := &itmv1.AccessPolicySpec{KubernetesAccess: []itmv1.KubernetesAccess{
+		{ClusterRole: "view"}, {ClusterRole: "edit"}, {ClusterRole: "admin", Namespaces: []string{"shop"}},
+	}}
+	wide := []string{"view"}
+	tests := map[string]struct {
+		role, ns string
+		want     bool
+	}{
+		"a cluster-wide role's ClusterRoleBinding":     {"view", "", true},
+		"a cluster-wide role has no RoleBindings":      {"view", "shop", false},
+		"a spread role's RoleBinding in any namespace": {"edit", "itmanager-users", true},
+		"a spread role has no ClusterRoleBinding":      {"edit", "", false},
+		"a namespaced entry's RoleBinding":             {"admin", "shop", true},
+		"a namespaced entry elsewhere":                 {"admin", "wiki", false},
+		"a role the spec no longer names":              {"cluster-admin", "", false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := BindingClaimed(spec, wide, tc.role, tc.ns); got != tc.want {
+				t.Fatalf("BindingClaimed(%q, %q) = %v, want %v", tc.role, tc.ns, got, tc.want)
+			}
+		})
 	}
 }
 

@@ -7,8 +7,10 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/accounts"
 	"github.com/itmanager-io/itmanager/internal/names"
 	"github.com/itmanager-io/itmanager/internal/netpol"
 )
@@ -19,11 +21,19 @@ import (
 // (or the structured authentication config) to the same prefix.
 const GroupPrefix = "itmanager:"
 
-// ServiceAccounts are the Kubernetes identities of people: the
-// ServiceAccounts their Active OnboardingRequests have provisioned in
-// Kubernetes AccountProviders, sorted. providers maps name → provider.
-func ServiceAccounts(people map[string]bool, requests map[string]*itmv1.OnboardingRequest, providers map[string]*itmv1.AccountProvider) []rbacv1.Subject {
-	var out []rbacv1.Subject
+// AccountRef is a ServiceAccount a person's OnboardingRequest says it
+// provisioned, and the UID its ownership mark must carry.
+type AccountRef struct {
+	Namespace, Name string
+	Owner           types.UID
+}
+
+// AccountRefs are the ServiceAccounts the Active OnboardingRequests of the
+// people say they provisioned in Kubernetes AccountProviders, sorted. They
+// are claims read from status: ServiceAccounts binds only those that really
+// carry the request's mark. providers maps name → provider.
+func AccountRefs(people map[string]bool, requests map[string]*itmv1.OnboardingRequest, providers map[string]*itmv1.AccountProvider) []AccountRef {
+	var out []AccountRef
 	for name := range people {
 		r, ok := requests[name]
 		if !ok || !IsActive(r) {
@@ -35,8 +45,29 @@ func ServiceAccounts(people map[string]bool, requests map[string]*itmv1.Onboardi
 				a.State != itmv1.AccountStateProvisioned || a.ID == "" {
 				continue
 			}
-			out = append(out, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: p.Spec.Kubernetes.Namespace, Name: a.ID})
+			out = append(out, AccountRef{Namespace: p.Spec.Kubernetes.Namespace, Name: a.ID, Owner: r.UID})
 		}
+	}
+	slices.SortFunc(out, func(a, b AccountRef) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Owner, b.Owner))
+	})
+	return slices.Compact(out)
+}
+
+// ServiceAccounts are the subjects among refs whose ServiceAccount exists
+// (found maps namespace/name to its metadata) and carries the ownership
+// mark of the request that claims it: itmanager's label and the request's
+// UID. A name taken from status alone (a forged or stale status.accounts)
+// binds nothing.
+func ServiceAccounts(refs []AccountRef, found map[types.NamespacedName]metav1.ObjectMeta) []rbacv1.Subject {
+	var out []rbacv1.Subject
+	for _, ref := range refs {
+		m, ok := found[types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}]
+		if !ok || ref.Owner == "" || m.Labels[accounts.LabelManagedBy] != accounts.ManagedBy ||
+			m.Annotations[accounts.AnnotationOwnerUID] != string(ref.Owner) || m.DeletionTimestamp != nil {
+			continue
+		}
+		out = append(out, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: ref.Namespace, Name: ref.Name})
 	}
 	slices.SortFunc(out, compareSubjects)
 	return slices.Compact(out)
@@ -53,9 +84,14 @@ type BindingInput struct {
 	ServiceAccounts []rbacv1.Subject
 	// AllowedRoles are the ClusterRoles the installation lets the operator bind.
 	AllowedRoles []string
-	// Forbidden says why a namespace may not receive bindings ("" if it may):
-	// the operator's, the devices' and the account providers' namespaces.
-	Forbidden func(namespace string) string
+	// ClusterWideRoles are the roles an entry without namespaces binds by a
+	// ClusterRoleBinding; any other is bound by a RoleBinding in each of
+	// Namespaces that Protected lets a cluster-wide grant reach.
+	ClusterWideRoles []string
+	// Namespaces are the existing, non-terminating namespaces.
+	Namespaces []string
+	// Protected never receive bindings.
+	Protected Protected
 	// Exists reports whether a namespace exists and is not terminating; the
 	// bindings of one that does not are left out until it does. Nil: all do.
 	Exists func(namespace string) bool
@@ -92,15 +128,28 @@ func Bindings(in BindingInput) ([]*rbacv1.ClusterRoleBinding, []*rbacv1.RoleBind
 			}
 		}
 		ref := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: ka.ClusterRole}
-		if len(ka.Namespaces) == 0 {
+		if len(ka.Namespaces) == 0 && slices.Contains(in.ClusterWideRoles, ka.ClusterRole) {
 			crbs = append(crbs, &rbacv1.ClusterRoleBinding{
 				TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRoleBinding"},
 				ObjectMeta: meta(""), RoleRef: ref, Subjects: slices.Clone(subjects),
 			})
 			continue
 		}
+		if len(ka.Namespaces) == 0 {
+			// "Cluster-wide" never reaches itmanager's own secrets nor
+			// Kubernetes' own namespaces.
+			for _, ns := range in.Namespaces {
+				if in.Protected.Selectable(ns) {
+					rbs = append(rbs, &rbacv1.RoleBinding{
+						TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"},
+						ObjectMeta: meta(ns), RoleRef: ref, Subjects: slices.Clone(subjects),
+					})
+				}
+			}
+			continue
+		}
 		for _, ns := range ka.Namespaces {
-			if why := in.Forbidden(ns); why != "" {
+			if why := in.Protected.Why(ns); why != "" {
 				problems = append(problems, fmt.Sprintf("spec.kubernetesAccess[%d].namespaces: %s", i, why))
 				continue
 			}

@@ -209,3 +209,24 @@ func OwnerReference(p *itmv1.AccessPolicy) metav1.OwnerReference {
 		Name: p.Name, UID: p.UID, Controller: ptr.To(true),
 	}
 }
+
+// Isolating is what becomes of a generated NetworkPolicy whose destination
+// stopped being valid (it became protected, or the policy's spec turned
+// invalid): the same object selecting the same pods with no ingress rule,
+// so they stay isolated. Deleting it would open them (fail open); only an
+// explicit act (deleting the policy, the destination leaving it, Audit)
+// removes it.
+func Isolating(owner *itmv1.AccessPolicy, cur *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{
+		TypeMeta: metav1.TypeMeta{APIVersion: networkingv1.SchemeGroupVersion.String(), Kind: "NetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: cur.Namespace, Name: cur.Name,
+			Labels:          Labels(owner.Name),
+			OwnerReferences: []metav1.OwnerReference{OwnerReference(owner)},
+		},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: *cur.Spec.PodSelector.DeepCopy(),
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		},
+	}
+}

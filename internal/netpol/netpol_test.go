@@ -163,3 +163,21 @@ func TestDeterministic(t *testing.T) {
 		t.Fatal("the same input compiled twice differs")
 	}
 }
+
+func TestIsolatingKeepsTheSelectionAndDropsEveryRule(t *testing.T) {
+	owner := &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: "wiki", UID: "u-1"}}
+	prefixes := []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}
+	dest := itmv1.Destination{Namespaces: []string{"shop"}, PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "wiki"}}}
+	cur := Compile(Input{Owner: owner, Targets: []Target{{Namespace: "shop", Destinations: []itmv1.Destination{dest}}}, Prefixes: prefixes})[0]
+	cur.Labels["someone"] = "else"
+	got := Isolating(owner, cur)
+	if got.Namespace != "shop" || got.Name != "itm-wiki" || got.Spec.PodSelector.MatchLabels["app"] != "wiki" {
+		t.Fatalf("isolating object %+v", got)
+	}
+	if len(got.Spec.Ingress) != 0 || len(got.Spec.PolicyTypes) != 1 || got.Spec.PolicyTypes[0] != networkingv1.PolicyTypeIngress {
+		t.Fatalf("an isolating NetworkPolicy has policyTypes [Ingress] and no rule: %+v", got.Spec)
+	}
+	if len(got.Labels) != 2 || !metav1.IsControlledBy(got, owner) {
+		t.Fatalf("labels %v, owners %v", got.Labels, got.OwnerReferences)
+	}
+}
