@@ -271,7 +271,7 @@ var _ = Describe("AccessPolicy", func() {
 		Eventually(ingressCIDRs(nsA, name)).Should(Equal([]string{"10.24.0.1/32"}))
 	})
 
-	It("withdraws what it granted when the spec turns invalid (fail closed), and reports it", func() {
+	It("withdraws what it granted when the spec turns invalid (fail closed) by keeping the NetworkPolicy isolating, and reports it", func() {
 		ns := newNamespace(nil)
 		label := map[string]string{"fleet": uniqueName("f")}
 		staticDevice("", label, "10.28.0.1")
@@ -286,11 +286,16 @@ var _ = Describe("AccessPolicy", func() {
 		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) {
 			p.Spec.Subjects.DeviceSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "fleet", Operator: "Near"}}
 		})
-		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"absent"}))
+		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"isolated"}))
+		Consistently(ingressCIDRs(ns, name)).WithTimeout(2*time.Second).Should(Equal([]string{"isolated"}), "withdrawing access never opens pods")
 		Eventually(readyOf(p.Name)).Should(Equal("False/" + controllers.ReasonInvalidSpec))
 		st := policyStatus(p.Name)()
 		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReady).Message).To(ContainSubstring("spec.subjects.deviceSelector"))
 		Expect(meta.IsStatusConditionTrue(st.Conditions, itmv1.ConditionStalled)).To(BeTrue())
+
+		By("fixing the spec brings the access back")
+		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) { p.Spec.Subjects.DeviceSelector.MatchExpressions = nil })
+		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"10.28.0.1/32"}))
 	})
 
 	It("hands a recreated policy of the same name its own objects, never two controllers", func() {
