@@ -172,7 +172,7 @@ var _ = Describe("AccessPolicy protected namespaces", func() {
 		// The policy took the forged phase in (the forger's device counts),
 		// so the binding below was recomputed from the forged accounts.
 		Eventually(func() int32 { return policyStatus(p.Name)().Devices.Matched }).Should(BeEquivalentTo(2))
-		Consistently(roleBindingSubjects(ns, binding)).WithTimeout(3*time.Second).Should(Equal([]rbacv1.Subject{genuineSA}))
+		Consistently(roleBindingSubjects(ns, binding)).WithTimeout(3 * time.Second).Should(Equal([]rbacv1.Subject{genuineSA}))
 		Expect(k8s.Delete(ctx, p)).To(Succeed())
 	})
 })

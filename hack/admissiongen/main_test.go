@@ -107,4 +107,3 @@ func TestEveryIndexIsChecked(t *testing.T) {
 		}
 	}
 }
-
