@@ -465,20 +465,31 @@ func (e nameTakenError) Error() string { return strings.Join(e, "; ") }
 // lives (its destination namespace, its role there), though it is no longer
 // wanted: that object is withdrawn in place, never deleted.
 func (r *AccessPolicyReconciler) claimed(ctx context.Context, p *itmv1.AccessPolicy) func(client.Object) bool {
+	// namespace reads the object's namespace; ok is false when it is gone
+	// or being deleted (it takes its pods and objects along).
+	namespace := func(name string) (ns *corev1.Namespace, ok bool, err error) {
+		ns = &corev1.Namespace{}
+		switch err := r.Get(ctx, types.NamespacedName{Name: name}, ns); {
+		case apierrors.IsNotFound(err):
+			return nil, false, nil
+		case err != nil:
+			return nil, false, err
+		}
+		return ns, usableNamespace(ns), nil
+	}
 	return func(o client.Object) bool {
 		switch o := o.(type) {
 		case *networkingv1.NetworkPolicy:
-			ns := &corev1.Namespace{}
-			switch err := r.Get(ctx, types.NamespacedName{Name: o.Namespace}, ns); {
-			case apierrors.IsNotFound(err):
-				return false // gone, and its pods with it
-			case err != nil:
+			ns, ok, err := namespace(o.Namespace)
+			if err != nil {
 				return true // unknown: keep it isolating
-			case !usableNamespace(ns):
-				return false // being deleted: it takes its pods and objects along
 			}
-			return access.DestinationClaimed(&p.Spec, o.Namespace, labels.Set(ns.Labels))
+			return ok && access.DestinationClaimed(&p.Spec, o.Namespace, labels.Set(ns.Labels))
 		case *rbacv1.RoleBinding:
+			// A binding deleted in error grants nothing: unknown deletes.
+			if _, ok, err := namespace(o.Namespace); err != nil || !ok {
+				return false
+			}
 			return o.RoleRef.Kind == "ClusterRole" && access.BindingClaimed(&p.Spec, r.clusterWideRoles(), o.RoleRef.Name, o.Namespace)
 		case *rbacv1.ClusterRoleBinding:
 			return o.RoleRef.Kind == "ClusterRole" && access.BindingClaimed(&p.Spec, r.clusterWideRoles(), o.RoleRef.Name, "")
