@@ -61,12 +61,16 @@ var _ = Describe("AccessPolicy protected namespaces", func() {
 		ns := newNamespace(nil)
 		label := map[string]string{"fleet": uniqueName("f")}
 		staticDevice("", label, "10.29.0.1")
+		group := uniqueName("ops")
 		p := accessPolicy(func(p *itmv1.AccessPolicy) {
 			p.Spec.Subjects.DeviceSelector = &metav1.LabelSelector{MatchLabels: label}
+			p.Spec.Subjects.Groups = []string{group}
 			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}}}
+			p.Spec.KubernetesAccess = []itmv1.KubernetesAccess{{ClusterRole: "edit", Namespaces: []string{ns}}}
 		})
 		name := "itm-" + p.Name
 		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"10.29.0.1/32"}))
+		Eventually(roleBindingSubjects(ns, name+".edit")).Should(Equal([]rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "itmanager:" + group}}))
 
 		provider := &itmv1.AccountProvider{
 			ObjectMeta: metav1.ObjectMeta{Name: uniqueName("k8s")},
@@ -79,6 +83,7 @@ var _ = Describe("AccessPolicy protected namespaces", func() {
 		Eventually(readyOf(p.Name)).Should(Equal("False/" + controllers.ReasonForbiddenDestination))
 		Expect(meta.FindStatusCondition(policyStatus(p.Name)().Conditions, itmv1.ConditionReady).Message).
 			To(ContainSubstring("spec.destinations[0].namespaces: " + ns + " is the namespace of AccountProvider " + provider.Name))
+		Eventually(roleBindingSubjects(ns, name+".edit")).Should(BeEmpty(), "the RoleBinding stays and binds no one there")
 
 		By("the destination leaving the spec removes it")
 		other := newNamespace(nil)
