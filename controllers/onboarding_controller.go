@@ -209,9 +209,8 @@ func (r *OnboardingReconciler) fixDefaults(ctx context.Context, o *itmv1.Onboard
 		return fmt.Errorf("record status.defaultProviders of OnboardingRequest %s: %w", o.Name, err)
 	}
 	if u.GetResourceVersion() == "" || u.GetResourceVersion() == o.ResourceVersion {
-		// Without the version written the pass's own write would conflict:
-		// let the next pass start from the cache.
-		return apierrors.NewConflict(itmv1.GroupVersion.WithResource("onboardingrequests").GroupResource(), o.Name, fmt.Errorf("no resourceVersion after the write"))
+		// Without the version written the pass's own write would conflict.
+		return fmt.Errorf("record status.defaultProviders of OnboardingRequest %s: the API server returned no new resourceVersion", o.Name)
 	}
 	o.Status = *st
 	o.ResourceVersion = u.GetResourceVersion()
@@ -673,9 +672,8 @@ func (r *OnboardingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // requestChanged passes what a pass reads from the request itself: spec,
 // annotations (force-offboard), deletion, the finalizer and an approver's
-// decision. The
-// controller's own status writes do not pass: re-running every provider
-// call after each of them would change nothing.
+// decision. The controller's own status writes do not pass: re-running
+// every provider call after each of them would change nothing.
 func requestChanged() predicate.Predicate {
 	decision := func(r *itmv1.OnboardingRequest) [2]metav1.ConditionStatus {
 		var d [2]metav1.ConditionStatus
