@@ -27,8 +27,9 @@ const (
 	// IndexOnboardingGroup indexes OnboardingRequests by each of spec.groups.
 	IndexOnboardingGroup = "spec.groups"
 	// IndexOnboardingProvider indexes OnboardingRequests by the
-	// AccountProviders they name or have accounts in, and by
-	// ProviderKeyDefault when they name none.
+	// AccountProviders they name, were given as defaults or have accounts
+	// in, and by ProviderKeyDefault while they name none and their
+	// defaults are not fixed yet.
 	IndexOnboardingProvider = "accountProviders"
 	// IndexOnboardingWaiting indexes OnboardingRequests whose
 	// DevicesAssigned is False under "true": a Device event retries them.
@@ -104,7 +105,11 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 // onboardingProviderKeys are the IndexOnboardingProvider keys of a request.
 func onboardingProviderKeys(r *itmv1.OnboardingRequest) []string {
 	keys := slices.Clone(r.Spec.AccountProviders)
-	if len(keys) == 0 {
+	switch {
+	case len(keys) > 0:
+	case r.Status.DefaultProviders != nil:
+		keys = append(keys, r.Status.DefaultProviders.Names...)
+	default:
 		keys = append(keys, ProviderKeyDefault)
 	}
 	for _, a := range r.Status.Accounts {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -124,7 +125,22 @@ func (r *OnboardingReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	force := d.Stage == onboarding.Offboard && o.Annotations[itmv1.AnnotationForceOffboard] != ""
 	ps := pass{force: force}
-	for _, w := range onboarding.Accounts(o, d.Stage, defaults) {
+	// A request that names no provider gets the defaults as they are now,
+	// the first pass after its approval, recorded before any account is
+	// created from them: a provider made default later never reaches it,
+	// and a crash leaves a record of where to look.
+	switch names, fix, err := onboarding.DefaultsToFix(o, d.Stage, defaults); {
+	case err != nil:
+		ps.permanent = append(ps.permanent, "status.defaultProviders: "+err.Error())
+	case fix:
+		if err := r.fixDefaults(ctx, o, names, now); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+			}
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
+	for _, w := range onboarding.Accounts(o, d.Stage) {
 		r.syncAccount(ctx, o, w, byName[w.Provider], &ps)
 	}
 	if err := r.syncDevices(ctx, o, d.Stage, &ps); err != nil {
@@ -172,6 +188,37 @@ func (r *OnboardingReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		res.RequeueAfter = 200 * time.Millisecond
 	}
 	return res, nil
+}
+
+// fixDefaults records names as o's implicit default providers, conditional
+// on the version read, and carries the new version into o so the pass's
+// own status write follows it.
+func (r *OnboardingReconciler) fixDefaults(ctx context.Context, o *itmv1.OnboardingRequest, names []string, now time.Time) error {
+	st := o.Status.DeepCopy()
+	st.DefaultProviders = &itmv1.DefaultProviders{Names: names, FixedAt: metav1.NewTime(now)}
+	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(st)
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"status": content}}
+	u.SetGroupVersionKind(itmv1.GroupVersion.WithKind("OnboardingRequest"))
+	u.SetName(o.Name)
+	u.SetUID(o.UID)
+	u.SetResourceVersion(o.ResourceVersion)
+	if err := r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(OnboardingFieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("record status.defaultProviders of OnboardingRequest %s: %w", o.Name, err)
+	}
+	if u.GetResourceVersion() == "" || u.GetResourceVersion() == o.ResourceVersion {
+		// Without the version written the pass's own write would conflict.
+		return fmt.Errorf("record status.defaultProviders of OnboardingRequest %s: the API server returned no new resourceVersion", o.Name)
+	}
+	o.Status = *st
+	o.ResourceVersion = u.GetResourceVersion()
+	if r.Recorder != nil {
+		r.Recorder.Eventf(o, nil, corev1.EventTypeNormal, "DefaultProvidersFixed", "Onboarding",
+			"spec.accountProviders is empty: the default AccountProviders are fixed as [%s]", strings.Join(names, ", "))
+	}
+	return nil
 }
 
 // accountFor is what a provider holds for o in a stage.
@@ -624,9 +671,9 @@ func (r *OnboardingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // requestChanged passes what a pass reads from the request itself: spec,
-// annotations (force-offboard), deletion and an approver's decision. The
-// controller's own status writes do not pass: re-running every provider
-// call after each of them would change nothing.
+// annotations (force-offboard), deletion, the finalizer and an approver's
+// decision. The controller's own status writes do not pass: re-running
+// every provider call after each of them would change nothing.
 func requestChanged() predicate.Predicate {
 	decision := func(r *itmv1.OnboardingRequest) [2]metav1.ConditionStatus {
 		var d [2]metav1.ConditionStatus
@@ -640,7 +687,9 @@ func requestChanged() predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld.(*itmv1.OnboardingRequest), e.ObjectNew.(*itmv1.OnboardingRequest)
 		return o.Generation != n.Generation || (o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
-			!equality.Semantic.DeepEqual(o.Annotations, n.Annotations) || decision(o) != decision(n)
+			!equality.Semantic.DeepEqual(o.Annotations, n.Annotations) || decision(o) != decision(n) ||
+			// A finalizer that went missing is put back at once.
+			controllerutil.ContainsFinalizer(o, onboarding.Finalizer) != controllerutil.ContainsFinalizer(n, onboarding.Finalizer)
 	}}
 }
 
@@ -654,12 +703,10 @@ func readyChanged() predicate.Predicate {
 }
 
 func (r *OnboardingReconciler) providerToRequests(ctx context.Context, o client.Object) []reconcile.Request {
+	// Requests whose defaults are not fixed yet hear of every provider: one
+	// that stops being default, or stops being too many, changes their set.
 	p := o.(*itmv1.AccountProvider)
-	keys := []string{p.Name}
-	if p.Spec.Default {
-		keys = append(keys, ProviderKeyDefault)
-	}
-	return r.requestsByIndex(ctx, IndexOnboardingProvider, keys)
+	return r.requestsByIndex(ctx, IndexOnboardingProvider, []string{p.Name, ProviderKeyDefault})
 }
 
 // deviceToRequests enqueues the request of the device's assignee, and every

@@ -186,6 +186,22 @@ type AccountStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
+// DefaultProviders is the set of default AccountProviders a request was
+// approved with.
+type DefaultProviders struct {
+	// names of the AccountProviders marked default at that instant, sorted;
+	// empty when there were none.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	Names []string `json:"names"`
+
+	// fixedAt is when the set was fixed.
+	// +required
+	FixedAt metav1.Time `json:"fixedAt"`
+}
+
 // OnboardingRequestStatus is what was provisioned for the person.
 type OnboardingRequestStatus struct {
 	// observedGeneration is the generation the status reflects.
@@ -214,6 +230,15 @@ type OnboardingRequestStatus struct {
 	// credentials; secret material is never copied into status.
 	// +optional
 	CredentialsSecret *ObjectReference `json:"credentialsSecret,omitempty"`
+
+	// defaultProviders records the AccountProviders marked default when the
+	// request was approved (or, when approval is not required, first
+	// provisioned); a request that names no provider uses exactly these, so
+	// a provider made default later applies only to requests approved
+	// after that. Unset until then, and only for requests that name no
+	// provider. Written by itmanager alone.
+	// +optional
+	DefaultProviders *DefaultProviders `json:"defaultProviders,omitempty"`
 
 	// conditions: Approved, Denied, AccountsReady, DevicesAssigned, Ready.
 	// +optional

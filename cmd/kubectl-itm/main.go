@@ -33,8 +33,9 @@ Usage:
   kubectl itm why <device> <policy>   explain whether an AccessPolicy allows a Device, requirement by requirement
   kubectl itm windows                 list MaintenanceWindows: open now?, next opening (window zone, local, UTC), progress
   kubectl itm schedule <window>       the next 10 openings of a MaintenanceWindow
-  kubectl itm approve <user> [message]           approve an OnboardingRequest (needs the verb "approve"; not your own)
-  kubectl itm deny <user> <reason> [message]     deny it, with a reason (CamelCase, e.g. NoContract)
+  kubectl itm approve <user> [message]           approve an OnboardingRequest as it prints it (needs the verb "approve"; not your own;
+                                                 fails, deciding nothing, if the request changed in between)
+  kubectl itm deny <user> <reason> [message]     deny it the same way, with a reason (CamelCase, e.g. NoContract)
   kubectl itm status <user>           a person's request, accounts, devices and access at a glance
 
 Flags:

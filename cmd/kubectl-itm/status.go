@@ -40,6 +40,7 @@ func status(ctx context.Context, c client.Client, devicesNS, user string, now ti
 	if len(r.Spec.Groups) > 0 {
 		fmt.Fprintf(out, "  Groups:        %s\n", strings.Join(r.Spec.Groups, ", "))
 	}
+	fmt.Fprintf(out, "  Providers:     %s\n", providersOf(ctx, c, r))
 	if r.Spec.StartDate != nil || r.Spec.EndDate != nil {
 		fmt.Fprintf(out, "  Dates:         %s to %s\n", dateOr(r.Spec.StartDate, "-"), dateOr(r.Spec.EndDate, "open-ended"))
 	}

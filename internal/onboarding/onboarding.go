@@ -122,15 +122,54 @@ type AccountWant struct {
 	Want     Want
 }
 
-// Accounts lists every provider the request has or should have an account
-// in, with the wanted state: the providers it names (or every default one
-// when it names none) per stage, and every provider recorded in status that
-// is no longer wanted, so nothing recorded is forgotten. Sorted by name.
-func Accounts(r *itmv1.OnboardingRequest, stage Stage, defaults []string) []AccountWant {
-	named := r.Spec.AccountProviders
-	if len(named) == 0 {
-		named = defaults
+// MaxDefaultProviders bounds status.defaultProviders.names.
+const MaxDefaultProviders = 16
+
+// DefaultsToFix decides whether a pass must first record the request's
+// implicit defaults: a request that names no AccountProvider gets the
+// providers marked default (current, as listed now) at the instant it is
+// approved or, when approval is not required, first provisioned, and
+// keeps that set; a provider made default later never reaches it. It
+// returns the set to record and true when the request needs one and has
+// none yet (the stages that provision: Scheduled, Active). More defaults
+// than status can hold is an error: the request waits, nothing is
+// provisioned from a truncated set.
+func DefaultsToFix(r *itmv1.OnboardingRequest, stage Stage, current []string) ([]string, bool, error) {
+	if len(r.Spec.AccountProviders) > 0 || r.Status.DefaultProviders != nil || (stage != Active && stage != Scheduled) {
+		return nil, false, nil
 	}
+	names := slices.Clone(current)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if len(names) > MaxDefaultProviders {
+		return nil, false, fmt.Errorf("%d AccountProviders are marked default, more than the %d a request can record in status.defaultProviders; name the providers in spec.accountProviders",
+			len(names), MaxDefaultProviders)
+	}
+	if names == nil {
+		names = []string{}
+	}
+	return names, true, nil
+}
+
+// Providers are the AccountProviders a request asks for: those it names,
+// or, when it names none, the defaults recorded in its status (none before
+// they are fixed).
+func Providers(r *itmv1.OnboardingRequest) []string {
+	if len(r.Spec.AccountProviders) > 0 {
+		return r.Spec.AccountProviders
+	}
+	if r.Status.DefaultProviders != nil {
+		return r.Status.DefaultProviders.Names
+	}
+	return nil
+}
+
+// Accounts lists every provider the request has or should have an account
+// in, with the wanted state: the providers it asks for (Providers) per
+// stage, and every provider recorded in status that is no longer wanted,
+// so nothing recorded is forgotten. Sorted by name.
+func Accounts(r *itmv1.OnboardingRequest, stage Stage) []AccountWant {
+	named := Providers(r)
 	want := map[string]Want{}
 	for _, p := range named {
 		switch stage {

@@ -3,6 +3,7 @@ package onboarding
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,29 +73,83 @@ func TestDecide(t *testing.T) {
 func TestAccounts(t *testing.T) {
 	r := &itmv1.OnboardingRequest{}
 	r.Status.Accounts = []itmv1.AccountStatus{{Provider: "old", State: itmv1.AccountStateProvisioned}, {Provider: "ldap", State: itmv1.AccountStateDisabled}}
+	fixed := &itmv1.DefaultProviders{Names: []string{"kube", "ldap"}}
 	tests := []struct {
-		name  string
-		named []string
-		stage Stage
-		want  []AccountWant
+		name     string
+		named    []string
+		defaults *itmv1.DefaultProviders
+		stage    Stage
+		want     []AccountWant
 	}{
-		{"defaults when none named, removed ones offboarded", nil, Active,
+		{"the recorded defaults when none named, removed ones offboarded", nil, fixed, Active,
 			[]AccountWant{{"kube", WantEnabled}, {"ldap", WantEnabled}, {"old", WantGone}}},
-		{"named replace defaults", []string{"ldap"}, Scheduled,
-			[]AccountWant{{"ldap", WantDisabled}, {"old", WantGone}}},
-		{"offboard visits named and recorded", []string{"kube"}, Offboard,
-			[]AccountWant{{"kube", WantGone}, {"ldap", WantGone}, {"old", WantGone}}},
-		{"awaiting approval creates nothing, undoes the recorded", []string{"kube"}, AwaitingApproval,
+		{"no defaults before they are fixed: nothing new, the recorded undone", nil, nil, Active,
 			[]AccountWant{{"ldap", WantGone}, {"old", WantGone}}},
-		{"denied creates nothing", nil, Denied,
+		{"defaults fixed empty stay empty", nil, &itmv1.DefaultProviders{Names: []string{}}, Active,
+			[]AccountWant{{"ldap", WantGone}, {"old", WantGone}}},
+		{"named replace defaults", []string{"ldap"}, fixed, Scheduled,
+			[]AccountWant{{"ldap", WantDisabled}, {"old", WantGone}}},
+		{"offboard visits named and recorded", []string{"kube"}, nil, Offboard,
+			[]AccountWant{{"kube", WantGone}, {"ldap", WantGone}, {"old", WantGone}}},
+		{"offboard visits the recorded defaults", nil, fixed, Offboard,
+			[]AccountWant{{"kube", WantGone}, {"ldap", WantGone}, {"old", WantGone}}},
+		{"awaiting approval creates nothing, undoes the recorded", []string{"kube"}, nil, AwaitingApproval,
+			[]AccountWant{{"ldap", WantGone}, {"old", WantGone}}},
+		{"denied creates nothing", nil, fixed, Denied,
 			[]AccountWant{{"ldap", WantGone}, {"old", WantGone}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := r.DeepCopy()
 			r.Spec.AccountProviders = tt.named
-			if got := Accounts(r, tt.stage, []string{"ldap", "kube"}); !reflect.DeepEqual(got, tt.want) {
+			r.Status.DefaultProviders = tt.defaults
+			if got := Accounts(r, tt.stage); !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Accounts = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultsToFix(t *testing.T) {
+	many := make([]string, MaxDefaultProviders+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("p%02d", i)
+	}
+	tests := []struct {
+		name     string
+		named    []string
+		recorded *itmv1.DefaultProviders
+		stage    Stage
+		current  []string
+		want     []string
+		fix      bool
+		err      string
+	}{
+		{"approved (Active): the current defaults, sorted", nil, nil, Active, []string{"ldap", "kube"}, []string{"kube", "ldap"}, true, ""},
+		{"approved before startDate (Scheduled): fixed too", nil, nil, Scheduled, []string{"kube"}, []string{"kube"}, true, ""},
+		{"no default at approval: fixed as empty, not left open", nil, nil, Active, nil, []string{}, true, ""},
+		{"already fixed: a provider made default later is ignored", nil, &itmv1.DefaultProviders{Names: []string{"kube"}}, Active, []string{"kube", "team-x"}, nil, false, ""},
+		{"already fixed as empty stays empty", nil, &itmv1.DefaultProviders{Names: []string{}}, Active, []string{"team-x"}, nil, false, ""},
+		{"awaiting approval: not yet", nil, nil, AwaitingApproval, []string{"kube"}, nil, false, ""},
+		{"denied: never", nil, nil, Denied, []string{"kube"}, nil, false, ""},
+		{"offboarding before approval: never", nil, nil, Offboard, []string{"kube"}, nil, false, ""},
+		{"names its providers: no defaults", []string{"ldap"}, nil, Active, []string{"kube"}, nil, false, ""},
+		{"more defaults than status holds: refused, nothing fixed", nil, nil, Active, many, nil, false, "17 AccountProviders are marked default"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &itmv1.OnboardingRequest{}
+			r.Spec.AccountProviders = tt.named
+			r.Status.DefaultProviders = tt.recorded
+			got, fix, err := DefaultsToFix(r, tt.stage, tt.current)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || fix {
+					t.Fatalf("DefaultsToFix = %v %v %v, want error %q", got, fix, err, tt.err)
+				}
+				return
+			}
+			if err != nil || fix != tt.fix || !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("DefaultsToFix = %#v %v %v, want %#v %v", got, fix, err, tt.want, tt.fix)
 			}
 		})
 	}
