@@ -128,7 +128,7 @@ var _ = Describe("AccountProvider admission", func() {
 		want := fmt.Sprintf(`spec.ldap.bindPasswordSecretRef.name: user "%s" may not get Secret "%s/%s"`, editorName, testenv.OperatorNamespace, secret)
 		Eventually(func() error {
 			return updateAs(editor, p.Name, func(o *itmv1.AccountProvider) { o.Spec.LDAP.URL = "ldaps://attacker.example.com" })
-		}).WithTimeout(15 * time.Second).Should(MatchError(ContainSubstring(want)), "a new url for the stored password")
+		}).WithTimeout(15*time.Second).Should(MatchError(ContainSubstring(want)), "a new url for the stored password")
 		Expect(updateAs(editor, p.Name, func(o *itmv1.AccountProvider) { o.Spec.LDAP.BindDN = "cn=someone,dc=example,dc=com" })).
 			To(MatchError(ContainSubstring(want)), "a new bindDN")
 		Expect(updateAs(editor, p.Name, func(o *itmv1.AccountProvider) { o.Spec.LDAP.BindPasswordSecretRef.Key = "other" })).
