@@ -59,11 +59,14 @@ func (r *AccountProviderReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	wasReady := meta.IsStatusConditionTrue(status.Conditions, "Ready")
 	if err == nil {
 		status.Message = "connected"
-		setCondition(&status.Conditions, p.Generation, now, "Ready", metav1.ConditionTrue, "Connected", describeProvider(p))
+		setCondition(&status.Conditions, p.Generation, now, "Ready", metav1.ConditionTrue, itmv1.AccountProviderReasonConnected, describeProvider(p))
 	} else {
-		reason := "Unreachable"
+		reason := itmv1.AccountProviderReasonUnreachable
 		if accounts.IsConfig(err) {
-			reason = "InvalidConfiguration"
+			reason = itmv1.AccountProviderReasonInvalidConfiguration
+			if r := accounts.ConfigReason(err); r != "" {
+				reason = r
+			}
 		}
 		status.Message = text.Truncate(err.Error(), 1024)
 		setCondition(&status.Conditions, p.Generation, now, "Ready", metav1.ConditionFalse, reason, err.Error())

@@ -58,7 +58,8 @@ func ldapProvider(mutate func(*itmv1.LDAPProviderSpec)) *itmv1.AccountProvider {
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: testenv.OperatorNamespace, Name: uniqueName("ldap-bind")},
 		Data: map[string][]byte{"password": []byte(ldapServer.AdminPassword)}}
 	Expect(k8s.Create(ctx, secret)).To(Succeed())
-	spec := &itmv1.LDAPProviderSpec{URL: ldapServer.URL, BindDN: ldapServer.AdminDN,
+	// The test slapd listens on plain ldap:// on loopback, without TLS.
+	spec := &itmv1.LDAPProviderSpec{URL: ldapServer.URL, Insecure: true, BindDN: ldapServer.AdminDN,
 		BindPasswordSecretRef: itmv1.SecretKeyReference{Name: secret.Name, Key: "password"},
 		UsersDN:               ldapServer.PeopleDN, GroupsDN: ldapServer.GroupsDN}
 	if mutate != nil {

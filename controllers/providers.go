@@ -62,7 +62,7 @@ func (f *Providers) Open(ctx context.Context, p *itmv1.AccountProvider) (account
 			return nil, err
 		}
 		cfg := accounts.LDAPConfig{URL: l.URL, BindDN: l.BindDN, BindPassword: string(password), UsersDN: l.UsersDN,
-			GroupsDN: l.GroupsDN, ObjectClasses: l.UserObjectClasses, Delete: l.OffboardAction == itmv1.LDAPOffboardDelete}
+			GroupsDN: l.GroupsDN, ObjectClasses: l.UserObjectClasses, Insecure: l.Insecure, Delete: l.OffboardAction == itmv1.LDAPOffboardDelete}
 		if l.CASecretRef != nil {
 			if cfg.CAPEM, err = f.secretKey(ctx, "spec.ldap.caSecretRef", *l.CASecretRef); err != nil {
 				return nil, err

@@ -14,6 +14,23 @@ const (
 	AccountProviderLDAP       AccountProviderType = "LDAP"
 )
 
+// Reasons of an AccountProvider's Ready condition.
+const (
+	// AccountProviderReasonConnected: the last connectivity check succeeded.
+	AccountProviderReasonConnected = "Connected"
+	// AccountProviderReasonUnreachable: the last check failed in a way a
+	// retry may fix.
+	AccountProviderReasonUnreachable = "Unreachable"
+	// AccountProviderReasonInvalidConfiguration: only a change to the spec
+	// or its Secrets can fix the provider.
+	AccountProviderReasonInvalidConfiguration = "InvalidConfiguration"
+	// AccountProviderReasonNamespaceNotManaged: a Kubernetes provider's
+	// namespace exists but lacks the label
+	// itmanager.io/managed-namespace=true, so itmanager creates nothing
+	// there.
+	AccountProviderReasonNamespaceNotManaged = "NamespaceNotManaged"
+)
+
 // LDAPOffboardAction is what happens to an LDAP entry on offboarding.
 // +kubebuilder:validation:Enum=Disable;Delete
 type LDAPOffboardAction string
@@ -35,20 +52,25 @@ type KubernetesProviderSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('kube-') && self != 'default'",message="spec.kubernetes.namespace must not be default or a kube-* namespace"
 	Namespace string `json:"namespace,omitempty"`
 
-	// tokenTTL is how long an issued token is valid (at least 10m); tokens
-	// are renewed before they expire.
+	// tokenTTL is how long an issued token is valid (at least 10m, at most
+	// 720h: a kubeconfig that leaks stops working within a month at the
+	// latest); tokens are renewed before they expire.
 	// +optional
 	// +kubebuilder:default="24h"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10m')",message="spec.kubernetes.tokenTTL must be at least 10m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('720h')",message="spec.kubernetes.tokenTTL must be at most 720h"
 	TokenTTL *metav1.Duration `json:"tokenTTL,omitempty"`
 }
 
 // LDAPProviderSpec provisions entries in an LDAP directory.
+// +kubebuilder:validation:XValidation:rule="!self.url.startsWith('ldap://') || has(self.caSecretRef) || (has(self.insecure) && self.insecure)",message="spec.ldap.url: ldap:// sends the bind password in clear text; use ldaps://, StartTLS (set spec.ldap.caSecretRef), or set spec.ldap.insecure: true",fieldPath=".url"
 type LDAPProviderSpec struct {
-	// url of the directory, ldap:// or ldaps://.
+	// url of the directory, ldaps:// or ldap://. On ldap:// the operator
+	// uses StartTLS when caSecretRef is set; without it ldap:// is refused
+	// unless insecure is true.
 	// +required
 	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:Pattern=`^ldaps?://[^\s/]+(:[0-9]+)?/?$`
@@ -89,6 +111,12 @@ type LDAPProviderSpec struct {
 	// PEM CA bundle that verifies the directory's certificate.
 	// +optional
 	CASecretRef *SecretKeyReference `json:"caSecretRef,omitempty"`
+
+	// insecure allows an ldap:// url without StartTLS, so the bind password
+	// travels in clear text. For test directories on loopback only.
+	// +optional
+	// +kubebuilder:default=false
+	Insecure bool `json:"insecure,omitempty"`
 
 	// offboardAction is Disable (default: lock the entry) or Delete.
 	// +optional

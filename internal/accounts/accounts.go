@@ -121,7 +121,12 @@ func IsConflict(err error) bool {
 // ConfigError is a provider whose spec or environment cannot work (a
 // forbidden namespace, a missing Secret key): retrying does not help until
 // someone changes something.
-type ConfigError struct{ Msg string }
+type ConfigError struct {
+	Msg string
+	// Reason, when set, is the condition reason that names the problem
+	// (otherwise the caller's generic one).
+	Reason string
+}
 
 func (e *ConfigError) Error() string { return e.Msg }
 
@@ -129,6 +134,15 @@ func (e *ConfigError) Error() string { return e.Msg }
 func IsConfig(err error) bool {
 	var c *ConfigError
 	return errors.As(err, &c)
+}
+
+// ConfigReason is the Reason of the *ConfigError err is or wraps, or "".
+func ConfigReason(err error) string {
+	var c *ConfigError
+	if errors.As(err, &c) {
+		return c.Reason
+	}
+	return ""
 }
 
 // ownerReason describes whose an account is from the mark it carries.

@@ -29,6 +29,13 @@ const (
 	DefaultUsersNamespace = "itmanager-users"
 	// DefaultTokenTTL is how long a token is valid by default.
 	DefaultTokenTTL = 24 * time.Hour
+	// LabelManagedNamespace marks a namespace in which itmanager may create
+	// ServiceAccounts, tokens and Secrets: set (to ManagedNamespace) on the
+	// namespaces itmanager creates, or by an admin on an existing one.
+	// itmanager never labels an existing namespace itself (it may create
+	// namespaces, never update them).
+	LabelManagedNamespace = "itmanager.io/managed-namespace"
+	ManagedNamespace      = "true"
 )
 
 // KubeconfigSecret is the name of a person's credentials Secret.
@@ -53,12 +60,19 @@ type Kubernetes struct {
 	// Server and CAData are what the kubeconfig points at.
 	Server string
 	CAData []byte
+
+	// checked is set once Check passed in this session: Ensure and
+	// SetActive create nothing before it has.
+	checked bool
 }
 
 var _ Provider = (*Kubernetes)(nil)
 
-// Check refuses a forbidden namespace and creates the namespace when it is
-// missing.
+// Check refuses a forbidden namespace, creates the namespace (labelled
+// managed) when it is missing, and refuses an existing one that no admin
+// labelled itmanager.io/managed-namespace=true: that namespace is someone
+// else's, and what lives there (its Secrets, its AccessPolicies) is not
+// itmanager's to mix people's credentials into.
 func (k *Kubernetes) Check(ctx context.Context) error {
 	ns := k.Namespace
 	if strings.HasPrefix(ns, "kube-") || ns == "default" || ns == "" {
@@ -72,10 +86,17 @@ func (k *Kubernetes) Check(ctx context.Context) error {
 	var got corev1.Namespace
 	err := k.Reader.Get(ctx, client.ObjectKey{Name: ns}, &got)
 	if apierrors.IsNotFound(err) {
-		create := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{LabelManagedBy: ManagedBy}}}
-		if err := k.Client.Create(ctx, create); err != nil && !apierrors.IsAlreadyExists(err) {
+		create := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns,
+			Labels: map[string]string{LabelManagedBy: ManagedBy, LabelManagedNamespace: ManagedNamespace}}}
+		if err := k.Client.Create(ctx, create); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				// Someone created it since the read: judged by its label
+				// at the next check, never used before.
+				return fmt.Errorf("namespace %s appeared while creating it; checking it again", ns)
+			}
 			return fmt.Errorf("create namespace %s: %w", ns, err)
 		}
+		k.checked = true
 		return nil
 	}
 	if err != nil {
@@ -84,7 +105,26 @@ func (k *Kubernetes) Check(ctx context.Context) error {
 	if got.DeletionTimestamp != nil {
 		return fmt.Errorf("namespace %s is being deleted", ns)
 	}
+	if !Managed(&got) {
+		return &ConfigError{Reason: itmv1.AccountProviderReasonNamespaceNotManaged, Msg: fmt.Sprintf(
+			"spec.kubernetes.namespace %q exists and is not labelled %s=%s: itmanager creates accounts only in a namespace it created or one an admin labelled so; nothing is created there",
+			ns, LabelManagedNamespace, ManagedNamespace)}
+	}
+	k.checked = true
 	return nil
+}
+
+// Managed reports whether ns carries itmanager.io/managed-namespace=true.
+func Managed(ns *corev1.Namespace) bool {
+	return ns.Labels[LabelManagedNamespace] == ManagedNamespace
+}
+
+// ready runs Check once per session, before anything is created.
+func (k *Kubernetes) ready(ctx context.Context) error {
+	if k.checked {
+		return nil
+	}
+	return k.Check(ctx)
 }
 
 func (k *Kubernetes) id(a Account) string { return k.Namespace + "/" + a.User }
@@ -156,8 +196,12 @@ func (k *Kubernetes) meta(name string, a Account) metav1.ObjectMeta {
 	}
 }
 
-// Ensure creates the ServiceAccount (disabled: no credentials yet).
+// Ensure creates the ServiceAccount (disabled: no credentials yet), only in
+// a namespace Check accepts.
 func (k *Kubernetes) Ensure(ctx context.Context, a Account) (Result, error) {
+	if err := k.ready(ctx); err != nil {
+		return Result{}, err
+	}
 	sa, err := k.serviceAccount(ctx, a)
 	if err != nil {
 		return Result{}, err
@@ -182,6 +226,9 @@ func (k *Kubernetes) Ensure(ctx context.Context, a Account) (Result, error) {
 func (k *Kubernetes) SetActive(ctx context.Context, a Account, active bool) (Result, error) {
 	if !active {
 		return Result{ID: a.User}, k.deleteSecret(ctx, a)
+	}
+	if err := k.ready(ctx); err != nil {
+		return Result{}, err
 	}
 	sa, err := k.serviceAccount(ctx, a)
 	if err != nil {

@@ -49,8 +49,51 @@ func TestKubernetesCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := &corev1.Namespace{}
-	if err := c.Get(ctx, types.NamespacedName{Name: "itmanager-users"}, ns); err != nil || ns.Labels[accounts.LabelManagedBy] != accounts.ManagedBy {
-		t.Fatalf("namespace not created with the mark: %v %v", ns.Labels, err)
+	if err := c.Get(ctx, types.NamespacedName{Name: "itmanager-users"}, ns); err != nil || ns.Labels[accounts.LabelManagedBy] != accounts.ManagedBy ||
+		ns.Labels[accounts.LabelManagedNamespace] != "true" {
+		t.Fatalf("namespace not created with the marks (managed-by, managed-namespace=true): %v %v", ns.Labels, err)
+	}
+}
+
+// TestKubernetesUsesOnlyManagedNamespaces: an existing namespace is used only
+// when it carries itmanager.io/managed-namespace=true; otherwise Check says
+// so with its own reason, and Ensure and SetActive create nothing there.
+func TestKubernetesUsesOnlyManagedNamespaces(t *testing.T) {
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		labels map[string]string
+		ok     bool
+	}{
+		"no labels":                      {nil, false},
+		"only managed-by itmanager":      {map[string]string{accounts.LabelManagedBy: accounts.ManagedBy}, false},
+		"managed-namespace=false":        {map[string]string{accounts.LabelManagedNamespace: "false"}, false},
+		"managed-namespace=true (admin)": {map[string]string{accounts.LabelManagedNamespace: "true"}, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			k, c := kube(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "itmanager-users", Labels: tc.labels}})
+			a := accounts.Account{User: "ada", Owner: "uid-a"}
+			err := k.Check(ctx)
+			_, ensureErr := k.Ensure(ctx, a)
+			_, activeErr := k.SetActive(ctx, a, true)
+			saErr := c.Get(ctx, types.NamespacedName{Namespace: "itmanager-users", Name: "ada"}, &corev1.ServiceAccount{})
+			secretErr := c.Get(ctx, types.NamespacedName{Namespace: "itmanager-users", Name: "ada-kubeconfig"}, &corev1.Secret{})
+			if tc.ok {
+				if err != nil || ensureErr != nil || saErr != nil {
+					t.Fatalf("Check %v, Ensure %v, ServiceAccount %v: want all to succeed", err, ensureErr, saErr)
+				}
+				return
+			}
+			if !accounts.IsConfig(err) || accounts.ConfigReason(err) != "NamespaceNotManaged" ||
+				!strings.Contains(err.Error(), "spec.kubernetes.namespace") || !strings.Contains(err.Error(), "itmanager.io/managed-namespace=true") {
+				t.Errorf("Check = %v (reason %q), want a ConfigError with reason NamespaceNotManaged naming the field and the label", err, accounts.ConfigReason(err))
+			}
+			if !accounts.IsConfig(ensureErr) || !accounts.IsConfig(activeErr) {
+				t.Errorf("Ensure %v, SetActive %v: want both refused with the same ConfigError", ensureErr, activeErr)
+			}
+			if !apierrors.IsNotFound(saErr) || !apierrors.IsNotFound(secretErr) {
+				t.Errorf("something was created in an unmanaged namespace: ServiceAccount %v, Secret %v", saErr, secretErr)
+			}
+		})
 	}
 }
 

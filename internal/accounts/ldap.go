@@ -31,8 +31,12 @@ type LDAPConfig struct {
 	ObjectClasses             []string
 	// CAPEM verifies the directory's certificate (ldaps://, or StartTLS on
 	// ldap:// when set).
-	CAPEM  []byte
-	Delete bool // offboardAction Delete
+	CAPEM []byte
+	// Insecure allows ldap:// without StartTLS (spec.ldap.insecure): the
+	// bind password then travels in clear text. Without it such a URL is
+	// refused before anything is sent.
+	Insecure bool
+	Delete   bool // offboardAction Delete
 }
 
 // LDAP provisions uid=<user> entries under UsersDN and groupOfNames
@@ -50,6 +54,11 @@ func DialLDAP(ctx context.Context, cfg LDAPConfig) (*LDAP, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, &ConfigError{Msg: fmt.Sprintf("spec.ldap.url: %v", err)}
+	}
+	// The API server refuses this too; an object stored before that rule
+	// existed still never sends a password in the clear.
+	if u.Scheme == "ldap" && len(cfg.CAPEM) == 0 && !cfg.Insecure {
+		return nil, &ConfigError{Msg: "spec.ldap.url: ldap:// sends the bind password in clear text; use ldaps://, StartTLS (set spec.ldap.caSecretRef), or set spec.ldap.insecure: true"}
 	}
 	var tlsCfg *tls.Config
 	if len(cfg.CAPEM) > 0 {

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"slices"
@@ -41,7 +42,7 @@ func TestMain(m *testing.M) {
 
 func dial(t *testing.T, mutate func(*accounts.LDAPConfig)) *accounts.LDAP {
 	t.Helper()
-	cfg := accounts.LDAPConfig{URL: server.URL, BindDN: server.AdminDN, BindPassword: server.AdminPassword,
+	cfg := accounts.LDAPConfig{URL: server.URL, Insecure: true, BindDN: server.AdminDN, BindPassword: server.AdminPassword,
 		UsersDN: server.PeopleDN, GroupsDN: server.GroupsDN}
 	if mutate != nil {
 		mutate(&cfg)
@@ -112,7 +113,7 @@ func TestLDAPCheck(t *testing.T) {
 	if err := dial(t, func(c *accounts.LDAPConfig) { c.UsersDN = "ou=nobody," + server.BaseDN }).Check(ctx); !accounts.IsConfig(err) {
 		t.Fatalf("missing usersDN: got %v, want a ConfigError", err)
 	}
-	_, err := accounts.DialLDAP(ctx, accounts.LDAPConfig{URL: server.URL, BindDN: server.AdminDN, BindPassword: "wrong", UsersDN: server.PeopleDN})
+	_, err := accounts.DialLDAP(ctx, accounts.LDAPConfig{URL: server.URL, Insecure: true, BindDN: server.AdminDN, BindPassword: "wrong", UsersDN: server.PeopleDN})
 	if !accounts.IsConfig(err) {
 		t.Fatalf("wrong password: got %v, want a ConfigError", err)
 	}
@@ -306,22 +307,41 @@ func TestLDAPNeverAdopts(t *testing.T) {
 	}
 }
 
+// TestLDAPRefusesClearTextBeforeConnecting: without StartTLS or insecure,
+// ldap:// is refused as a configuration error before any connection is
+// made (the port here answers nothing, so a dial would fail differently).
+func TestLDAPRefusesClearTextBeforeConnecting(t *testing.T) {
+	ports, err := testenv.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = accounts.DialLDAP(context.Background(), accounts.LDAPConfig{URL: fmt.Sprintf("ldap://127.0.0.1:%d", ports[0]),
+		BindDN: server.AdminDN, BindPassword: server.AdminPassword, UsersDN: server.PeopleDN})
+	if !accounts.IsConfig(err) || !strings.Contains(err.Error(), "spec.ldap.url") || strings.Contains(err.Error(), "connect to") {
+		t.Fatalf("got %v, want a ConfigError naming spec.ldap.url and no connection attempt", err)
+	}
+}
+
 func TestLDAPTLS(t *testing.T) {
 	ctx := context.Background()
 	base := accounts.LDAPConfig{BindDN: server.AdminDN, BindPassword: server.AdminPassword, UsersDN: server.PeopleDN}
 	for name, tc := range map[string]struct {
-		url  string
-		ca   []byte
-		want string // "" for success, else part of the error
+		url      string
+		ca       []byte
+		insecure bool
+		want     string // "" for success, else part of the error
 	}{
-		"ldaps with the CA":           {server.LDAPSURL, server.CAPEM, ""},
-		"StartTLS on ldap:// with CA": {server.URL, server.CAPEM, ""},
-		"ldaps without the CA":        {server.LDAPSURL, nil, "certificate"},
-		"ldaps with another CA":       {server.LDAPSURL, otherCA(t), "certificate"},
+		"ldaps with the CA":                      {server.LDAPSURL, server.CAPEM, false, ""},
+		"StartTLS on ldap:// with CA":            {server.URL, server.CAPEM, false, ""},
+		"StartTLS on ldap:// with another CA":    {server.URL, otherCA(t), false, "StartTLS"},
+		"ldaps without the CA":                   {server.LDAPSURL, nil, false, "certificate"},
+		"ldaps with another CA":                  {server.LDAPSURL, otherCA(t), false, "certificate"},
+		"ldap:// in clear text with insecure":    {server.URL, nil, true, ""},
+		"ldap:// in clear text without insecure": {server.URL, nil, false, "ldap:// sends the bind password in clear text"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := base
-			cfg.URL, cfg.CAPEM = tc.url, tc.ca
+			cfg.URL, cfg.CAPEM, cfg.Insecure = tc.url, tc.ca, tc.insecure
 			l, err := accounts.DialLDAP(ctx, cfg)
 			if tc.want != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {

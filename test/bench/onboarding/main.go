@@ -77,7 +77,7 @@ func run() error {
 		{ObjectMeta: metav1.ObjectMeta{Name: "kube"}, Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderKubernetes, Default: true,
 			Kubernetes: &itmv1.KubernetesProviderSpec{Namespace: usersNS}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "ldap"}, Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderLDAP, Default: true,
-			LDAP: &itmv1.LDAPProviderSpec{URL: dir.URL, BindDN: dir.AdminDN, UsersDN: dir.PeopleDN, GroupsDN: dir.GroupsDN,
+			LDAP: &itmv1.LDAPProviderSpec{URL: dir.URL, Insecure: true, BindDN: dir.AdminDN, UsersDN: dir.PeopleDN, GroupsDN: dir.GroupsDN,
 				BindPasswordSecretRef: itmv1.SecretKeyReference{Name: "bench-ldap", Key: "password"}}}},
 	} {
 		if err := admin.Create(ctx, p); err != nil {
