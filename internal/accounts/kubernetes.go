@@ -72,7 +72,9 @@ func (k *Kubernetes) Check(ctx context.Context) error {
 	var got corev1.Namespace
 	err := k.Reader.Get(ctx, client.ObjectKey{Name: ns}, &got)
 	if apierrors.IsNotFound(err) {
-		create := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{LabelManagedBy: ManagedBy}}}
+		// Marked for itmanager: the manager's admission policy lets it write
+		// ServiceAccounts, tokens and Secrets only in marked namespaces.
+		create := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{LabelManagedBy: ManagedBy, "itmanager.io/managed-namespace": "true"}}}
 		if err := k.Client.Create(ctx, create); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create namespace %s: %w", ns, err)
 		}
