@@ -130,4 +130,16 @@ var _ = Describe("The manager's own reach", func() {
 		Expect(err).To(MatchError(ContainSubstring(`cannot patch resource "namespaces"`)))
 		Expect(asManager.Update(ctx, plain)).To(MatchError(ContainSubstring(`cannot update resource "namespaces"`)))
 	})
+	It("holds Job rights only in the upgrades namespace", func() {
+		for ns, want := range map[string]bool{
+			testenv.UpgradesNamespace: true, testenv.OperatorNamespace: false, testenv.DevicesNamespace: false, "kube-system": false, newNamespace(nil): false,
+		} {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: managerUser, Groups: []string{"system:serviceaccounts", "system:authenticated"},
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Group: "batch", Resource: "jobs"},
+			}}
+			Expect(k8s.Create(ctx, sar)).To(Succeed())
+			Expect(sar.Status.Allowed).To(Equal(want), "create jobs in %s", ns)
+		}
+	})
 })
