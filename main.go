@@ -75,6 +75,7 @@ func main() {
 		enableHTTP2          bool
 		operatorNamespace    string
 		devicesNamespace     string
+		upgradesNamespace    string
 		staleAfter           time.Duration
 		lastCheckInRefresh   time.Duration
 		checkinAddr          string
@@ -107,6 +108,7 @@ func main() {
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the metrics and webhook servers (off by default: CVE-2023-44487).")
 	flag.StringVar(&operatorNamespace, "operator-namespace", envOr("POD_NAMESPACE", "itmanager-system"), "Namespace of the operator; it holds the leader election Lease, and Secrets referenced by AccountProviders resolve only here.")
 	flag.StringVar(&devicesNamespace, "devices-namespace", "itmanager-devices", "Namespace of the per-device Leases and enrolment Secrets.")
+	flag.StringVar(&upgradesNamespace, "upgrades-namespace", controllers.DefaultUpgradesNamespace, "Namespace where node upgrade Jobs run (Pod Security privileged, holding the ServiceAccount "+controllers.NodeUpgradeServiceAccount+"); the manager's Job rights are only there.")
 	flag.DurationVar(&staleAfter, "checkin-stale-after", 5*time.Minute, "A device whose last check-in is older than this is CheckedIn=False.")
 	flag.DurationVar(&lastCheckInRefresh, "last-checkin-refresh", 5*time.Minute, "Rewrite a Device's status.lastCheckIn at most this often while CheckedIn does not change (the Lease holds the live value).")
 	flag.StringVar(&checkinAddr, "checkin-bind-address", ":9444", "Address the agent check-in service (HTTPS) binds to; \"0\" disables it.")
@@ -172,7 +174,7 @@ func main() {
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme: scheme,
 		Cache: cache.Options{
-			ByObject:         controllers.CacheByObject(operatorNamespace, devicesNamespace),
+			ByObject:         controllers.CacheByObject(devicesNamespace, upgradesNamespace),
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
 		Metrics:                 metricsOpts,
@@ -219,7 +221,7 @@ func main() {
 	}
 	if err := (&controllers.MaintenanceWindowReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-maintenance"),
-		OperatorNamespace: operatorNamespace, Workers: workers,
+		UpgradesNamespace: upgradesNamespace, Workers: workers,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "MaintenanceWindow")
 		os.Exit(1)
@@ -312,7 +314,7 @@ func main() {
 		os.Exit(1)
 	}
 
-	log.Info("Starting manager", "operatorNamespace", operatorNamespace, "devicesNamespace", devicesNamespace, "checkinURL", checkinURL)
+	log.Info("Starting manager", "operatorNamespace", operatorNamespace, "devicesNamespace", devicesNamespace, "upgradesNamespace", upgradesNamespace, "checkinURL", checkinURL)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "Manager exited with an error")
 		os.Exit(1)

@@ -16,10 +16,11 @@ import (
 // CacheByObject narrows the manager's cache to what the controllers need
 // and the RBAC grants: Leases only in the devices' and the kubelets'
 // namespaces, Secrets only in the devices' namespace (and only their
-// metadata is ever read), and of NetworkPolicies and bindings only those
-// itmanager generated; the cluster's others are none of its business. Pods
-// are never cached: a node's are listed live while it drains.
-func CacheByObject(operatorNamespace, devicesNamespace string) map[client.Object]cache.ByObject {
+// metadata is ever read), Jobs only in the upgrades namespace, and of
+// NetworkPolicies, bindings and Jobs only those itmanager generated; the
+// cluster's others are none of its business. Pods are never cached: a
+// node's are listed live while it drains.
+func CacheByObject(devicesNamespace, upgradesNamespace string) map[client.Object]cache.ByObject {
 	generated := labels.SelectorFromSet(labels.Set{netpol.LabelManagedBy: netpol.ManagedByValue})
 	return map[client.Object]cache.ByObject{
 		&coordinationv1.Lease{}:       {Namespaces: map[string]cache.Config{devicesNamespace: {}, NodeLeaseNamespace: {}}},
@@ -27,7 +28,7 @@ func CacheByObject(operatorNamespace, devicesNamespace string) map[client.Object
 		&networkingv1.NetworkPolicy{}: {Label: generated},
 		&rbacv1.RoleBinding{}:         {Label: generated},
 		&rbacv1.ClusterRoleBinding{}:  {Label: generated},
-		// Upgrade Jobs run only in the operator's namespace.
-		&batchv1.Job{}: {Namespaces: map[string]cache.Config{operatorNamespace: {}}, Label: generated},
+		// Node upgrade Jobs run only in the upgrades namespace.
+		&batchv1.Job{}: {Namespaces: map[string]cache.Config{upgradesNamespace: {}}, Label: generated},
 	}
 }

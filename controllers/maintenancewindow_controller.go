@@ -48,11 +48,13 @@ type MaintenanceWindowReconciler struct {
 	client.Client
 	// APIReader lists a node's pods and PodDisruptionBudgets live: the
 	// manager does not cache the cluster's pods.
-	APIReader         client.Reader
-	Clock             clock.PassiveClock
-	Recorder          recorder.EventRecorder
-	Workers           int
-	OperatorNamespace string
+	APIReader client.Reader
+	Clock     clock.PassiveClock
+	Recorder  recorder.EventRecorder
+	Workers   int
+	// UpgradesNamespace is where node upgrade Jobs run (default
+	// itmanager-upgrades); the manager's Job rights are only there.
+	UpgradesNamespace string
 	// DrainPoll is how often a draining node is looked at (default 5s).
 	DrainPoll time.Duration
 }
@@ -65,7 +67,11 @@ type MaintenanceWindowReconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=list
-// +kubebuilder:rbac:groups=batch,namespace=itmanager-system,resources=jobs,verbs=get;list;watch;create;delete
+// Node upgrade Jobs, and their pods for the version report, only in the
+// upgrades namespace (the chart and make dev put this Role where
+// --upgrades-namespace points).
+// +kubebuilder:rbac:groups=batch,namespace=itmanager-upgrades,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",namespace=itmanager-upgrades,resources=pods,verbs=list
 
 // Reconcile decides one window at the clock's now and acts on it.
 func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

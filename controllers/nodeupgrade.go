@@ -18,7 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
@@ -39,6 +41,22 @@ const (
 	LabelUpgradeDevice = "itmanager.io/device"
 	// LabelWindow labels upgrade Jobs with their MaintenanceWindow.
 	LabelWindow = "itmanager.io/maintenance-window"
+	// VersionFieldManager owns the Node label itmanager.io/os-version when
+	// itmanager set it from an upgrade Job's version report.
+	VersionFieldManager = "itmanager-os-version"
+
+	// DefaultUpgradesNamespace is where node upgrade Jobs run: Pod Security
+	// privileged, and nothing else runs there.
+	DefaultUpgradesNamespace = "itmanager-upgrades"
+	// NodeUpgradeServiceAccount runs the upgrade Jobs, with no token
+	// mounted: the image needs the node, not the API.
+	NodeUpgradeServiceAccount = "itmanager-node-upgrade"
+	// UpgradeContainer is the name of the upgrade Job's one container,
+	// whose termination message may carry the version report.
+	UpgradeContainer = "upgrade"
+	// HostRootMount is where the node's root filesystem is mounted in the
+	// upgrade container, so the image can chroot into it.
+	HostRootMount = "/host"
 
 	defaultDrainTimeout = 30 * time.Minute
 )
@@ -73,7 +91,7 @@ func (r *MaintenanceWindowReconciler) progressNode(ctx context.Context, mw *itmv
 	}
 
 	job := &batchv1.Job{}
-	jobKey := types.NamespacedName{Namespace: r.OperatorNamespace, Name: upgradeJobName(d)}
+	jobKey := types.NamespacedName{Namespace: r.upgradesNamespace(), Name: upgradeJobName(d)}
 	err := r.Get(ctx, jobKey, job)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -106,6 +124,14 @@ func (r *MaintenanceWindowReconciler) progressNode(ctx context.Context, mw *itmv
 		return nodeStep{}, r.finish(ctx, mw, d, itmv1.UpgradeStateFailed,
 			fmt.Sprintf("upgrade Job %s failed: %s; the node is left cordoned for inspection", job.Name, jobFailure(job)), now)
 	case jobCondition(job, batchv1.JobComplete):
+		refused, err := r.applyVersionReport(ctx, job, node)
+		if err != nil {
+			return poll, err
+		}
+		if refused != "" {
+			return nodeStep{}, r.finish(ctx, mw, d, itmv1.UpgradeStateFailed,
+				fmt.Sprintf("upgrade Job %s succeeded but its version report was refused: %s; the node is left cordoned for inspection", job.Name, refused), now)
+		}
 		if rollout.NeedsUpgrade(d) {
 			// The Job is done; the node reports its new version when it is back.
 			return poll, r.setMessage(ctx, d, "upgrade Job succeeded; waiting for the node to report "+d.Spec.OS.TargetVersion)
@@ -186,7 +212,7 @@ func (r *MaintenanceWindowReconciler) drain(ctx context.Context, mw *itmv1.Maint
 			continue
 		}
 		// An upgrade Job's own pod is not drained away from its node.
-		if p.Namespace == r.OperatorNamespace && p.Labels[LabelUpgradeDevice] != "" {
+		if p.Namespace == r.upgradesNamespace() && p.Labels[LabelUpgradeDevice] != "" {
 			continue
 		}
 		remaining++
@@ -249,7 +275,11 @@ func upgradeJobName(d *itmv1.Device) string {
 
 // upgradeJob runs nodeUpgrade on the node, tolerating its cordon, with the
 // target version in its environment, bounded by what is left of
-// upgradeTimeout.
+// upgradeTimeout. It runs as system-upgrade-controller's Jobs do: in the
+// upgrades namespace (Pod Security privileged), privileged, in the host's
+// PID namespace with the node's root filesystem at /host, so the image can
+// chroot into the node; as a ServiceAccount of its own with no token, so
+// the image holds no API credential.
 func (r *MaintenanceWindowReconciler) upgradeJob(mw *itmv1.MaintenanceWindow, d *itmv1.Device, now time.Time) *batchv1.Job {
 	left := rollout.UpgradeTimeout(&mw.Spec)
 	if d.Status.Upgrade.StartedAt != nil {
@@ -261,7 +291,7 @@ func (r *MaintenanceWindowReconciler) upgradeJob(mw *itmv1.MaintenanceWindow, d 
 	nu := mw.Spec.NodeUpgrade
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: r.OperatorNamespace, Name: upgradeJobName(d), Labels: labels,
+			Namespace: r.upgradesNamespace(), Name: upgradeJobName(d), Labels: labels,
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: itmv1.GroupVersion.String(), Kind: "MaintenanceWindow", Name: mw.Name, UID: mw.UID, Controller: ptr.To(true),
 			}},
@@ -272,22 +302,90 @@ func (r *MaintenanceWindowReconciler) upgradeJob(mw *itmv1.MaintenanceWindow, d 
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
-					NodeName:      d.Spec.NodeName,
-					RestartPolicy: corev1.RestartPolicyNever,
+					NodeName:                     d.Spec.NodeName,
+					RestartPolicy:                corev1.RestartPolicyNever,
+					ServiceAccountName:           NodeUpgradeServiceAccount,
+					AutomountServiceAccountToken: ptr.To(false),
+					HostPID:                      true,
 					// The node is cordoned (and may be tainted): the upgrade
 					// must run there anyway.
 					Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					Volumes: []corev1.Volume{{Name: "host-root", VolumeSource: corev1.VolumeSource{
+						HostPath: &corev1.HostPathVolumeSource{Path: "/", Type: ptr.To(corev1.HostPathDirectory)},
+					}}},
 					Containers: []corev1.Container{{
-						Name: "upgrade", Image: nu.Image, Command: nu.Command, Args: nu.Args,
+						Name: UpgradeContainer, Image: nu.Image, Command: nu.Command, Args: nu.Args,
 						Env: []corev1.EnvVar{
 							{Name: "TARGET_VERSION", Value: d.Spec.OS.TargetVersion},
 							{Name: "NODE_NAME", Value: d.Spec.NodeName},
 						},
+						SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
+						VolumeMounts:    []corev1.VolumeMount{{Name: "host-root", MountPath: HostRootMount}},
+						// The image reports the version it installed by writing
+						// itmanager.io/os-version=<version> to /dev/termination-log.
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 					}},
 				},
 			},
 		},
 	}
+}
+
+func (r *MaintenanceWindowReconciler) upgradesNamespace() string {
+	return cmp.Or(r.UpgradesNamespace, DefaultUpgradesNamespace)
+}
+
+// applyVersionReport sets the Node label itmanager.io/os-version to the
+// version a succeeded upgrade Job reported in its termination message, so
+// Node discovery observes it. It returns why a report was refused (the
+// label is then left alone); no report at all is not a refusal: the node's
+// own report decides.
+func (r *MaintenanceWindowReconciler) applyVersionReport(ctx context.Context, job *batchv1.Job, node *corev1.Node) (string, error) {
+	msg, err := r.terminationMessage(ctx, job)
+	if err != nil {
+		return "", err
+	}
+	version, err := rollout.ParseVersionReport(msg)
+	switch {
+	case errors.Is(err, rollout.ErrNoReport):
+		return "", nil
+	case err != nil:
+		return err.Error(), nil
+	case node.Labels[itmv1.LabelOSVersion] == version:
+		return "", nil
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{}}
+	u.SetAPIVersion("v1")
+	u.SetKind("Node")
+	u.SetName(node.Name)
+	u.SetUID(node.UID)
+	u.SetLabels(map[string]string{itmv1.LabelOSVersion: version})
+	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(VersionFieldManager), client.ForceOwnership); err != nil {
+		return "", fmt.Errorf("label Node %s with the reported version: %w", node.Name, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Node reported its version through the upgrade Job", "Node", klog.KObj(node), "version", version, "job", job.Name)
+	return "", nil
+}
+
+// terminationMessage is the termination message of the upgrade container
+// of the Job's succeeded pod; empty when there is none.
+func (r *MaintenanceWindowReconciler) terminationMessage(ctx context.Context, job *batchv1.Job) (string, error) {
+	pods := &corev1.PodList{}
+	if err := r.APIReader.List(ctx, pods, client.InNamespace(job.Namespace),
+		client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
+		return "", fmt.Errorf("list the pods of upgrade Job %s: %w", job.Name, err)
+	}
+	for _, p := range pods.Items {
+		if p.Status.Phase != corev1.PodSucceeded {
+			continue
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if c.Name == UpgradeContainer && c.State.Terminated != nil {
+				return c.State.Terminated.Message, nil
+			}
+		}
+	}
+	return "", nil
 }
 
 func jobCondition(j *batchv1.Job, t batchv1.JobConditionType) bool {

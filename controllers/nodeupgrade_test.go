@@ -28,10 +28,13 @@ import (
 
 // kubelet simulates what a node's kubelet does for these tests: it renews
 // the node's Lease, finishes deleting evicted pods, runs the upgrade Job's
-// pod to success (or failure) and then reports the new OS version.
+// pod to success (or failure) and then reports the new OS version. With
+// report set, the upgrade container's termination message is report and
+// the node does not label itself: the Job's report is all there is.
 type kubelet struct {
 	node    string
 	failJob bool
+	report  string
 }
 
 func (k *kubelet) run(c context.Context) {
@@ -57,11 +60,16 @@ func (k *kubelet) run(c context.Context) {
 				_ = k8s.Delete(c, p, client.GracePeriodSeconds(0))
 			case p.Labels[controllers.LabelUpgradeDevice] != "" && (p.Status.Phase == "" || p.Status.Phase == corev1.PodPending):
 				p.Status.Phase = corev1.PodSucceeded
+				exit := int32(0)
 				if k.failJob {
-					p.Status.Phase = corev1.PodFailed
+					p.Status.Phase, exit = corev1.PodFailed, 1
 				}
+				p.Status.ContainerStatuses = []corev1.ContainerStatus{{
+					Name: controllers.UpgradeContainer, Image: p.Spec.Containers[0].Image,
+					State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: exit, Message: k.report}},
+				}}
 				_ = k8s.Status().Update(c, p)
-				if !k.failJob {
+				if !k.failJob && k.report == "" {
 					k.setVersion(c, "2.0")
 				}
 			case p.Status.Phase == "" || p.Status.Phase == corev1.PodPending:
@@ -171,7 +179,7 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 			"pod "+pod.Namespace+"/web-1: eviction refused by PodDisruptionBudget "+pod.Namespace+"/web"))
 		Expect(upgradeOf(dev.Name).Message).To(ContainSubstring("draining: 1 pods remain"))
 		jobs := &batchv1.JobList{}
-		Expect(k8s.List(ctx, jobs, client.InNamespace(testenv.OperatorNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
+		Expect(k8s.List(ctx, jobs, client.InNamespace(testenv.UpgradesNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
 		Expect(jobs.Items).To(BeEmpty(), "no upgrade before the node is drained")
 
 		By("the budget allowing it: the pod is evicted, the Job runs on the node, the node comes back upgraded")
@@ -180,12 +188,16 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{}))
 		}).WithTimeout(10 * time.Second).Should(BeTrue())
 		Eventually(func() itmv1.UpgradeState { return upgradeOf(dev.Name).State }).WithTimeout(30 * time.Second).Should(Equal(itmv1.UpgradeStateSucceeded))
-		Expect(k8s.List(ctx, jobs, client.InNamespace(testenv.OperatorNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
+		Expect(k8s.List(ctx, jobs, client.InNamespace(testenv.UpgradesNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
 		Expect(jobs.Items).To(HaveLen(1))
 		job := jobs.Items[0]
 		Expect(job.Spec.Template.Spec.NodeName).To(Equal(node.Name))
 		Expect(job.Spec.Template.Spec.Tolerations).To(ContainElement(corev1.Toleration{Operator: corev1.TolerationOpExists}))
 		Expect(job.Spec.Template.Spec.Containers[0].Env).To(ContainElement(corev1.EnvVar{Name: "TARGET_VERSION", Value: "2.0"}))
+		for _, ns := range []string{testenv.OperatorNamespace, testenv.DevicesNamespace} {
+			Expect(k8s.List(ctx, jobs, client.InNamespace(ns), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
+			Expect(jobs.Items).To(BeEmpty(), "upgrade Jobs run only in the upgrades namespace, not in %s", ns)
+		}
 		Eventually(func() bool { return getNode(node.Name).Spec.Unschedulable }).Should(BeFalse())
 		Expect(getNode(node.Name).Annotations).NotTo(HaveKey(controllers.AnnotationCordonedBy))
 		Eventually(windowStatus(mw.Name)).Should(HaveField("Devices", itmv1.UpgradeCounts{Succeeded: 1}))
@@ -242,7 +254,7 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 
 		Eventually(func() itmv1.UpgradeState { return upgradeOf(dev.Name).State }).WithTimeout(30 * time.Second).Should(Equal(itmv1.UpgradeStateSucceeded))
 		jobs := &batchv1.JobList{}
-		Expect(k8s.List(ctx, jobs, client.InNamespace(testenv.OperatorNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
+		Expect(k8s.List(ctx, jobs, client.InNamespace(testenv.UpgradesNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
 		Expect(jobs.Items).To(HaveLen(1))
 		Expect(jobs.Items[0].Name).To(Equal("itm-upgrade-" + dev.Name + "-1"))
 		Expect(upgradeOf(dev.Name).Attempts).To(BeEquivalentTo(1))
@@ -269,5 +281,73 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 		Eventually(func() bool { return getNode(node.Name).Spec.Unschedulable }).Should(BeFalse())
 		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
 		Expect(pod.DeletionTimestamp).To(BeNil(), "never forced")
+	})
+	It("runs the upgrade Job's pod in the upgrades namespace on the node, as itmanager-node-upgrade without a token, privileged, hostPID, with the host's root at /host", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{}
+		node, dev, pod := nodeWithWorkload(label, k, false)
+		Expect(k8s.Delete(ctx, pod)).To(Succeed())
+		nodeWindow(label)
+		Eventually(func() itmv1.UpgradeState { return upgradeOf(dev.Name).State }).WithTimeout(30 * time.Second).Should(Equal(itmv1.UpgradeStateSucceeded))
+
+		// The pod the Job controller created (no kubelet runs it): what the
+		// API server admitted, not only the template itmanager wrote.
+		pods := &corev1.PodList{}
+		Expect(k8s.List(ctx, pods, client.MatchingLabels{controllers.LabelUpgradeDevice: dev.Name})).To(Succeed())
+		Expect(pods.Items).To(HaveLen(1))
+		p := pods.Items[0]
+		Expect(p.Namespace).To(Equal(testenv.UpgradesNamespace))
+		Expect(p.Spec.NodeName).To(Equal(node.Name))
+		Expect(p.Spec.ServiceAccountName).To(Equal(testenv.NodeUpgradeServiceAccount))
+		Expect(p.Spec.AutomountServiceAccountToken).To(Equal(ptr.To(false)))
+		Expect(p.Spec.HostPID).To(BeTrue())
+		for _, v := range p.Spec.Volumes {
+			Expect(v.Projected).To(BeNil(), "no ServiceAccount token volume: %s", v.Name)
+		}
+		Expect(p.Spec.Volumes).To(ContainElement(corev1.Volume{Name: "host-root", VolumeSource: corev1.VolumeSource{
+			HostPath: &corev1.HostPathVolumeSource{Path: "/", Type: ptr.To(corev1.HostPathDirectory)}}}))
+		Expect(p.Spec.Containers).To(HaveLen(1))
+		c := p.Spec.Containers[0]
+		Expect(c.Image).To(Equal("registry.example/os-upgrader:1"))
+		Expect(c.SecurityContext).NotTo(BeNil())
+		Expect(c.SecurityContext.Privileged).To(Equal(ptr.To(true)))
+		Expect(c.VolumeMounts).To(ConsistOf(corev1.VolumeMount{Name: "host-root", MountPath: "/host"}))
+		Expect(c.TerminationMessagePolicy).To(Equal(corev1.TerminationMessageFallbackToLogsOnError))
+
+		ns := &corev1.Namespace{}
+		Expect(k8s.Get(ctx, types.NamespacedName{Name: testenv.UpgradesNamespace}, ns)).To(Succeed())
+		Expect(ns.Labels).To(And(HaveKeyWithValue("pod-security.kubernetes.io/enforce", "privileged"),
+			HaveKeyWithValue("pod-security.kubernetes.io/audit", "privileged"), HaveKeyWithValue("pod-security.kubernetes.io/warn", "privileged")))
+	})
+
+	It("labels the Node with the version the Job reported in its termination message, which completes the upgrade", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{report: "itmanager.io/os-version=2.0\n"}
+		node, dev, pod := nodeWithWorkload(label, k, false)
+		Expect(k8s.Delete(ctx, pod)).To(Succeed())
+		nodeWindow(label)
+		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(dev.Name) }).WithTimeout(30 * time.Second).Should(And(
+			HaveField("State", itmv1.UpgradeStateSucceeded), HaveField("Message", "upgraded to 2.0")))
+		Expect(getNode(node.Name).Labels).To(HaveKeyWithValue(itmv1.LabelOSVersion, "2.0"))
+		Expect(getDevice(dev.Name).Status.Observed.OSVersion).To(Equal("2.0"))
+		Eventually(func() bool { return getNode(node.Name).Spec.Unschedulable }).Should(BeFalse())
+	})
+
+	It("refuses a termination message that is not a version report: the Node label stays, the device fails, the node stays cordoned", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{report: "itmanager.io/os-version=2.0; rm -rf /"}
+		node, dev, pod := nodeWithWorkload(label, k, false)
+		Expect(k8s.Delete(ctx, pod)).To(Succeed())
+		nodeWindow(label)
+		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(dev.Name) }).WithTimeout(30 * time.Second).Should(And(
+			HaveField("State", itmv1.UpgradeStateFailed),
+			HaveField("Message", And(
+				ContainSubstring("upgrade Job itm-upgrade-"+dev.Name+"-1 succeeded but its version report was refused: the reported version is not a valid label value"),
+				Not(ContainSubstring("rm -rf")))),
+		))
+		n := getNode(node.Name)
+		Expect(n.Labels).To(HaveKeyWithValue(itmv1.LabelOSVersion, "1.0"), "garbage never becomes the Node's label")
+		Expect(n.Spec.Unschedulable).To(BeTrue(), "left cordoned for inspection")
+		Expect(n.Annotations).To(HaveKey(controllers.AnnotationCordonedBy))
 	})
 })

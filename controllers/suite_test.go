@@ -72,7 +72,7 @@ func startOnboarding(wrap func(controllers.ProviderOpener, context.CancelFunc) c
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:     testenv.Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Cache:      cache.Options{ByObject: controllers.CacheByObject(testenv.OperatorNamespace, testenv.DevicesNamespace)},
+		Cache:      cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace)},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -136,7 +136,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  testenv.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.OperatorNamespace, testenv.DevicesNamespace)},
+		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace)},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
@@ -157,7 +157,7 @@ var _ = BeforeSuite(func() {
 	Expect((&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.MaintenanceWindowReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: mwClock, Recorder: mgr.GetEventRecorder("itmanager-maintenance"),
-		OperatorNamespace: testenv.OperatorNamespace, Workers: 4, DrainPoll: 300 * time.Millisecond,
+		UpgradesNamespace: testenv.UpgradesNamespace, Workers: 4, DrainPoll: 300 * time.Millisecond,
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.AccessPolicyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-access"),

@@ -3,7 +3,7 @@
 // namespaced Role with their bindings to the manager's ServiceAccount. The
 // default namespaces of the markers become the chart's (the release
 // namespace for itmanager-system, .Values.devicesNamespace for
-// itmanager-devices).
+// itmanager-devices, .Values.upgrades.namespace for itmanager-upgrades).
 package main
 
 import (
@@ -19,8 +19,9 @@ import (
 )
 
 var namespaces = map[string]string{
-	"itmanager-system":  "{{ .Release.Namespace }}",
-	"itmanager-devices": "{{ .Values.devicesNamespace }}",
+	"itmanager-system":   "{{ .Release.Namespace }}",
+	"itmanager-devices":  "{{ .Values.devicesNamespace }}",
+	"itmanager-upgrades": "{{ .Values.upgrades.namespace }}",
 }
 
 func main() {

@@ -196,6 +196,7 @@ func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*e
 		"--leader-elect",
 		"--operator-namespace="+operatorNamespace,
 		"--devices-namespace="+devicesNamespace,
+		"--upgrades-namespace="+testenv.UpgradesNamespace,
 		fmt.Sprintf("--checkin-bind-address=127.0.0.1:%d", checkinPort),
 		"--checkin-url="+checkinURL,
 		"--health-probe-bind-address="+probeAddr,

@@ -31,7 +31,19 @@ const (
 	OperatorNamespace     = "itmanager-system"
 	DevicesNamespace      = "itmanager-devices"
 	ManagerServiceAccount = "itmanager-controller-manager"
+	// UpgradesNamespace is where node upgrade Jobs run, as the
+	// ServiceAccount NodeUpgradeServiceAccount; Pod Security privileged.
+	UpgradesNamespace         = "itmanager-upgrades"
+	NodeUpgradeServiceAccount = "itmanager-node-upgrade"
 )
+
+// privileged labels the upgrades namespace: its Jobs run privileged with
+// the host's root filesystem, and nothing else runs there.
+var privileged = map[string]string{
+	"pod-security.kubernetes.io/enforce": "privileged",
+	"pod-security.kubernetes.io/audit":   "privileged",
+	"pod-security.kubernetes.io/warn":    "privileged",
+}
 
 // ReadObjects decodes every object of a multi-document YAML file.
 func ReadObjects(path string) ([]*unstructured.Unstructured, error) {
@@ -56,8 +68,9 @@ func ReadObjects(path string) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// ManagerConfig creates the operator and devices namespaces, the manager's
-// ServiceAccount, and exactly the ClusterRole and Roles that controller-gen
+// ManagerConfig creates the operator, devices and upgrades namespaces, the
+// manager's ServiceAccount, the node upgrade Jobs' ServiceAccount (no
+// token), and exactly the ClusterRole and Roles that controller-gen
 // generated from the RBAC markers (config/rbac/role.yaml) plus the "bind"
 // role of config/rbac/bind_role.yaml, each bound to that
 // ServiceAccount, and returns a rest.Config that authenticates as it with a
@@ -72,11 +85,16 @@ func (e *Environment) ManagerConfig(ctx context.Context) (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{OperatorNamespace, DevicesNamespace} {
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for name, labels := range map[string]map[string]string{OperatorNamespace: nil, DevicesNamespace: nil, UpgradesNamespace: privileged} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 		if err := admin.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("create namespace %s: %w", name, err)
 		}
+	}
+	upgrader := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: UpgradesNamespace, Name: NodeUpgradeServiceAccount},
+		AutomountServiceAccountToken: ptr.To(false)}
+	if err := admin.Create(ctx, upgrader); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("create ServiceAccount %s/%s: %w", UpgradesNamespace, NodeUpgradeServiceAccount, err)
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: OperatorNamespace, Name: ManagerServiceAccount}}
 	if err := admin.Create(ctx, sa); err != nil {
