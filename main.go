@@ -89,7 +89,6 @@ func main() {
 		workers              int
 		bindableRoles        string
 		clusterWideRoles     string
-		upgradesNamespace    string
 		pprofAddr            string
 		externalAPIURL       string
 		providerCheck        time.Duration
@@ -124,7 +123,6 @@ func main() {
 	flag.IntVar(&workers, "workers", 16, "Concurrent reconciles per controller (they wait on the API server, not the CPU).")
 	flag.StringVar(&bindableRoles, "bindable-cluster-roles", strings.Join(controllers.DefaultBindableRoles, ","), "Comma-separated ClusterRoles AccessPolicies may bind; the manager's RBAC must grant \"bind\" on exactly these.")
 	flag.StringVar(&clusterWideRoles, "cluster-wide-roles", strings.Join(controllers.DefaultClusterWideRoles, ","), "Comma-separated ClusterRoles a kubernetesAccess entry without namespaces binds by a ClusterRoleBinding; any other bindable role is bound by a RoleBinding in every namespace but kube-* and itmanager's own.")
-	flag.StringVar(&upgradesNamespace, "upgrades-namespace", controllers.DefaultUpgradesNamespace, "Namespace where node upgrade Jobs run; never an AccessPolicy destination.")
 	flag.StringVar(&externalAPIURL, "external-api-url", "", "API server URL written into the kubeconfigs Kubernetes AccountProviders issue (default: the URL the manager itself uses).")
 	flag.DurationVar(&providerCheck, "account-provider-check-interval", 5*time.Minute, "How often each AccountProvider's connectivity is checked again.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (net/http/pprof); \"0\" disables them.")

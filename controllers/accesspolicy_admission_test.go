@@ -11,18 +11,6 @@ import (
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
 
-// grantIn binds rules to user in one namespace (a RoleBinding to a new
-// ClusterRole).
-func grantIn(user, namespace string, rules ...rbacv1.PolicyRule) {
-	GinkgoHelper()
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("nsrole")}, Rules: rules}
-	Expect(k8s.Create(ctx, role)).To(Succeed())
-	Expect(k8s.Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: role.Name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
-	})).To(Succeed())
-}
 
 var (
 	writePolicies = rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"accesspolicies"}, Verbs: []string{"get", "create", "update", "delete"}}
@@ -49,9 +37,9 @@ var _ = Describe("AccessPolicy admission: NetworkPolicy rights in the destinatio
 		shop, wiki := newNamespace(nil), newNamespace(nil)
 		user := uniqueName("author")
 		author := impersonate(user, writePolicies)
-		grantIn(user, shop, writeNetworkPolicies)
+		grantIn(shop, user, writeNetworkPolicies)
 		// Only create in wiki: update is missing, which is refused as well.
-		grantIn(user, wiki, rbacv1.PolicyRule{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"create"}})
+		grantIn(wiki, user, rbacv1.PolicyRule{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"create"}})
 
 		Eventually(func() error { return author.Create(ctx, named(shop, wiki)) }).Should(MatchError(ContainSubstring(
 			fmt.Sprintf(`spec.destinations[0].namespaces[1]: user %q may not write NetworkPolicies in namespace %q: an AccessPolicy writes them on its author's behalf, which requires create and update on networkpolicies there`, user, wiki))))
@@ -60,7 +48,7 @@ var _ = Describe("AccessPolicy admission: NetworkPolicy rights in the destinatio
 
 		By("the positive control: with both rights in both namespaces")
 		Expect(author.Create(ctx, named(shop))).To(Succeed())
-		grantIn(user, wiki, writeNetworkPolicies)
+		grantIn(wiki, user, writeNetworkPolicies)
 		Expect(author.Create(ctx, named(shop, wiki))).To(Succeed())
 	})
 
@@ -70,7 +58,7 @@ var _ = Describe("AccessPolicy admission: NetworkPolicy rights in the destinatio
 		Expect(k8s.Create(ctx, p)).To(Succeed())
 		user := uniqueName("editor")
 		editor := impersonate(user, writePolicies)
-		grantIn(user, shop, writeNetworkPolicies)
+		grantIn(shop, user, writeNetworkPolicies)
 
 		Eventually(func() error {
 			return updateAs(editor, p.Name, func(cur *itmv1.AccessPolicy) { cur.Spec.Destinations[0].Namespaces = []string{shop} })
@@ -82,7 +70,7 @@ var _ = Describe("AccessPolicy admission: NetworkPolicy rights in the destinatio
 			To(Succeed(), "a metadata edit writes no NetworkPolicy")
 
 		By("the positive control: with the rights in the namespace being removed")
-		grantIn(user, wiki, writeNetworkPolicies)
+		grantIn(wiki, user, writeNetworkPolicies)
 		Expect(updateAs(editor, p.Name, func(cur *itmv1.AccessPolicy) { cur.Spec.Posture = &itmv1.Posture{RequireUpToDate: true} })).To(Succeed())
 		Expect(updateAs(editor, p.Name, func(cur *itmv1.AccessPolicy) { cur.Spec.Destinations[0].Namespaces = []string{shop} })).To(Succeed())
 
@@ -95,7 +83,7 @@ var _ = Describe("AccessPolicy admission: NetworkPolicy rights in the destinatio
 		shop := newNamespace(nil)
 		user := uniqueName("selector")
 		author := impersonate(user, writePolicies)
-		grantIn(user, shop, writeNetworkPolicies)
+		grantIn(shop, user, writeNetworkPolicies)
 		sel := func(p *itmv1.AccessPolicy) *itmv1.AccessPolicy {
 			p.Spec.Destinations = append(p.Spec.Destinations, itmv1.Destination{NamespaceSelector: &metav1.LabelSelector{}})
 			return p
@@ -145,7 +133,7 @@ var _ = Describe("AccessPolicy admission: subjects and mode widen every grant", 
 		user := uniqueName("member")
 		// May edit the policy and write its NetworkPolicies, and bind view, not edit.
 		member := impersonate(user, writePolicies, bindRule("view"))
-		grantIn(user, shop, writeNetworkPolicies)
+		grantIn(shop, user, writeNetworkPolicies)
 		update := func(mutate func(*itmv1.AccessPolicy)) error { return updateAs(member, p.Name, mutate) }
 
 		refusal := func(i int, role string) string {
@@ -164,7 +152,7 @@ var _ = Describe("AccessPolicy admission: subjects and mode widen every grant", 
 		By("the positive control: holding bind on every role")
 		grantor := uniqueName("grantor")
 		owner := impersonate(grantor, writePolicies, bindRule("view", "edit"))
-		grantIn(grantor, shop, writeNetworkPolicies)
+		grantIn(shop, grantor, writeNetworkPolicies)
 		Expect(updateAs(owner, p.Name, func(cur *itmv1.AccessPolicy) { cur.Spec.Subjects.Users = []string{grantor} })).To(Succeed())
 		Expect(updateAs(owner, p.Name, func(cur *itmv1.AccessPolicy) { cur.Spec.Mode = itmv1.AccessModeEnforce })).To(Succeed())
 		Expect(k8s.Delete(ctx, p)).To(Succeed())

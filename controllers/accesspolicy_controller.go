@@ -64,8 +64,6 @@ var DefaultBindableRoles = []string{"view", "edit"}
 // RoleBinding in every namespace but kube-* and itmanager's own.
 var DefaultClusterWideRoles = []string{"view"}
 
-// DefaultUpgradesNamespace is where node upgrade Jobs run.
-const DefaultUpgradesNamespace = "itmanager-upgrades"
 
 // AccessPolicyReconciler resolves an AccessPolicy (people → devices →
 // posture → addresses) and enforces it as NetworkPolicies and RBAC

@@ -16,17 +16,6 @@ import (
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
-// grantIn gives user rules in namespace ns only (a Role and RoleBinding).
-func grantIn(ns, user string, rules ...rbacv1.PolicyRule) {
-	GinkgoHelper()
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: uniqueName("role")}, Rules: rules}
-	Expect(k8s.Create(ctx, role)).To(Succeed())
-	Expect(k8s.Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: role.Name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
-	})).To(Succeed())
-}
 
 var _ = Describe("AccountProvider admission", func() {
 	writeProviders := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"accountproviders"},

@@ -14,19 +14,6 @@ import (
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
-// grantIn gives user the rules in namespace ns only (a Role and its
-// RoleBinding), on top of what impersonate bound cluster-wide.
-func grantIn(ns, user string, rules ...rbacv1.PolicyRule) {
-	GinkgoHelper()
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: uniqueName("role")}, Rules: rules}
-	Expect(k8s.Create(ctx, role)).To(Succeed())
-	Expect(k8s.Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: role.Name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
-	})).To(Succeed())
-	DeferCleanup(func() { _ = k8s.Delete(ctx, role) })
-}
 
 var _ = Describe("MaintenanceWindow nodeUpgrade admission", func() {
 	mwWrite := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"maintenancewindows"},
