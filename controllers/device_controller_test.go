@@ -11,8 +11,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/controllers"
@@ -84,6 +86,24 @@ var _ = Describe("Node discovery", func() {
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Name: devName}, &itmv1.Device{}))
 		}).WithTimeout(30 * time.Second).Should(BeTrue())
+	})
+})
+
+var _ = Describe("Node discovery field ownership", func() {
+	It("owns only spec.class, spec.nodeName, its label and owner reference: a user's server-side apply of spec.lifecycle does not conflict", func() {
+		node := createNode(uniqueName("worker"))
+		devName := "node-" + node.Name
+		Eventually(func() error { return k8s.Get(ctx, types.NamespacedName{Name: devName}, &itmv1.Device{}) }).Should(Succeed())
+		u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{
+			"class": "Node", "nodeName": node.Name, "lifecycle": "Retired",
+		}}}
+		u.SetGroupVersionKind(itmv1.GroupVersion.WithKind("Device"))
+		u.SetName(devName)
+		Eventually(func() error {
+			return k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.FieldOwner("gitops"))
+		}).Should(Succeed())
+		Expect(getDevice(devName).Spec.Lifecycle).To(Equal(itmv1.DeviceLifecycleRetired))
+		Expect(k8s.Delete(ctx, node)).To(Succeed())
 	})
 })
 

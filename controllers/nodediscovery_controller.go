@@ -3,7 +3,9 @@ package controllers
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -97,6 +99,9 @@ func (r *NodeDiscoveryReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	case device.OwnedByNode(dev, node):
 		nodeDeviceConflicts.DeleteLabelValues(node.Name)
+		if err := r.handOver(ctx, node, dev); err != nil {
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{}, r.reassert(ctx, node, dev)
 	case ownedByEarlierNode(dev, node):
 		// Made for an earlier Node of this name: the garbage collector
@@ -125,6 +130,45 @@ func (r *NodeDiscoveryReconciler) create(ctx context.Context, node *corev1.Node,
 		return fmt.Errorf("create Device %s for Node %s: %w", name, node.Name, err)
 	}
 	ctrl.LoggerFrom(ctx).V(1).Info("Created Node device", "Node", klog.KObj(node), "Device", klog.KObj(dev))
+	return nil
+}
+
+// handOver turns the field ownership of discovery's create into the apply
+// entry an apply would have made. A create owns every field it set,
+// defaults included (spec.lifecycle), and a user's server-side apply of
+// such a field would conflict with discovery; an apply entry owns exactly
+// the class, nodeName, label and owner reference. Conditional on the Device
+// read, so another manager's entry written meanwhile is never lost (a
+// conflict retries).
+func (r *NodeDiscoveryReconciler) handOver(ctx context.Context, node *corev1.Node, dev *itmv1.Device) error {
+	created := func(e metav1.ManagedFieldsEntry) bool {
+		return e.Manager == NodeDiscoveryFieldManager && e.Operation == metav1.ManagedFieldsOperationUpdate && e.Subresource == ""
+	}
+	if !slices.ContainsFunc(dev.ManagedFields, created) {
+		return nil
+	}
+	owned, err := json.Marshal(map[string]any{
+		"f:metadata": map[string]any{
+			"f:labels":          map[string]any{"f:" + itmv1.LabelManagedBy: map[string]any{}},
+			"f:ownerReferences": map[string]any{fmt.Sprintf(`k:{"uid":%q}`, node.UID): map[string]any{}},
+		},
+		"f:spec": map[string]any{"f:class": map[string]any{}, "f:nodeName": map[string]any{}},
+	})
+	if err != nil {
+		return err
+	}
+	base := dev.DeepCopy()
+	dev.ManagedFields = slices.DeleteFunc(slices.Clone(dev.ManagedFields), func(e metav1.ManagedFieldsEntry) bool {
+		return created(e) || (e.Manager == NodeDiscoveryFieldManager && e.Subresource == "")
+	})
+	dev.ManagedFields = append(dev.ManagedFields, metav1.ManagedFieldsEntry{
+		Manager: NodeDiscoveryFieldManager, Operation: metav1.ManagedFieldsOperationApply,
+		APIVersion: itmv1.GroupVersion.String(), Time: ptr.To(metav1.Now()),
+		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: owned},
+	})
+	if err := r.Patch(ctx, dev, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(NodeDiscoveryFieldManager)); err != nil {
+		return fmt.Errorf("hand over field ownership of Device %s: %w", dev.Name, err)
+	}
 	return nil
 }
 
