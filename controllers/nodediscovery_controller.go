@@ -49,7 +49,7 @@ const DefaultConflictRecheck = 5 * time.Minute
 // Device discovery did not create.
 var nodeDeviceConflicts = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Name: "itmanager_nodediscovery_name_conflicts",
-	Help: "1 for each Node whose Device name (node-<node>) is held by a Device Node discovery did not create; that Node has no Device until it is deleted.",
+	Help: "1 for each Node whose Device name (node-<node>) is held by a Device Node discovery did not create; that Node has no Device until the other Device is deleted.",
 }, []string{"node"})
 
 func init() { ctrlmetrics.Registry.MustRegister(nodeDeviceConflicts) }
