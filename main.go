@@ -115,7 +115,7 @@ func main() {
 	flag.StringVar(&checkinCertSecret, "checkin-cert-secret", "", "Secret in the operator namespace with tls.crt, tls.key (and ca.crt) for the check-in service; when empty the manager issues and rotates a self-signed one in itmanager-checkin-tls.")
 	flag.StringVar(&checkinCertHosts, "checkin-cert-hosts", "", "Comma-separated DNS names and IPs of the self-signed check-in certificate (default: the host of --checkin-url).")
 	flag.DurationVar(&agentInterval, "agent-interval", time.Minute, "How often agents are asked to check in.")
-	flag.StringVar(&agentAddressCIDRs, "agent-address-cidrs", "", "Comma-separated CIDRs that reported device addresses must fall in (default: any).")
+	flag.StringVar(&agentAddressCIDRs, "agent-address-cidrs", "", "Comma-separated CIDRs that device addresses, reported and static (spec.addresses), must fall in to count (default: any).")
 	flag.Float64Var(&apiQPS, "kube-api-qps", 200, "Client-side rate limit of the controllers' API requests per second.")
 	flag.IntVar(&apiBurst, "kube-api-burst", 400, "Burst above --kube-api-qps.")
 	flag.Float64Var(&checkinQPS, "checkin-api-qps", 300, "Client-side rate limit of the check-in service's API writes, apart from the controllers' so neither starves the other. Each check-in renews a Lease: N devices at one check-in a minute need N/60.")
@@ -205,6 +205,7 @@ func main() {
 	if err := (&controllers.DeviceReconciler{
 		Client: mgr.GetClient(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-device"),
 		DevicesNamespace: devicesNamespace, StaleAfter: staleAfter, RefreshEvery: lastCheckInRefresh, Workers: workers,
+		AddressRanges: cidrs,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "Device")
 		os.Exit(1)
@@ -213,6 +214,7 @@ func main() {
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-access"),
 		OperatorNamespace: operatorNamespace, DevicesNamespace: devicesNamespace, BindableRoles: splitList(bindableRoles), Workers: workers,
 		UpgradesNamespace: upgradesNamespace, ClusterWideRoles: append([]string{}, splitList(clusterWideRoles)...),
+		AddressRanges: cidrs,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "AccessPolicy")
 		os.Exit(1)
@@ -224,7 +226,7 @@ func main() {
 		log.Error(err, "Unable to create controller", "controller", "MaintenanceWindow")
 		os.Exit(1)
 	}
-	if err := (&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient(), Workers: workers}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("itmanager-node-discovery"), Workers: workers}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to create controller", "controller", "NodeDiscovery")
 		os.Exit(1)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -89,6 +90,9 @@ type AccessPolicyReconciler struct {
 	// BindableRoles are the ClusterRoles the installation lets the operator
 	// bind (its own RBAC grants bind on exactly these).
 	BindableRoles []string
+	// AddressRanges are the manager's --agent-address-cidrs (empty: any):
+	// device addresses outside them, static or reported, never count.
+	AddressRanges []netip.Prefix
 
 	memo writeMemo
 }
@@ -302,7 +306,7 @@ func (r *AccessPolicyReconciler) candidates(ctx context.Context, people map[stri
 	out := make([]access.Candidate, 0, len(devs))
 	for i := range devs {
 		d := &devs[i]
-		c := access.Candidate{Device: d}
+		c := access.Candidate{Device: d, AddressRanges: r.AddressRanges}
 		var err error
 		if c.LastCheckIn, err = RenewTime(ctx, r.Client, r.DevicesNamespace, d); err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -49,8 +50,13 @@ type DeviceReconciler struct {
 	StaleAfter time.Duration
 	// RefreshEvery bounds how often status.lastCheckIn is rewritten.
 	RefreshEvery time.Duration
+	// AddressRanges are the manager's --agent-address-cidrs (empty: any).
+	AddressRanges []netip.Prefix
 }
 
+// The onboarding controller sets and clears spec.assignee, which the Device
+// admission policy (config/admission/device.yaml) allows only with "assign".
+// +kubebuilder:rbac:groups=itmanager.io,resources=devices,verbs=assign
 // +kubebuilder:rbac:groups=itmanager.io,resources=devices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=itmanager.io,resources=devices/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
@@ -69,7 +75,7 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, nil
 	}
 
-	in := device.Input{Device: dev, Now: r.Clock.Now(), StaleAfter: r.StaleAfter, RefreshEvery: r.RefreshEvery}
+	in := device.Input{Device: dev, Now: r.Clock.Now(), StaleAfter: r.StaleAfter, RefreshEvery: r.RefreshEvery, AddressRanges: r.AddressRanges}
 	var err error
 	if in.RenewTime, err = RenewTime(ctx, r.Client, r.DevicesNamespace, dev); err != nil {
 		return ctrl.Result{}, err
@@ -77,8 +83,13 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if dev.Spec.Class == itmv1.DeviceClassNode {
 		node := &corev1.Node{}
 		switch err := r.Get(ctx, types.NamespacedName{Name: dev.Spec.NodeName}, node); {
-		case err == nil:
+		case err == nil && device.OwnedByNode(dev, node):
 			in.NodeFacts = device.NodeFacts(node)
+		case err == nil:
+			// Only the Device discovery made for this Node (its ownership
+			// mark, with the Node's UID) mirrors it: one that merely names
+			// the Node, or was made for an earlier Node of that name,
+			// never gets its addresses. Discovery reports the conflict.
 		case !apierrors.IsNotFound(err):
 			return ctrl.Result{}, err
 		}

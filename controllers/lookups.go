@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 // Lookups shared by the Device and AccessPolicy controllers: both judge a
@@ -17,10 +18,12 @@ import (
 
 // LeaseKey is the Lease whose renew time is the device's check-in: its agent
 // Lease, or for a Node device its Node's Lease. ok is false for a device that
-// does not check in.
+// does not check in, and for a Node device that discovery did not make (no
+// ownership mark): a Device that merely names a Node never borrows its
+// kubelet's check-ins.
 func LeaseKey(devicesNamespace string, dev *itmv1.Device) (key types.NamespacedName, ok bool) {
 	if dev.Spec.Class == itmv1.DeviceClassNode {
-		return types.NamespacedName{Namespace: NodeLeaseNamespace, Name: dev.Spec.NodeName}, dev.Spec.NodeName != ""
+		return types.NamespacedName{Namespace: NodeLeaseNamespace, Name: dev.Spec.NodeName}, device.MirrorsNode(dev)
 	}
 	if dev.Spec.Agent == nil || !dev.Spec.Agent.Enabled {
 		return types.NamespacedName{}, false

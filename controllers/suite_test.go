@@ -153,8 +153,9 @@ var _ = BeforeSuite(func() {
 	Expect((&controllers.DeviceReconciler{
 		Client: mgr.GetClient(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-device"),
 		DevicesNamespace: testenv.DevicesNamespace, StaleAfter: staleAfter, RefreshEvery: 5 * time.Minute,
+		AddressRanges: mustPrefixes(agentCIDR, "fd00::/8"),
 	}).SetupWithManager(mgr)).To(Succeed())
-	Expect((&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)).To(Succeed())
+	Expect((&controllers.NodeDiscoveryReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("itmanager-node-discovery")}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.MaintenanceWindowReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: mwClock, Recorder: mgr.GetEventRecorder("itmanager-maintenance"),
 		UpgradesNamespace: testenv.UpgradesNamespace, Workers: 4, DrainPoll: 300 * time.Millisecond,
@@ -162,7 +163,7 @@ var _ = BeforeSuite(func() {
 	Expect((&controllers.AccessPolicyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-access"),
 		OperatorNamespace: testenv.OperatorNamespace, DevicesNamespace: testenv.DevicesNamespace,
-		BindableRoles: controllers.DefaultBindableRoles, Workers: 4,
+		BindableRoles: controllers.DefaultBindableRoles, Workers: 4, AddressRanges: mustPrefixes(agentCIDR, "fd00::/8"),
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.EnrolmentReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("itmanager-enrolment"),

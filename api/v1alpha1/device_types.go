@@ -142,6 +142,7 @@ type AgentSpec struct {
 // DeviceSpec is what the owner of a device declares about it.
 // +kubebuilder:validation:XValidation:rule="self.class == 'Node' || !has(self.nodeName)",message="spec.nodeName may only be set when spec.class is Node",fieldPath=".nodeName"
 // +kubebuilder:validation:XValidation:rule="self.class != 'Node' || has(self.nodeName)",message="spec.nodeName is required when spec.class is Node",fieldPath=".nodeName"
+// +kubebuilder:validation:XValidation:rule="self.class != 'Node' || !has(self.assignee)",message="spec.assignee may not be set when spec.class is Node: Node devices are infrastructure, never a person's device",fieldPath=".assignee"
 type DeviceSpec struct {
 	// class is the kind of device.
 	// +required
@@ -156,13 +157,16 @@ type DeviceSpec struct {
 	OS *OSSpec `json:"os,omitempty"`
 
 	// assignee is the username of the person the device is assigned to, set by
-	// hand or by onboarding.
+	// hand or by onboarding. Never set on class Node. Setting or changing it
+	// (like spec.addresses and metadata.labels) by hand requires the verb
+	// "assign" on the Device: the device carries its person's access.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	Assignee string `json:"assignee,omitempty"`
 
-	// addresses are static IP addresses, for devices without an agent.
+	// addresses are static IP addresses, for devices without an agent. Only
+	// those inside the manager's --agent-address-cidrs count.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=8

@@ -163,6 +163,23 @@ var _ = Describe("Device", func() {
 		}))).To(Succeed())
 	})
 
+	It("refuses an assignee on a Node device on update too: adding one, or turning an assigned laptop into a Node", func() {
+		node := device(func(d *itmv1.Device) { d.Spec.Class, d.Spec.NodeName = itmv1.DeviceClassNode, "worker-1" })
+		Expect(k8s.Create(ctx, node)).To(Succeed())
+		node.Spec.Assignee = "jdoe"
+		err := k8s.Update(ctx, node)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want 422 Invalid, got: %v", err)
+		Expect(err.Error()).To(ContainSubstring("spec.assignee: Invalid value"))
+		Expect(err.Error()).To(ContainSubstring("Node devices are infrastructure, never a person's device"))
+
+		laptop := device(func(d *itmv1.Device) { d.Spec.Assignee = "jdoe" })
+		Expect(k8s.Create(ctx, laptop)).To(Succeed())
+		laptop.Spec.Class, laptop.Spec.NodeName = itmv1.DeviceClassNode, "worker-1"
+		err = k8s.Update(ctx, laptop)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want 422 Invalid, got: %v", err)
+		Expect(err.Error()).To(ContainSubstring("spec.assignee may not be set when spec.class is Node"))
+	})
+
 	DescribeTable("rejects", expectRejected,
 		Entry("a missing class", device(func(d *itmv1.Device) { d.Spec.Class = "" }),
 			"spec.class", "Unsupported value"),
@@ -190,6 +207,9 @@ var _ = Describe("Device", func() {
 			"spec.nodeName", "is required when spec.class is Node"),
 		Entry("an assignee that is not a username", device(func(d *itmv1.Device) { d.Spec.Assignee = "Jane Doe" }),
 			"spec.assignee", "should match"),
+		Entry("an assignee on a Node device", device(func(d *itmv1.Device) {
+			d.Spec.Class, d.Spec.NodeName, d.Spec.Assignee = itmv1.DeviceClassNode, "worker-1", "jdoe"
+		}), "spec.assignee", "may not be set when spec.class is Node"),
 		Entry("an overlong vendor", device(func(d *itmv1.Device) { d.Spec.Hardware.Vendor = strings.Repeat("v", 129) }),
 			"spec.hardware.vendor", "Too long"),
 		Entry("a name longer than 63 characters", device(func(d *itmv1.Device) { d.Name = strings.Repeat("d", 64) }),

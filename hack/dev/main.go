@@ -25,6 +25,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -116,12 +117,18 @@ func run() error {
 		return fmt.Errorf("manager did not become ready (see .dev/logs/manager.log): %w", err)
 	}
 
-	step("Applying config/samples")
-	if err := applySamples(ctx, root, admin); err != nil {
-		return err
-	}
+	// The Node comes first: the sample node-worker-1 only adds labels and a
+	// target version to the Device discovery creates, and discovery never
+	// adopts a Device of that name that it did not create.
 	step("Registering Node worker-1 and simulating its kubelet's Lease")
 	if err := simulateNode(ctx, admin, "worker-1"); err != nil {
+		return err
+	}
+	if err := waitDiscovered(ctx, admin, "worker-1"); err != nil {
+		return err
+	}
+	step("Applying config/samples")
+	if err := applySamples(ctx, root, admin); err != nil {
 		return err
 	}
 
@@ -338,6 +345,33 @@ func simulateNode(ctx context.Context, admin client.Client, name string) error {
 		}
 	}()
 	return nil
+}
+
+// waitDiscovered waits until Node discovery created the Device of Node name
+// (owned by it), so the samples never create that Device first.
+func waitDiscovered(ctx context.Context, admin client.Client, name string) error {
+	node := &corev1.Node{}
+	if err := admin.Get(ctx, client.ObjectKey{Name: name}, node); err != nil {
+		return fmt.Errorf("get Node %s: %w", name, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		dev := &unstructured.Unstructured{}
+		dev.SetAPIVersion("itmanager.io/v1alpha1")
+		dev.SetKind("Device")
+		err := admin.Get(ctx, client.ObjectKey{Name: "node-" + name}, dev)
+		if err == nil && metav1.IsControlledBy(dev, node) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node discovery did not create Device node-%s within 30s (see .dev/logs/manager.log): %v", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func printNextSteps(host, checkinURL string) {

@@ -17,6 +17,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/cidr"
+	"github.com/itmanager-io/itmanager/internal/device"
 	"github.com/itmanager-io/itmanager/internal/posture"
 	"github.com/itmanager-io/itmanager/internal/text"
 )
@@ -74,6 +75,10 @@ type Candidate struct {
 	// Conflicts maps each of the device's addresses that other Devices claim
 	// too to those Devices' names. Such an address is denied for all of them.
 	Conflicts map[string][]string
+	// AddressRanges are the manager's --agent-address-cidrs (empty: any):
+	// static and reported addresses outside them do not count
+	// (device.Addresses).
+	AddressRanges []netip.Prefix
 }
 
 // Input is everything a policy's resolution depends on.
@@ -160,10 +165,14 @@ func Evaluate(c Candidate, p *itmv1.Posture, now time.Time) Verdict {
 	if !v.Posture.Allowed() {
 		return v
 	}
-	var conflicted []string
-	for _, s := range addresses(d) {
+	var unusable []string
+	usable, outside := device.Addresses(d, c.AddressRanges)
+	for _, s := range outside {
+		unusable = append(unusable, text.Truncate("address "+s+" is outside the allowed ranges", posture.MaxReason))
+	}
+	for _, s := range usable {
 		if others := c.Conflicts[s]; len(others) > 0 {
-			conflicted = append(conflicted, text.Truncate(fmt.Sprintf("address %s is also claimed by %s", s, strings.Join(others, ", ")), posture.MaxReason))
+			unusable = append(unusable, text.Truncate(fmt.Sprintf("address %s is also claimed by %s", s, strings.Join(others, ", ")), posture.MaxReason))
 			continue
 		}
 		if a, err := netip.ParseAddr(s); err == nil {
@@ -171,22 +180,12 @@ func Evaluate(c Candidate, p *itmv1.Posture, now time.Time) Verdict {
 		}
 	}
 	if len(v.Addresses) == 0 {
-		v.Reasons = append(conflicted, "no usable address")
-		if len(conflicted) == 0 {
+		v.Reasons = append(unusable, "no usable address")
+		if len(unusable) == 0 {
 			v.Reasons = []string{"no address known"}
 		}
 		return v
 	}
 	v.Allowed = true
 	return v
-}
-
-// addresses are the device's static and observed addresses, deduplicated.
-func addresses(d *itmv1.Device) []string {
-	out := slices.Clone(d.Spec.Addresses)
-	if d.Status.Observed != nil {
-		out = append(out, d.Status.Observed.Addresses...)
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
 }

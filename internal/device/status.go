@@ -27,11 +27,14 @@ const MaxClockSkew = 5 * time.Second
 // Condition reasons specific to Device readiness.
 const (
 	ReasonAddressConflict = "AddressConflict"
-	ReasonAwaitingCheckIn = "AwaitingCheckIn"
-	ReasonDeviceRetired   = "Retired"
-	ReasonDeviceLost      = "Lost"
-	ReasonNoCheckInNeeded = "NoCheckInExpected"
-	ReasonDeviceCheckedIn = "CheckedIn"
+	// ReasonAddressOutsideRanges: a static (or recorded) address lies
+	// outside the manager's --agent-address-cidrs and does not count.
+	ReasonAddressOutsideRanges = "AddressOutsideRanges"
+	ReasonAwaitingCheckIn      = "AwaitingCheckIn"
+	ReasonDeviceRetired        = "Retired"
+	ReasonDeviceLost           = "Lost"
+	ReasonNoCheckInNeeded      = "NoCheckInExpected"
+	ReasonDeviceCheckedIn      = "CheckedIn"
 )
 
 // Input is everything the status of one Device depends on.
@@ -41,9 +44,13 @@ type Input struct {
 	// (its agent Lease, or its Node's Lease in kube-node-lease); nil when it
 	// never checked in.
 	RenewTime *time.Time
-	// NodeFacts replaces status.observed for Node devices; nil for others,
-	// whose facts the check-in service writes.
+	// NodeFacts replaces status.observed for the Device Node discovery made
+	// for its Node (OwnedByNode); nil for others, whose facts the check-in
+	// service writes. A Device that merely names a Node never gets them.
 	NodeFacts *itmv1.ObservedFacts
+	// AddressRanges are the manager's --agent-address-cidrs (empty: any);
+	// addresses outside them do not count (Addresses) and Ready says so.
+	AddressRanges []netip.Prefix
 	// Conflicts are the device's addresses that other Devices claim too,
 	// each mapped to the sorted names of those Devices.
 	Conflicts map[string][]string
@@ -132,8 +139,12 @@ func Evaluate(in Input) Result {
 		}
 	}
 
+	judged := *d
+	judged.Status.Observed = st.Observed
+	_, outside := Addresses(&judged, in.AddressRanges)
+
 	set(upToDate(d, st.Observed))
-	set(ready(d, fresh, in.Conflicts))
+	set(ready(d, fresh, in.Conflicts, outside))
 	res.Status = st
 	return res
 }
@@ -163,8 +174,12 @@ func upToDate(d *itmv1.Device, observed *itmv1.ObservedFacts) metav1.Condition {
 	return c
 }
 
-func ready(d *itmv1.Device, fresh bool, conflicts map[string][]string) metav1.Condition {
+func ready(d *itmv1.Device, fresh bool, conflicts map[string][]string, outside []string) metav1.Condition {
 	c := metav1.Condition{Type: itmv1.ConditionReady, Status: metav1.ConditionTrue}
+	outsideMsg := ""
+	if len(outside) > 0 {
+		outsideMsg = "addresses outside the allowed ranges (--agent-address-cidrs) do not count: " + strings.Join(outside, ", ")
+	}
 	switch {
 	case len(conflicts) > 0:
 		addrs := make([]string, 0, len(conflicts))
@@ -178,6 +193,12 @@ func ready(d *itmv1.Device, fresh bool, conflicts map[string][]string) metav1.Co
 		}
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonAddressConflict
 		c.Message = "addresses claimed by more than one Device are denied for all of them: " + strings.Join(parts, "; ")
+		if outsideMsg != "" {
+			c.Message += "; " + outsideMsg
+		}
+		c.Message = text.Truncate(c.Message, 32768)
+	case outsideMsg != "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, ReasonAddressOutsideRanges, outsideMsg
 	case d.Spec.Lifecycle == itmv1.DeviceLifecycleRetired:
 		c.Reason, c.Message = ReasonDeviceRetired, "the device is retired; it gets no access and is never assigned"
 	case d.Spec.Lifecycle == itmv1.DeviceLifecycleLost:

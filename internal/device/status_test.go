@@ -1,6 +1,7 @@
 package device
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -173,6 +174,7 @@ func TestUpToDateAndReady(t *testing.T) {
 		device                *itmv1.Device
 		renew                 *time.Time
 		conflicts             map[string][]string
+		ranges                []netip.Prefix
 		wantUpToDate          metav1.ConditionStatus
 		wantUpToDateReason    string
 		wantReady             metav1.ConditionStatus
@@ -216,10 +218,42 @@ func TestUpToDateAndReady(t *testing.T) {
 			wantReady: metav1.ConditionFalse, wantReadyReason: ReasonAddressConflict,
 			wantReadyMessageParts: []string{"10.0.0.5 (also claimed by lt-2, lt-3); 10.0.0.9 (also claimed by lt-7)"},
 		},
+		"a static address outside --agent-address-cidrs is not ready and named": {
+			device: laptop(func(d *itmv1.Device) {
+				d.Spec.Class, d.Spec.Agent, d.Spec.Addresses = itmv1.DeviceClassServer, nil, []string{"192.0.2.7", "10.0.0.7"}
+			}),
+			ranges:       prefixes("10.0.0.0/8"),
+			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
+			wantReady: metav1.ConditionFalse, wantReadyReason: ReasonAddressOutsideRanges,
+			wantReadyMessageParts: []string{"addresses outside the allowed ranges (--agent-address-cidrs) do not count: 192.0.2.7"},
+		},
+		"the same static address without ranges is fine": {
+			device: laptop(func(d *itmv1.Device) {
+				d.Spec.Class, d.Spec.Agent, d.Spec.Addresses = itmv1.DeviceClassServer, nil, []string{"192.0.2.7", "10.0.0.7"}
+			}),
+			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
+			wantReady: metav1.ConditionTrue, wantReadyReason: ReasonNoCheckInNeeded,
+		},
+		"a conflict and an address outside the ranges are both said": {
+			device:       laptop(func(d *itmv1.Device) { d.Spec.Addresses = []string{"192.0.2.7", "10.0.0.5"} }),
+			renew:        at(-time.Second),
+			conflicts:    map[string][]string{"10.0.0.5": {"lt-2"}},
+			ranges:       prefixes("10.0.0.0/8"),
+			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
+			wantReady: metav1.ConditionFalse, wantReadyReason: ReasonAddressConflict,
+			wantReadyMessageParts: []string{"10.0.0.5 (also claimed by lt-2)", "do not count: 192.0.2.7"},
+		},
+		"a discovered Node's own addresses are not judged by the agent ranges": {
+			device: nodeDevice("worker-1", "a", nil), renew: at(-time.Second),
+			ranges:       prefixes("10.0.0.0/8"),
+			wantUpToDate: metav1.ConditionTrue, wantUpToDateReason: itmv1.ReasonNoTargetVersion,
+			wantReady: metav1.ConditionTrue, wantReadyReason: ReasonDeviceCheckedIn,
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			res := Evaluate(Input{Device: tc.device, RenewTime: tc.renew, Conflicts: tc.conflicts, Now: now, StaleAfter: 5 * time.Minute, RefreshEvery: 5 * time.Minute})
+			res := Evaluate(Input{Device: tc.device, RenewTime: tc.renew, Conflicts: tc.conflicts, AddressRanges: tc.ranges,
+				Now: now, StaleAfter: 5 * time.Minute, RefreshEvery: 5 * time.Minute})
 			u := meta.FindStatusCondition(res.Status.Conditions, itmv1.DeviceConditionUpToDate)
 			if u.Status != tc.wantUpToDate || u.Reason != tc.wantUpToDateReason {
 				t.Errorf("UpToDate = %s/%s (%s), want %s/%s", u.Status, u.Reason, u.Message, tc.wantUpToDate, tc.wantUpToDateReason)
