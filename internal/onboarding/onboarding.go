@@ -319,9 +319,13 @@ func lifecycle(d *itmv1.Device) itmv1.DeviceLifecycle {
 // candidates are the devices a request could be satisfied by, by name.
 func candidates(req itmv1.DeviceRequest, sorted []itmv1.Device, byName map[string]*itmv1.Device) []*itmv1.Device {
 	if req.Name != "" {
-		if d, ok := byName[req.Name]; ok {
+		if d, ok := byName[req.Name]; ok && d.Spec.Class != itmv1.DeviceClassNode {
 			return []*itmv1.Device{d}
 		}
+		return nil
+	}
+	if req.Class == itmv1.DeviceClassNode {
+		// Node devices are infrastructure, never a person's device.
 		return nil
 	}
 	sel := labels.Everything()
@@ -350,11 +354,16 @@ func unmet(i int, req itmv1.DeviceRequest, byName map[string]*itmv1.Device) stri
 		switch {
 		case !ok:
 			return fmt.Sprintf("%s: Device %s does not exist", field, req.Name)
+		case d.Spec.Class == itmv1.DeviceClassNode:
+			return fmt.Sprintf("%s: Device %s is a Node; Node devices are never assigned to a person", field, req.Name)
 		case d.Spec.Assignee != "":
 			return fmt.Sprintf("%s: Device %s is assigned to %s", field, req.Name, d.Spec.Assignee)
 		default:
 			return fmt.Sprintf("%s: Device %s is %s, not Active", field, req.Name, lifecycle(d))
 		}
+	}
+	if req.Class == itmv1.DeviceClassNode {
+		return fmt.Sprintf("%s.class: Node devices are never assigned to a person", field)
 	}
 	if req.Selector != nil {
 		if _, err := metav1.LabelSelectorAsSelector(req.Selector); err != nil {

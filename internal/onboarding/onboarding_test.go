@@ -170,6 +170,7 @@ func TestDevices(t *testing.T) {
 		device("ph-1", itmv1.DeviceClassPhone, "ada", "", nil),
 		device("ph-2", itmv1.DeviceClassPhone, "", "", nil),
 		device("srv", itmv1.DeviceClassServer, "", itmv1.DeviceLifecycleLost, nil),
+		device("node-w1", itmv1.DeviceClassNode, "", itmv1.DeviceLifecycleActive, nil),
 	}
 	laptop := itmv1.DeviceRequest{Class: itmv1.DeviceClassLaptop, Selector: &metav1.LabelSelector{MatchLabels: mac}}
 	phone := itmv1.DeviceRequest{Class: itmv1.DeviceClassPhone}
@@ -196,6 +197,10 @@ func TestDevices(t *testing.T) {
 			DevicePlan{Assign: []Assignment{{0, "lt-3"}}, Unmet: []string{"spec.devices[1]: no Active, unassigned Laptop Device matches the selector"}}},
 		{"lost is never assigned", []itmv1.DeviceRequest{{Class: itmv1.DeviceClassServer}}, nil, Active,
 			DevicePlan{Unmet: []string{"spec.devices[0]: no Active, unassigned Server Device"}}},
+		{"a Node device is never picked by name", []itmv1.DeviceRequest{{Name: "node-w1"}}, nil, Active,
+			DevicePlan{Unmet: []string{"spec.devices[0]: Device node-w1 is a Node; Node devices are never assigned to a person"}}},
+		{"a Node device is never picked by class", []itmv1.DeviceRequest{{Class: itmv1.DeviceClassNode}}, nil, Active,
+			DevicePlan{Unmet: []string{"spec.devices[0].class: Node devices are never assigned to a person"}}},
 		{"a recorded device no longer requested is released", nil, []string{"ph-1"}, Active,
 			DevicePlan{Release: []string{"ph-1"}}},
 		{"offboarding releases the person's devices only", []itmv1.DeviceRequest{phone}, []string{"lt-1", "gone"}, Offboard,
