@@ -23,7 +23,8 @@ import (
 // its own, created first (as an admin would).
 func kubernetesProvider() (name, namespace string) {
 	GinkgoHelper()
-	namespace = newNamespace(nil)
+	// Marked by an admin, as a provider's existing namespace must be.
+	namespace = newNamespace(map[string]string{"itmanager.io/managed-namespace": "true"})
 	p := &itmv1.AccountProvider{
 		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("k8s")},
 		Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderKubernetes,

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -235,8 +236,11 @@ func asKustomizeNames(t *testing.T, spec any) any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data = bytes.ReplaceAll(data, []byte("system:serviceaccount:"+namespace+":itmanager'"),
-		[]byte("system:serviceaccount:"+namespace+":"+testenv.ManagerServiceAccount+"'"))
+	// The release's name ends where a name character does not follow (a
+	// quote in an expression, a parenthesis in a message); itmanager-checkin
+	// is another identity.
+	manager := regexp.MustCompile(`system:serviceaccount:` + namespace + `:itmanager([^-a-z0-9.])`)
+	data = manager.ReplaceAll(data, []byte("system:serviceaccount:"+namespace+":"+testenv.ManagerServiceAccount+"$1"))
 	var out any
 	if err := utiljson.Unmarshal(data, &out); err != nil { // integers stay int64, as decoded YAML has them
 		t.Fatal(err)
