@@ -47,10 +47,10 @@ const (
 )
 
 var (
-	env        *testenv.Environment
-	k8s        client.Client // admin
-	ctx        context.Context
-	cancel     context.CancelFunc
+	env    *testenv.Environment
+	k8s    client.Client // admin
+	ctx    context.Context
+	cancel context.CancelFunc
 	// checkinURL is the first replica of the check-in service,
 	// checkinURL2 the second (the same service, its own process state).
 	checkinURL  string

@@ -81,9 +81,9 @@ func main() {
 
 type config struct {
 	addr, probeAddr, metricsAddr, certFile, keyFile, devicesNS, addressCIDRs string
-	staleAfter, interval, minInterval                                         time.Duration
-	maxInFlight, apiBurst                                                     int
-	apiQPS                                                                    float64
+	staleAfter, interval, minInterval                                        time.Duration
+	maxInFlight, apiBurst                                                    int
+	apiQPS                                                                   float64
 }
 
 func run(ctx context.Context, c config) error {

@@ -35,7 +35,7 @@ func TestAdmit(t *testing.T) {
 			st: LeaseState{Created: created}, seq: 362, wantCode: 409, wantMessage: "(at most 361 now)",
 		},
 		"one interval after the last, the next sequence": {st: LeaseState{Sequence: 7, Renewed: at(-minInterval), Created: created}, seq: 8},
-		"one interval after the last, two ahead": {st: LeaseState{Sequence: 7, Renewed: at(-minInterval), Created: created}, seq: 9},
+		"one interval after the last, two ahead":         {st: LeaseState{Sequence: 7, Renewed: at(-minInterval), Created: created}, seq: 9},
 		"one interval after the last, three ahead is too far": {
 			st: LeaseState{Sequence: 7, Renewed: at(-minInterval), Created: created}, seq: 10, wantCode: 409, wantLast: 7,
 			wantMessage: "sequence 10 advances too far: the last accepted is 7, and a sequence may advance by at most one per 10s elapsed, plus one (at most 9 now)",
@@ -196,4 +196,3 @@ type fixedClock struct{}
 
 func (fixedClock) Now() time.Time                  { return time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC) }
 func (fixedClock) Since(t time.Time) time.Duration { return fixedClock{}.Now().Sub(t) }
-
