@@ -35,7 +35,7 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: dev
-dev: control-plane manifests ## Run a local control plane, the manager (under its own RBAC) and the samples; Ctrl-C stops everything.
+dev: control-plane manifests ## Run a local control plane, the manager and the check-in service (each under its own RBAC) and the samples; Ctrl-C stops everything.
 	go build -o $(LOCALBIN)/itmanager-dev ./hack/dev
 	$(LOCALBIN)/itmanager-dev
 
@@ -96,8 +96,9 @@ bench-rollout: control-plane ## Benchmark a MaintenanceWindow rolling 2,000 agen
 ##@ Build
 
 .PHONY: build
-build: manifests generate ## Build the manager, the agent and the kubectl plugin into bin/.
+build: manifests generate ## Build the manager, the check-in service, the agent and the kubectl plugin into bin/.
 	go build -o $(LOCALBIN)/manager .
+	go build -o $(LOCALBIN)/itmanager-checkin ./cmd/itmanager-checkin
 	go build -o $(LOCALBIN)/itmanager-agent ./cmd/itmanager-agent
 	go build -o $(LOCALBIN)/kubectl-itm ./cmd/kubectl-itm
 

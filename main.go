@@ -1,5 +1,9 @@
 // Command manager runs the itmanager operator: its controllers, the
 // admission webhook for checks CEL cannot express, metrics and health probes.
+// It does not listen for devices: the check-in service is its own process
+// (cmd/itmanager-checkin) under its own ServiceAccount; the manager enrols
+// agents (token hashes on Leases, enrolment Secrets with the service's URL
+// and CA) and issues and rotates the service's serving certificate.
 package main
 
 import (
@@ -27,7 +31,6 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -78,11 +81,9 @@ func main() {
 		upgradesNamespace    string
 		staleAfter           time.Duration
 		lastCheckInRefresh   time.Duration
-		checkinAddr          string
 		checkinURL           string
 		checkinCertSecret    string
 		checkinCertHosts     string
-		agentInterval        time.Duration
 		agentAddressCIDRs    string
 		apiQPS               float64
 		apiBurst             int
@@ -92,8 +93,6 @@ func main() {
 		pprofAddr            string
 		externalAPIURL       string
 		providerCheck        time.Duration
-		checkinQPS           float64
-		checkinBurst         int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; \"0\" disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, authenticating and authorizing each scrape.")
@@ -110,16 +109,12 @@ func main() {
 	flag.StringVar(&upgradesNamespace, "upgrades-namespace", controllers.DefaultUpgradesNamespace, "Namespace where node upgrade Jobs run (Pod Security privileged, holding the ServiceAccount "+controllers.NodeUpgradeServiceAccount+"); the manager's Job rights are only there.")
 	flag.DurationVar(&staleAfter, "checkin-stale-after", 5*time.Minute, "A device whose last check-in is older than this is CheckedIn=False.")
 	flag.DurationVar(&lastCheckInRefresh, "last-checkin-refresh", 5*time.Minute, "Rewrite a Device's status.lastCheckIn at most this often while CheckedIn does not change (the Lease holds the live value).")
-	flag.StringVar(&checkinAddr, "checkin-bind-address", ":9444", "Address the agent check-in service (HTTPS) binds to; \"0\" disables it.")
 	flag.StringVar(&checkinURL, "checkin-url", "", "URL agents reach the check-in service at, written into enrolment Secrets (default https://itmanager-checkin.<operator namespace>.svc).")
 	flag.StringVar(&checkinCertSecret, "checkin-cert-secret", "", "Secret in the operator namespace with tls.crt, tls.key (and ca.crt) for the check-in service; when empty the manager issues and rotates a self-signed one in itmanager-checkin-tls.")
 	flag.StringVar(&checkinCertHosts, "checkin-cert-hosts", "", "Comma-separated DNS names and IPs of the self-signed check-in certificate (default: the host of --checkin-url).")
-	flag.DurationVar(&agentInterval, "agent-interval", time.Minute, "How often agents are asked to check in.")
-	flag.StringVar(&agentAddressCIDRs, "agent-address-cidrs", "", "Comma-separated CIDRs that device addresses, reported and static (spec.addresses), must fall in to count (default: any).")
+	flag.StringVar(&agentAddressCIDRs, "agent-address-cidrs", "", "Comma-separated CIDRs that device addresses, reported and static (spec.addresses), must fall in to count (default: any); give the check-in service the same.")
 	flag.Float64Var(&apiQPS, "kube-api-qps", 200, "Client-side rate limit of the controllers' API requests per second.")
 	flag.IntVar(&apiBurst, "kube-api-burst", 400, "Burst above --kube-api-qps.")
-	flag.Float64Var(&checkinQPS, "checkin-api-qps", 300, "Client-side rate limit of the check-in service's API writes, apart from the controllers' so neither starves the other. Each check-in renews a Lease: N devices at one check-in a minute need N/60.")
-	flag.IntVar(&checkinBurst, "checkin-api-burst", 600, "Burst above --checkin-api-qps.")
 	flag.IntVar(&workers, "workers", 16, "Concurrent reconciles per controller (they wait on the API server, not the CPU).")
 	flag.StringVar(&bindableRoles, "bindable-cluster-roles", strings.Join(controllers.DefaultBindableRoles, ","), "Comma-separated ClusterRoles AccessPolicies may bind; the manager's RBAC must grant \"bind\" on exactly these.")
 	flag.StringVar(&clusterWideRoles, "cluster-wide-roles", strings.Join(controllers.DefaultClusterWideRoles, ","), "Comma-separated ClusterRoles a kubernetesAccess entry without namespaces binds by a ClusterRoleBinding; any other bindable role is bound by a RoleBinding in every namespace but kube-* and itmanager's own.")
@@ -272,26 +267,6 @@ func main() {
 		log.Error(err, "Unable to create controller", "controller", "Enrolment")
 		os.Exit(1)
 	}
-	if checkinAddr != "0" {
-		checkinConfig := rest.CopyConfig(restConfig)
-		checkinConfig.QPS, checkinConfig.Burst = float32(checkinQPS), checkinBurst
-		checkinWriter, err := client.New(checkinConfig, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
-		if err != nil {
-			log.Error(err, "Unable to create the check-in service's client")
-			os.Exit(1)
-		}
-		server := &checkin.Server{
-			Reader: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Writer: checkinWriter, Clock: clk, DevicesNamespace: devicesNamespace,
-			StaleAfter: staleAfter, Interval: agentInterval, AddressCIDRs: cidrs, Log: ctrl.Log.WithName("checkin"),
-		}
-		if err := mgr.Add(&checkin.Listener{
-			Addr: checkinAddr, Handler: server.Handler(), GetCertificate: certs.GetCertificate, Log: ctrl.Log.WithName("checkin"),
-		}); err != nil {
-			log.Error(err, "Unable to add the check-in service")
-			os.Exit(1)
-		}
-	}
-
 	if enableWebhooks {
 		if err := (&itmwebhook.MaintenanceWindowValidator{}).SetupWithManager(mgr); err != nil {
 			log.Error(err, "Unable to create webhook", "webhook", "MaintenanceWindow")

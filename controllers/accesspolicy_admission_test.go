@@ -11,7 +11,6 @@ import (
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
 
-
 var (
 	writePolicies = rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"accesspolicies"}, Verbs: []string{"get", "create", "update", "delete"}}
 	// writeNetworkPolicies is what an AccessPolicy does in a destination.

@@ -65,7 +65,6 @@ var DefaultBindableRoles = []string{"view", "edit"}
 // RoleBinding in every namespace but kube-* and itmanager's own.
 var DefaultClusterWideRoles = []string{"view"}
 
-
 // AccessPolicyReconciler resolves an AccessPolicy (people → devices →
 // posture → addresses) and enforces it as NetworkPolicies and RBAC
 // bindings. It writes only objects that differ from what it computed,

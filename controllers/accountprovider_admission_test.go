@@ -16,7 +16,6 @@ import (
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
-
 var _ = Describe("AccountProvider admission", func() {
 	writeProviders := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"accountproviders"},
 		Verbs: []string{"get", "create", "update", "patch"}}

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,33 @@ var _ = Describe("The itmanager-agent binary", Ordered, func() {
 		By("a second run continuing the sequence (no replay refusal)")
 		out, err = exec.Command(agentBin, "--once", "--enrolment-dir", dir, "--state-file", filepath.Join(dir, "state", "seq")).CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(out))
+	})
+
+	It("still checks in after someone sent sequence 2^64-1 with its token, and after its state file fell behind", func() {
+		d := agentDevice(nil)
+		dir := install(d.Name)
+		state := filepath.Join(dir, "state", "seq")
+		token := tokenOf(d.Name)
+		out, err := exec.Command(agentBin, "--once", "--enrolment-dir", dir, "--state-file", state).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		Expect(os.ReadFile(state)).To(Equal([]byte("1")))
+
+		By("refusing a huge sequence from another holder of the token")
+		time.Sleep(checkinMinInterval) // after the agent's check-in, as post paces its own
+		res := post(d.Name, token, checkin.Request{Sequence: math.MaxUint64, Facts: facts()})
+		Expect(res.code).To(Equal(409), res.String())
+		out, err = exec.Command(agentBin, "--once", "--enrolment-dir", dir, "--state-file", state).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		Expect(leaseOf(d.Name).Annotations[checkin.AnnotationSequence]).To(Equal("2"))
+
+		By("continuing from the service's sequence when someone else checked in with the token")
+		Expect(post(d.Name, token, checkin.Request{Sequence: 3, Facts: facts()}).code).To(Equal(200))
+		time.Sleep(checkinMinInterval)
+		out, err = exec.Command(agentBin, "--once", "--enrolment-dir", dir, "--state-file", state).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		Expect(string(out)).To(ContainSubstring("continuing from its last accepted one"))
+		Expect(leaseOf(d.Name).Annotations[checkin.AnnotationSequence]).To(Equal("4"))
+		Expect(os.ReadFile(state)).To(Equal([]byte("4")))
 	})
 
 	It("keeps running through an unreachable server and a token rotation, and stops cleanly", func() {

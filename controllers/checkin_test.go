@@ -1,12 +1,22 @@
 package controllers_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,7 +62,8 @@ var _ = Describe("Agent enrolment", func() {
 		newToken := tokenOf(d.Name)
 		Expect(newToken).NotTo(Equal(token))
 		Expect(post(d.Name, token, checkin.Request{Sequence: 3, Facts: facts()}).code).To(Equal(401))
-		Expect(post(d.Name, newToken, checkin.Request{Sequence: 3, Facts: facts()}).code).To(Equal(200))
+		// A new Lease: its sequence starts again.
+		Expect(post(d.Name, newToken, checkin.Request{Sequence: 1, Facts: facts()}).code).To(Equal(200))
 	})
 
 	It("brings url and ca.crt up to date in place, keeping the token", func() {
@@ -182,29 +193,25 @@ var _ = Describe("Check-in service", func() {
 		Entry("an upgrade report with nothing authorized", "application/json", "ok", `{"sequence":1,"facts":{},"upgrade":{"state":"Succeeded","targetVersion":"24.04"}}`, 403, "no upgrade is authorized"),
 	)
 
-	It("accepts check-ins milliseconds apart, faster than its cache can follow", func() {
-		for seq := uint64(1); seq <= 10; seq++ {
-			res := post(d.Name, token, checkin.Request{Sequence: seq, Facts: facts()})
-			Expect(res.code).To(Equal(200), "check-in %d: %s", seq, res)
-		}
-		Expect(leaseOf(d.Name).Annotations[checkin.AnnotationSequence]).To(Equal("10"))
-	})
-
 	It("refuses a replay of old facts", func() {
-		Expect(post(d.Name, token, checkin.Request{Sequence: 5, Facts: facts("10.0.0.8")}).code).To(Equal(200))
+		Expect(post(d.Name, token, checkin.Request{Sequence: 1, Facts: facts("10.0.0.9")}).code).To(Equal(200))
+		Expect(post(d.Name, token, checkin.Request{Sequence: 2, Facts: facts("10.0.0.8")}).code).To(Equal(200))
 		Eventually(func() []string {
 			if o := getDevice(d.Name).Status.Observed; o != nil {
 				return o.Addresses
 			}
 			return nil
 		}).Should(Equal([]string{"10.0.0.8"}))
-		res := post(d.Name, token, checkin.Request{Sequence: 4, Facts: facts("10.0.0.99")})
+		res := post(d.Name, token, checkin.Request{Sequence: 1, Facts: facts("10.0.0.99")})
 		Expect(res.code).To(Equal(409), res.String())
-		Expect(res.body["error"]).To(ContainSubstring("sequence 4 is not newer than the last accepted 5"))
+		Expect(res.body["error"]).To(ContainSubstring("sequence 1 is not newer than the last accepted 2"))
+		Expect(res.body["lastSequence"]).To(BeEquivalentTo(2))
 		Consistently(func() []string { return getDevice(d.Name).Status.Observed.Addresses }).WithTimeout(time.Second).Should(Equal([]string{"10.0.0.8"}))
 	})
 
 	It("lets the agent move an authorized upgrade forward only along Authorized → InProgress → Succeeded|Failed", func() {
+		seq := uint64(1)
+		next := func() uint64 { seq++; return seq }
 		Expect(post(d.Name, token, checkin.Request{Sequence: 1, Facts: facts()}).code).To(Equal(200))
 		// The operator (a MaintenanceWindow) authorizes the upgrade.
 		dev := getDevice(d.Name)
@@ -214,13 +221,13 @@ var _ = Describe("Check-in service", func() {
 
 		var res checkInResult
 		Eventually(func() any {
-			res = post(d.Name, token, checkin.Request{Sequence: uint64(time.Now().UnixNano()), Facts: facts()})
+			res = post(d.Name, token, checkin.Request{Sequence: next(), Facts: facts()})
 			return res.body["upgrade"]
 		}).Should(HaveKeyWithValue("targetVersion", "26.04"))
 		Expect(res.body["upgrade"]).To(HaveKeyWithValue("state", "Authorized"))
 
 		report := func(state itmv1.UpgradeState, target string) checkInResult {
-			return post(d.Name, token, checkin.Request{Sequence: uint64(time.Now().UnixNano()), Facts: facts(),
+			return post(d.Name, token, checkin.Request{Sequence: next(), Facts: facts(),
 				Upgrade: &checkin.UpgradeReport{State: state, TargetVersion: target, Message: "step " + string(state)}})
 		}
 		Expect(report(itmv1.UpgradeStateSucceeded, "26.04").code).To(Equal(403), "Authorized → Succeeded skips InProgress")
@@ -252,5 +259,230 @@ var _ = Describe("Check-in service", func() {
 		Eventually(readyMessage(d.Name)).Should(ContainSubstring("10.7.7.7 (also claimed by " + other.Name + ")"))
 		Eventually(readyMessage(other.Name)).Should(ContainSubstring("10.7.7.7 (also claimed by " + d.Name + ")"))
 		Expect(conditionOf(d.Name, itmv1.ConditionReady)()).To(Equal(metav1.ConditionFalse))
+	})
+})
+
+var (
+	pacedMu sync.Mutex
+	paced   = map[string]time.Time{}
+)
+
+// paceCheckIn waits until the previous check-in of the device through post
+// is at least the check-in service's minimum interval ago, as an agent
+// checking in every interval would be.
+func paceCheckIn(name string) {
+	pacedMu.Lock()
+	last := paced[name]
+	pacedMu.Unlock()
+	if wait := time.Until(last.Add(checkinMinInterval + 50*time.Millisecond)); wait > 0 {
+		time.Sleep(wait)
+	}
+	pacedMu.Lock()
+	paced[name] = time.Now()
+	pacedMu.Unlock()
+}
+
+// postTo checks in at the check-in service replica base, without pacing,
+// and returns the answer with its headers.
+func postTo(base, name, token string, req checkin.Request) (checkInResult, http.Header) {
+	GinkgoHelper()
+	body, err := json.Marshal(req)
+	Expect(err).NotTo(HaveOccurred())
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, checkin.Endpoint(base, name), bytes.NewReader(body))
+	Expect(err).NotTo(HaveOccurred())
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Authorization", "Bearer "+token)
+	resp, err := httpClient.Do(hreq)
+	Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	Expect(err).NotTo(HaveOccurred())
+	out := checkInResult{code: resp.StatusCode}
+	Expect(json.Unmarshal(data, &out.body)).To(Succeed(), string(data))
+	return out, resp.Header
+}
+
+var _ = Describe("Check-in service limits", func() {
+	It("renews the Lease on a check-in with empty facts", func() {
+		d := agentDevice(nil)
+		token := tokenOf(d.Name)
+		before := time.Now()
+		res := post(d.Name, token, checkin.Request{Sequence: 1})
+		Expect(res.code).To(Equal(200), res.String())
+		lease := leaseOf(d.Name)
+		Expect(lease.Spec.RenewTime).NotTo(BeNil())
+		Expect(lease.Spec.RenewTime.Time).To(BeTemporally(">=", before.Add(-time.Second)))
+		Expect(lease.Annotations[checkin.AnnotationSequence]).To(Equal("1"))
+		Eventually(conditionOf(d.Name, itmv1.DeviceConditionCheckedIn)).Should(Equal(metav1.ConditionTrue))
+
+		By("dropping facts reported earlier when a later check-in reports none")
+		Expect(post(d.Name, token, checkin.Request{Sequence: 2, Facts: facts("10.0.0.5")}).code).To(Equal(200))
+		Eventually(func() *itmv1.ObservedFacts { return getDevice(d.Name).Status.Observed }).ShouldNot(BeNil())
+		res = post(d.Name, token, checkin.Request{Sequence: 3, Facts: checkin.Facts{}})
+		Expect(res.code).To(Equal(200), res.String())
+		Eventually(func() []string {
+			if o := getDevice(d.Name).Status.Observed; o != nil {
+				return o.Addresses
+			}
+			return nil
+		}).Should(BeEmpty())
+		Expect(leaseOf(d.Name).Annotations[checkin.AnnotationSequence]).To(Equal("3"))
+	})
+
+	It("refuses a sequence that advances more than one per interval, plus one, and still takes the next one in step", func() {
+		d := agentDevice(nil)
+		token := tokenOf(d.Name)
+		Expect(post(d.Name, token, checkin.Request{Sequence: 1, Facts: facts()}).code).To(Equal(200))
+		renewed := leaseOf(d.Name).ResourceVersion
+
+		res := post(d.Name, token, checkin.Request{Sequence: math.MaxUint64, Facts: facts("10.0.0.66")})
+		Expect(res.code).To(Equal(409), res.String())
+		Expect(res.body["error"]).To(ContainSubstring("sequence 18446744073709551615 advances too far: the last accepted is 1"))
+		Expect(res.body["lastSequence"]).To(BeEquivalentTo(1))
+		Expect(leaseOf(d.Name).ResourceVersion).To(Equal(renewed), "a refused sequence writes nothing")
+		Expect(leaseOf(d.Name).Annotations[checkin.AnnotationSequence]).To(Equal("1"))
+
+		By("accepting the next sequence, as the real agent sends it")
+		Expect(post(d.Name, token, checkin.Request{Sequence: 2, Facts: facts()}).code).To(Equal(200))
+		Expect(leaseOf(d.Name).Annotations[checkin.AnnotationSequence]).To(Equal("2"))
+	})
+
+	Describe("with the default minimum interval of 10s, on two replicas", Ordered, func() {
+		var replicas []string
+		BeforeAll(func() {
+			ports, err := testenv.FreePorts(2)
+			Expect(err).NotTo(HaveOccurred())
+			for i, port := range ports {
+				addr := fmt.Sprintf("127.0.0.1:%d", port)
+				startCheckin(addr, fmt.Sprintf("checkin-default-%d", i), checkin.DefaultMinInterval, 16)
+				replicas = append(replicas, "https://"+addr)
+			}
+			for _, u := range replicas {
+				Eventually(func() error {
+					resp, err := httpClient.Get(u + "/healthz")
+					if err != nil {
+						return err
+					}
+					return resp.Body.Close()
+				}).WithTimeout(30 * time.Second).Should(Succeed())
+			}
+		})
+
+		It("answers a flood from one token 429 with Retry-After on every replica without writing, while another device checks in", func() {
+			d := agentDevice(nil)
+			token := tokenOf(d.Name)
+			other := agentDevice(nil)
+			otherToken := tokenOf(other.Name)
+			res, _ := postTo(replicas[0], d.Name, token, checkin.Request{Sequence: 1, Facts: facts()})
+			Expect(res.code).To(Equal(200), res.String())
+			leaseRV := leaseOf(d.Name).ResourceVersion
+			started := time.Now()
+
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			codes := map[int]int{}
+			var retryAfter []string
+			for w := range 8 {
+				wg.Add(1)
+				go func() {
+					defer GinkgoRecover()
+					defer wg.Done()
+					for i := range 10 {
+						res, h := postTo(replicas[(w+i)%2], d.Name, token, checkin.Request{Sequence: uint64(2 + i), Facts: facts("10.0.0.77")})
+						mu.Lock()
+						codes[res.code]++
+						retryAfter = append(retryAfter, h.Get("Retry-After"))
+						mu.Unlock()
+					}
+				}()
+			}
+			// Meanwhile another device is answered as usual.
+			otherRes, _ := postTo(replicas[1], other.Name, otherToken, checkin.Request{Sequence: 1, Facts: facts()})
+			wg.Wait()
+			Expect(time.Since(started)).To(BeNumerically("<", checkin.DefaultMinInterval), "the flood ran within one interval")
+
+			Expect(otherRes.code).To(Equal(200), otherRes.String())
+			Expect(codes).To(Equal(map[int]int{429: 80}))
+			for _, ra := range retryAfter {
+				n, err := strconv.Atoi(ra)
+				Expect(err).NotTo(HaveOccurred(), "Retry-After %q", ra)
+				Expect(n).To(BeNumerically(">=", 1))
+				Expect(n).To(BeNumerically("<=", 10))
+			}
+			lease := leaseOf(d.Name)
+			Expect(lease.ResourceVersion).To(Equal(leaseRV), "429s write no Lease")
+			Expect(lease.Annotations[checkin.AnnotationSequence]).To(Equal("1"))
+			Expect(getDevice(d.Name).Status.Observed.Addresses).To(BeEmpty(), "429s record no facts")
+		})
+	})
+})
+
+var _ = Describe("The check-in service's ServiceAccount", func() {
+	user := "system:serviceaccount:" + testenv.OperatorNamespace + ":" + testenv.CheckinServiceAccount
+	DescribeTable("may do exactly what checking in needs",
+		func(verb, group, resource, subresource, namespace string, allowed bool) {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User:   user,
+				Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + testenv.OperatorNamespace, "system:authenticated"},
+				ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Verb: verb, Group: group, Resource: resource, Subresource: subresource, Namespace: namespace,
+				},
+			}}
+			Expect(k8s.Create(ctx, sar)).To(Succeed())
+			Expect(sar.Status.Allowed).To(Equal(allowed), "%s %s/%s in %q: %+v", verb, resource, subresource, namespace, sar.Status)
+		},
+		Entry("get leases in the devices namespace", "get", "coordination.k8s.io", "leases", "", testenv.DevicesNamespace, true),
+		Entry("update leases in the devices namespace", "update", "coordination.k8s.io", "leases", "", testenv.DevicesNamespace, true),
+		Entry("get devices", "get", "itmanager.io", "devices", "", "", true),
+		Entry("patch devices/status", "patch", "itmanager.io", "devices", "status", "", true),
+
+		Entry("list leases in the devices namespace", "list", "coordination.k8s.io", "leases", "", testenv.DevicesNamespace, false),
+		Entry("watch leases in the devices namespace", "watch", "coordination.k8s.io", "leases", "", testenv.DevicesNamespace, false),
+		Entry("create leases in the devices namespace", "create", "coordination.k8s.io", "leases", "", testenv.DevicesNamespace, false),
+		Entry("delete leases in the devices namespace", "delete", "coordination.k8s.io", "leases", "", testenv.DevicesNamespace, false),
+		Entry("patch leases in the devices namespace", "patch", "coordination.k8s.io", "leases", "", testenv.DevicesNamespace, false),
+		Entry("get leases in the operator namespace (leader election)", "get", "coordination.k8s.io", "leases", "", testenv.OperatorNamespace, false),
+		Entry("update leases in the operator namespace", "update", "coordination.k8s.io", "leases", "", testenv.OperatorNamespace, false),
+		Entry("update node leases", "update", "coordination.k8s.io", "leases", "", "kube-node-lease", false),
+		Entry("update leases in default", "update", "coordination.k8s.io", "leases", "", "default", false),
+		Entry("get secrets in the devices namespace (enrolment tokens)", "get", "", "secrets", "", testenv.DevicesNamespace, false),
+		Entry("list secrets in the devices namespace", "list", "", "secrets", "", testenv.DevicesNamespace, false),
+		Entry("get secrets in the operator namespace (the CA key)", "get", "", "secrets", "", testenv.OperatorNamespace, false),
+		Entry("list secrets in the operator namespace", "list", "", "secrets", "", testenv.OperatorNamespace, false),
+		Entry("list secrets cluster-wide", "list", "", "secrets", "", "", false),
+		Entry("get secrets in default", "get", "", "secrets", "", "default", false),
+		Entry("list devices", "list", "itmanager.io", "devices", "", "", false),
+		Entry("watch devices", "watch", "itmanager.io", "devices", "", "", false),
+		Entry("update devices", "update", "itmanager.io", "devices", "", "", false),
+		Entry("patch devices", "patch", "itmanager.io", "devices", "", "", false),
+		Entry("create devices", "create", "itmanager.io", "devices", "", "", false),
+		Entry("delete devices", "delete", "itmanager.io", "devices", "", "", false),
+		Entry("update devices/status", "update", "itmanager.io", "devices", "status", "", false),
+		Entry("get accesspolicies", "get", "itmanager.io", "accesspolicies", "", "", false),
+		Entry("patch onboardingrequests/status", "patch", "itmanager.io", "onboardingrequests", "status", "", false),
+		Entry("create serviceaccounts/token in the operator namespace", "create", "", "serviceaccounts", "token", testenv.OperatorNamespace, false),
+		Entry("create serviceaccounts/token in the devices namespace", "create", "", "serviceaccounts", "token", testenv.DevicesNamespace, false),
+		Entry("create serviceaccounts", "create", "", "serviceaccounts", "", testenv.DevicesNamespace, false),
+		Entry("create pods", "create", "", "pods", "", testenv.DevicesNamespace, false),
+		Entry("get configmaps in the operator namespace", "get", "", "configmaps", "", testenv.OperatorNamespace, false),
+		Entry("create networkpolicies", "create", "networking.k8s.io", "networkpolicies", "", "default", false),
+		Entry("create rolebindings", "create", "rbac.authorization.k8s.io", "rolebindings", "", testenv.DevicesNamespace, false),
+		Entry("impersonate users", "impersonate", "", "users", "", "", false),
+		Entry("patch nodes", "patch", "", "nodes", "", "", false),
+	)
+
+	It("is the identity the check-in service runs as, and it holds no more", func() {
+		// The replicas in this suite authenticate with checkinCfg: it is the
+		// check-in ServiceAccount and cannot read an enrolment Secret.
+		cl, err := client.New(checkinCfg, client.Options{Scheme: testenv.Scheme})
+		Expect(err).NotTo(HaveOccurred())
+		review := &authenticationv1.SelfSubjectReview{}
+		Expect(cl.Create(ctx, review)).To(Succeed())
+		Expect(review.Status.UserInfo.Username).To(Equal(user))
+		d := agentDevice(nil)
+		tokenOf(d.Name)
+		err = cl.Get(ctx, types.NamespacedName{Namespace: testenv.DevicesNamespace, Name: d.Name + "-agent"}, &corev1.Secret{})
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		Expect(cl.Get(ctx, types.NamespacedName{Namespace: testenv.DevicesNamespace, Name: d.Name}, &coordinationv1.Lease{})).To(Succeed())
 	})
 })

@@ -135,8 +135,11 @@ func postRaw(name, token, contentType string, body []byte) checkInResult {
 	return out
 }
 
+// post checks in as an agent would: never sooner than the minimum interval
+// after the previous check-in of the same device (postRaw does not wait).
 func post(name, token string, req checkin.Request) checkInResult {
 	GinkgoHelper()
+	paceCheckIn(name)
 	body, err := json.Marshal(req)
 	Expect(err).NotTo(HaveOccurred())
 	return postRaw(name, token, "application/json", body)

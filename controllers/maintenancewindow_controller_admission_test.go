@@ -14,7 +14,6 @@ import (
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
-
 var _ = Describe("MaintenanceWindow nodeUpgrade admission", func() {
 	mwWrite := rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"maintenancewindows"},
 		Verbs: []string{"get", "list", "create", "update", "patch"}}

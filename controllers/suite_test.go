@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -28,29 +30,41 @@ import (
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
-// The suite runs the manager's controllers and the check-in service
-// in-process, authenticated as the manager's ServiceAccount with exactly the
-// generated RBAC, against a real API server and kube-controller-manager
-// (for garbage collection).
+// The suite runs the manager's controllers in-process, authenticated as the
+// manager's ServiceAccount with exactly the generated RBAC, and two replicas
+// of the check-in service authenticated as the check-in ServiceAccount with
+// exactly its hand-written RBAC, against a real API server and
+// kube-controller-manager (for garbage collection).
 
 const (
 	// staleAfter is short so freshness transitions happen within a test.
 	staleAfter = 3 * time.Second
 	agentCIDR  = "10.0.0.0/8"
+	// checkinMinInterval is the check-in service's --checkin-min-interval
+	// here: short, so specs that check in several times stay quick; post
+	// keeps check-ins of one device this far apart.
+	checkinMinInterval = 300 * time.Millisecond
 )
 
 var (
-	env        *testenv.Environment
-	k8s        client.Client // admin
-	ctx        context.Context
-	cancel     context.CancelFunc
-	checkinURL string
-	httpClient *http.Client
+	env    *testenv.Environment
+	k8s    client.Client // admin
+	ctx    context.Context
+	cancel context.CancelFunc
+	// checkinURL is the first replica of the check-in service,
+	// checkinURL2 the second (the same service, its own process state).
+	checkinURL  string
+	checkinURL2 string
+	httpClient  *http.Client
+	// checkinCfg authenticates as the check-in service's ServiceAccount.
+	checkinCfg *rest.Config
+	// checkinTLSDir holds the check-in serving certificate as files.
+	checkinTLSDir string
 	// mwClock is the MaintenanceWindow controller's clock: real time plus
 	// an offset the tests move to open and close windows.
 	mwClock = &shiftClock{}
-	// managerCache is what the check-in service reads; tests wait on it
-	// where they act faster than any agent could.
+	// managerCache is what the manager's controllers read; tests wait on
+	// it where they act faster than any agent could.
 	managerCache client.Reader
 	// managerCfg authenticates as the manager's ServiceAccount.
 	managerCfg *rest.Config
@@ -143,8 +157,10 @@ var _ = BeforeSuite(func() {
 	managerCache = mgr.GetCache()
 
 	clk := clock.RealClock{}
-	port := freePort()
-	checkinURL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	ports, err := testenv.FreePorts(2)
+	Expect(err).NotTo(HaveOccurred())
+	checkinURL = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
+	checkinURL2 = fmt.Sprintf("https://127.0.0.1:%d", ports[1])
 	certSecret := types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: "itmanager-checkin-tls"}
 	Expect(mgr.Add(&checkin.Rotator{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Secret: certSecret,
 		Hosts: []string{"127.0.0.1"}, Clock: clk, Log: ctrl.Log.WithName("rotator"), Every: time.Hour})).To(Succeed())
@@ -169,18 +185,21 @@ var _ = BeforeSuite(func() {
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("itmanager-enrolment"),
 		DevicesNamespace: testenv.DevicesNamespace, URL: checkinURL, CA: certs.CA,
 	}).SetupWithManager(mgr)).To(Succeed())
-	server := &checkin.Server{
-		Reader: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Clock: clk, DevicesNamespace: testenv.DevicesNamespace,
-		StaleAfter: staleAfter, Interval: time.Second, AddressCIDRs: mustPrefixes(agentCIDR, "fd00::/8"),
-		Log: ctrl.Log.WithName("checkin"),
-	}
-	Expect(mgr.Add(&checkin.Listener{Addr: fmt.Sprintf("127.0.0.1:%d", port), Handler: server.Handler(),
-		GetCertificate: certs.GetCertificate, Log: ctrl.Log.WithName("checkin")})).To(Succeed())
-
 	go func() {
 		defer GinkgoRecover()
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
+
+	// The check-in service: as cmd/itmanager-checkin runs it, under its own
+	// ServiceAccount, serving the certificate the manager issued from files
+	// (written here as the kubelet writes a Secret volume).
+	checkinCfg, err = env.CheckinConfig(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	checkinTLSDir = GinkgoT().TempDir()
+	Expect(testenv.MountSecret(ctx, k8s, certSecret, checkinTLSDir, time.Minute, 10*time.Second)).To(Succeed())
+	for i, port := range ports {
+		startCheckin(fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("checkin-%d", i), checkinMinInterval, 16)
+	}
 
 	stopOnboarding = startOnboarding(nil)
 
@@ -195,14 +214,38 @@ var _ = BeforeSuite(func() {
 	pool := x509.NewCertPool()
 	Expect(pool.AppendCertsFromPEM(ca)).To(BeTrue())
 	httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	Eventually(func() error {
-		resp, err := httpClient.Get(checkinURL + "/healthz")
-		if err != nil {
-			return err
-		}
-		return resp.Body.Close()
-	}).WithTimeout(30 * time.Second).Should(Succeed())
+	for _, u := range []string{checkinURL, checkinURL2} {
+		Eventually(func() error {
+			resp, err := httpClient.Get(u + "/healthz")
+			if err != nil {
+				return err
+			}
+			return resp.Body.Close()
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	}
 })
+
+// startCheckin runs one replica of the check-in service on addr with the
+// check-in ServiceAccount's credentials and nothing else, until the suite
+// ends.
+func startCheckin(addr, name string, minInterval time.Duration, maxInFlight int) {
+	GinkgoHelper()
+	cl, err := client.New(checkinCfg, client.Options{Scheme: testenv.Scheme})
+	Expect(err).NotTo(HaveOccurred())
+	certs, err := certwatcher.New(filepath.Join(checkinTLSDir, "tls.crt"), filepath.Join(checkinTLSDir, "tls.key"))
+	Expect(err).NotTo(HaveOccurred())
+	go func() { _ = certs.Start(ctx) }()
+	server := &checkin.Server{
+		Reader: cl, Writer: cl, Clock: clock.RealClock{}, DevicesNamespace: testenv.DevicesNamespace,
+		StaleAfter: staleAfter, Interval: time.Second, MinInterval: minInterval, MaxInFlight: maxInFlight,
+		AddressCIDRs: mustPrefixes(agentCIDR, "fd00::/8"), Log: ctrl.Log.WithName(name),
+	}
+	listener := &checkin.Listener{Addr: addr, Handler: server.Handler(), GetCertificate: certs.GetCertificate, Log: ctrl.Log.WithName(name)}
+	go func() {
+		defer GinkgoRecover()
+		Expect(listener.Start(ctx)).To(Succeed())
+	}()
+}
 
 var _ = AfterSuite(func() {
 	if stopOnboarding != nil {

@@ -122,6 +122,20 @@ expect "the manager's own rights are listed" "devices.itmanager.io" \
   k auth can-i --list --as=system:serviceaccount:itmanager-system:itmanager-controller-manager
 expect "defaults come from the API server" "^true$" k get onb amara.okafor -o 'jsonpath={.spec.approvalRequired}'
 eventually "the laptop's agent is enrolled" "lt-pf3x8k2q-agent" k get secret -n itmanager-devices
+# The tour's agent, against the check-in service (its own process and
+# ServiceAccount): it checks in, and the Device turns CheckedIn.
+mkdir -p "$work/agent"
+for key in url token ca.crt; do
+  k get secret lt-pf3x8k2q-agent -n itmanager-devices -o go-template="{{index .data \"$key\" | base64decode}}" >"$work/agent/$key"
+done
+expect "the agent checks in with the check-in service" "Checked in" \
+  go run ./cmd/itmanager-agent --once --enrolment-dir "$work/agent" --state-file "$work/agent/seq"
+eventually "the laptop is CheckedIn" "^True$" \
+  k get dev lt-pf3x8k2q -o 'jsonpath={.status.conditions[?(@.type=="CheckedIn")].status}'
+expect "the check-in service holds only its own rights" "leases.coordination.k8s.io +\[\] +\[\] +\[get update\]" \
+  k auth can-i --list -n itmanager-devices --as=system:serviceaccount:itmanager-system:itmanager-checkin
+refused "the check-in service may not read enrolment Secrets" "no" \
+  k auth can-i get secrets -n itmanager-devices --as=system:serviceaccount:itmanager-system:itmanager-checkin
 expect "ap lists the sample policy" "engineering-observability" k get ap
 k create namespace grafana >/dev/null
 eventually "an isolating NetworkPolicy appears in the destination" "itm-engineering-observability" \

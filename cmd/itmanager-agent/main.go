@@ -32,7 +32,7 @@ func main() {
 		maxBackoff     = flag.Duration("max-backoff", 5*time.Minute, "Longest wait between retries after failures.")
 		upgradeCommand = flag.String("upgrade-command", "", "Shell command that upgrades the device to $ITMANAGER_TARGET_VERSION when a maintenance window authorizes it.")
 		upgradeTimeout = flag.Duration("upgrade-timeout", time.Hour, "Longest the upgrade command may run before it is killed and the upgrade reported failed.")
-		once           = flag.Bool("once", false, "Check in once and exit (non-zero on failure).")
+		once           = flag.Bool("once", false, "Check in once and exit (non-zero on failure); a refusal that says how to succeed (Retry-After up to a minute, a sequence out of step) is retried once.")
 		root           = flag.String("root", "/", "Root of the filesystem facts are read from.")
 		logLevel       = flag.String("log-level", "info", "debug, info, warn or error.")
 		logJSON        = flag.Bool("log-json", false, "Log JSON instead of text.")
@@ -67,7 +67,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if *once {
-		resp, err := a.CheckIn(ctx)
+		resp, err := a.CheckInOnce(ctx, time.Minute)
 		if err != nil {
 			log.Error("Check-in failed", "error", err)
 			os.Exit(1)

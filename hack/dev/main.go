@@ -4,8 +4,12 @@
 // manager at https://127.0.0.1:<port> with a certificate for that IP), runs
 // the manager from main.go as its own ServiceAccount under the ClusterRole
 // generated from the RBAC markers (not as admin, so a missing marker shows),
-// applies config/samples, and only then writes the admin kubeconfig
-// .dev/kubeconfig. SIGINT or SIGTERM stops every process it started.
+// runs the check-in service (cmd/itmanager-checkin) as its own process
+// under its own ServiceAccount with exactly config/rbac/checkin_role.yaml,
+// serving the certificate the manager issued from files (as a Secret volume
+// would give it), applies config/samples, and only then writes the admin
+// kubeconfig .dev/kubeconfig. SIGINT or SIGTERM stops every process it
+// started.
 package main
 
 import (
@@ -26,6 +30,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,6 +42,7 @@ const (
 	operatorNamespace = testenv.OperatorNamespace
 	devicesNamespace  = testenv.DevicesNamespace
 	serviceAccount    = testenv.ManagerServiceAccount
+	checkinAccount    = testenv.CheckinServiceAccount
 	fieldManager      = "itmanager-dev"
 )
 
@@ -107,7 +113,12 @@ func run() error {
 	defer os.Remove(managerKubeconfig)
 
 	step("Building and starting the manager (main.go) under that ServiceAccount")
-	cmd, probeAddr, checkinURL, err := startManager(root, logDir, managerKubeconfig, env)
+	ports, err := testenv.FreePorts(4)
+	if err != nil {
+		return err
+	}
+	checkinURL := fmt.Sprintf("https://127.0.0.1:%d", ports[2])
+	cmd, probeAddr, err := startManager(root, logDir, managerKubeconfig, env, ports[0], ports[1], checkinURL)
 	if err != nil {
 		return err
 	}
@@ -115,6 +126,35 @@ func run() error {
 	defer manager.stop("manager")
 	if err := waitReady(ctx, "http://"+probeAddr+"/readyz", manager); err != nil {
 		return fmt.Errorf("manager did not become ready (see .dev/logs/manager.log): %w", err)
+	}
+
+	step("Granting the check-in service its RBAC (config/rbac/checkin_role.yaml) as ServiceAccount " + operatorNamespace + "/" + checkinAccount)
+	checkinConfig, err := env.CheckinConfig(ctx)
+	if err != nil {
+		return err
+	}
+	checkinKubeconfig := filepath.Join(devDir, "checkin.kubeconfig")
+	if err := testenv.WriteTokenKubeconfig(checkinKubeconfig, checkinConfig, checkinAccount); err != nil {
+		return err
+	}
+	defer os.Remove(checkinKubeconfig)
+	// The kubelet's part: the Secret the manager issues, as files the
+	// check-in service reloads (its ServiceAccount may not read Secrets).
+	tlsDir := filepath.Join(devDir, "checkin-tls")
+	defer os.RemoveAll(tlsDir)
+	certSecret := types.NamespacedName{Namespace: operatorNamespace, Name: "itmanager-checkin-tls"}
+	if err := testenv.MountSecret(ctx, admin, certSecret, tlsDir, time.Minute, 30*time.Second); err != nil {
+		return err
+	}
+	step("Building and starting the check-in service (cmd/itmanager-checkin) under that ServiceAccount")
+	cmd, checkinProbe, err := startCheckin(root, logDir, checkinKubeconfig, tlsDir, ports[2], ports[3])
+	if err != nil {
+		return err
+	}
+	checkinProc := watch(cmd)
+	defer checkinProc.stop("check-in service")
+	if err := waitReady(ctx, "http://"+checkinProbe+"/readyz", checkinProc); err != nil {
+		return fmt.Errorf("check-in service did not become ready (see .dev/logs/checkin.log): %w", err)
 	}
 
 	// The Node comes first: the sample node-worker-1 only adds labels and a
@@ -143,6 +183,8 @@ func run() error {
 		step("Interrupted; stopping everything")
 	case <-manager.done:
 		return fmt.Errorf("the manager exited, see .dev/logs/manager.log: %w", manager.err)
+	case <-checkinProc.done:
+		return fmt.Errorf("the check-in service exited, see .dev/logs/checkin.log: %w", checkinProc.err)
 	}
 	return nil
 }
@@ -174,37 +216,30 @@ func writeAdminKubeconfig(path string, env *testenv.Environment) error {
 	return testenv.WriteKubeconfig(path, cfg)
 }
 
-func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*exec.Cmd, string, string, error) {
+func startManager(root, logDir, kubeconfig string, env *testenv.Environment, probePort, metricsPort int, checkinURL string) (*exec.Cmd, string, error) {
 	bin := filepath.Join(root, "bin", "manager")
 	build := exec.Command("go", "build", "-o", bin, ".")
 	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
-		return nil, "", "", fmt.Errorf("build the manager: %w", err)
+		return nil, "", fmt.Errorf("build the manager: %w", err)
 	}
 	// The kubectl plugin too, so the tour's `kubectl itm` works with bin/ on the PATH.
 	build = exec.Command("go", "build", "-o", filepath.Join(root, "bin", "kubectl-itm"), "./cmd/kubectl-itm")
 	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
-		return nil, "", "", fmt.Errorf("build the kubectl plugin: %w", err)
+		return nil, "", fmt.Errorf("build the kubectl plugin: %w", err)
 	}
-	ports, err := testenv.FreePorts(3)
-	if err != nil {
-		return nil, "", "", err
-	}
-	probePort, metricsPort, checkinPort := ports[0], ports[1], ports[2]
-	checkinURL := fmt.Sprintf("https://127.0.0.1:%d", checkinPort)
 	wh := env.WebhookInstallOptions
 	probeAddr := fmt.Sprintf("127.0.0.1:%d", probePort)
 	logFile, err := os.Create(filepath.Join(logDir, "manager.log"))
 	if err != nil {
-		return nil, "", "", err
+		return nil, "", err
 	}
 	cmd := exec.Command(bin,
 		"--leader-elect",
 		"--operator-namespace="+operatorNamespace,
 		"--devices-namespace="+devicesNamespace,
 		"--upgrades-namespace="+testenv.UpgradesNamespace,
-		fmt.Sprintf("--checkin-bind-address=127.0.0.1:%d", checkinPort),
 		"--checkin-url="+checkinURL,
 		"--health-probe-bind-address="+probeAddr,
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort),
@@ -219,9 +254,42 @@ func startManager(root, logDir, kubeconfig string, env *testenv.Environment) (*e
 	// which stops the manager before the API server it talks to.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
-		return nil, "", "", fmt.Errorf("start the manager: %w", err)
+		return nil, "", fmt.Errorf("start the manager: %w", err)
 	}
-	return cmd, probeAddr, checkinURL, nil
+	return cmd, probeAddr, nil
+}
+
+// startCheckin builds and starts the check-in service on 127.0.0.1, with
+// the kubeconfig of its own ServiceAccount and the serving certificate from
+// tlsDir. It returns the address of its probes.
+func startCheckin(root, logDir, kubeconfig, tlsDir string, port, probePort int) (*exec.Cmd, string, error) {
+	bin := filepath.Join(root, "bin", "itmanager-checkin")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/itmanager-checkin")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, "", fmt.Errorf("build the check-in service: %w", err)
+	}
+	probeAddr := fmt.Sprintf("127.0.0.1:%d", probePort)
+	logFile, err := os.Create(filepath.Join(logDir, "checkin.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(bin,
+		fmt.Sprintf("--checkin-bind-address=127.0.0.1:%d", port),
+		"--health-probe-bind-address="+probeAddr,
+		"--metrics-bind-address=0",
+		"--devices-namespace="+devicesNamespace,
+		"--tls-cert-file="+filepath.Join(tlsDir, "tls.crt"),
+		"--tls-key-file="+filepath.Join(tlsDir, "tls.key"),
+		"--zap-devel",
+	)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("start the check-in service: %w", err)
+	}
+	return cmd, probeAddr, nil
 }
 
 func waitReady(ctx context.Context, url string, p *process) error {
@@ -238,7 +306,7 @@ func waitReady(ctx context.Context, url string, p *process) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-p.done:
-			return fmt.Errorf("manager exited: %w", p.err)
+			return fmt.Errorf("exited: %w", p.err)
 		case <-deadline:
 			return errors.New("timed out after 2m")
 		case <-time.After(200 * time.Millisecond):
@@ -381,19 +449,21 @@ itmanager is running.
   API server   %s (admin kubeconfig: .dev/kubeconfig)
   manager      runs as system:serviceaccount:%[2]s:%[3]s
   check-ins    %[5]s (run an agent: see docs/devices.md)
+               served by cmd/itmanager-checkin as system:serviceaccount:%[2]s:%[6]s
   node         worker-1, a Node whose kubelet make dev simulates (its Lease is renewed every 10s)
-  logs         .dev/logs/{manager,kube-apiserver,kube-controller-manager,etcd}.log
+  logs         .dev/logs/{manager,checkin,kube-apiserver,kube-controller-manager,etcd}.log
 
 Try:
   %[4]s get itmanager
   %[4]s get devices -o wide
   %[4]s explain maintenancewindow.spec.windows
   %[4]s auth can-i --list --as=system:serviceaccount:%[2]s:%[3]s
+  %[4]s auth can-i --list --as=system:serviceaccount:%[2]s:%[6]s -n %[7]s
   # The webhook rejects a schedule cron cannot run:
   %[4]s patch mw ring1-weekly-berlin --type=json -p='[{"op":"replace","path":"/spec/windows/0/schedule","value":"0 2 31 2 MON"}]'
   # A joiner waiting for approval (the README tour approves her):
   KUBECONFIG=.dev/kubeconfig bin/kubectl-itm status amara.okafor
 
 Press Ctrl-C to stop everything.
-`, host, operatorNamespace, serviceAccount, k, checkinURL)
+`, host, operatorNamespace, serviceAccount, k, checkinURL, checkinAccount, devicesNamespace)
 }

@@ -84,22 +84,43 @@ func (a *Agent) loadEnrolment() (*enrolment, error) {
 	}, nil
 }
 
-// nextSequence is above both the last one used (kept in StateFile) and the
-// wall clock in milliseconds, so it keeps rising across restarts even when
-// the state file is lost.
+// nextSequence is one above the last one used (kept in StateFile across
+// restarts). The service accepts a sequence at most one per minimum interval
+// ahead of the last it accepted, plus one, so the agent counts; when its
+// state is lost or behind (a re-enrolment, or someone else used the token),
+// the service's 409 tells the last accepted sequence and the agent
+// continues from it (see resync).
 func (a *Agent) nextSequence() uint64 {
 	if a.seq == 0 && a.StateFile != "" {
 		if data, err := os.ReadFile(a.StateFile); err == nil {
 			a.seq, _ = strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
 		}
 	}
-	a.seq = max(a.seq+1, uint64(time.Now().UnixMilli()))
+	a.seq++
+	a.saveSequence()
+	return a.seq
+}
+
+func (a *Agent) saveSequence() {
 	if a.StateFile != "" {
 		if err := writeFileAtomic(a.StateFile, []byte(strconv.FormatUint(a.seq, 10))); err != nil {
-			a.Log.Warn("Cannot persist the check-in sequence; relying on the clock", "file", a.StateFile, "error", err)
+			a.Log.Warn("Cannot persist the check-in sequence", "file", a.StateFile, "error", err)
 		}
 	}
-	return a.seq
+}
+
+// resync continues from the service's last accepted sequence after a 409
+// that refused ours; it reports whether it did.
+func (a *Agent) resync(err error) bool {
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusConflict || se.LastSequence == nil {
+		return false
+	}
+	a.Log.Warn("The check-in service refused the sequence; continuing from its last accepted one (the state file was lost or is behind, or another holder of this token checked in)",
+		"sent", a.seq, "lastAccepted", *se.LastSequence, "reason", se.Message)
+	a.seq = *se.LastSequence
+	a.saveSequence()
+	return true
 }
 
 func writeFileAtomic(path string, data []byte) error {
@@ -117,6 +138,10 @@ func writeFileAtomic(path string, data []byte) error {
 type StatusError struct {
 	Code    int
 	Message string
+	// RetryAfter is the service's Retry-After (429, 503), 0 when absent.
+	RetryAfter time.Duration
+	// LastSequence is the service's last accepted sequence (409).
+	LastSequence *uint64
 }
 
 func (e *StatusError) Error() string {
@@ -153,7 +178,11 @@ func (a *Agent) CheckIn(ctx context.Context) (*checkin.Response, error) {
 	if resp.StatusCode != http.StatusOK {
 		var e checkin.Error
 		_ = json.Unmarshal(data, &e)
-		return nil, &StatusError{Code: resp.StatusCode, Message: e.Error}
+		se := &StatusError{Code: resp.StatusCode, Message: e.Error, LastSequence: e.LastSequence}
+		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+			se.RetryAfter = time.Duration(min(n, 3600)) * time.Second
+		}
+		return nil, se
 	}
 	out := &checkin.Response{}
 	if err := json.Unmarshal(data, out); err != nil {
@@ -192,6 +221,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		case ctx.Err() != nil:
 			return nil
+		case a.resync(err):
+			wait = time.Second
+		case retryAfter(err) > 0:
+			// Checking in too often, or the service is busy: wait as asked
+			// (and a little more, so agents told together spread out).
+			wait = jitterUp(retryAfter(err), 0.1)
+			a.Log.Debug("Check-in deferred", "error", err, "retryIn", wait.Round(time.Second))
 		default:
 			failures++
 			wait = backoff(failures, a.MaxBackoff)
@@ -240,6 +276,44 @@ func (a *Agent) handleUpgrade(ctx context.Context, auth *checkin.UpgradeAuthoriz
 		}
 		a.upgrade = report
 	}
+}
+
+// CheckInOnce checks in once, retrying once after a refusal that tells how
+// to succeed: a sequence out of step (continuing from the service's) or a
+// Retry-After of at most maxWait.
+func (a *Agent) CheckInOnce(ctx context.Context, maxWait time.Duration) (*checkin.Response, error) {
+	resp, err := a.CheckIn(ctx)
+	if err == nil {
+		return resp, nil
+	}
+	wait := time.Duration(0)
+	switch d := retryAfter(err); {
+	case a.resync(err):
+	case d > 0 && d <= maxWait:
+		wait = d
+	default:
+		return nil, err
+	}
+	select {
+	case <-ctx.Done():
+		return nil, err
+	case <-time.After(wait):
+	}
+	return a.CheckIn(ctx)
+}
+
+// retryAfter is the Retry-After of a 429 or 503 refusal (0: none).
+func retryAfter(err error) time.Duration {
+	var se *StatusError
+	if errors.As(err, &se) && (se.Code == http.StatusTooManyRequests || se.Code == http.StatusServiceUnavailable) {
+		return se.RetryAfter
+	}
+	return 0
+}
+
+// jitterUp lengthens d by up to frac, never shortens it.
+func jitterUp(d time.Duration, frac float64) time.Duration {
+	return d + time.Duration(float64(d)*frac*rand.Float64()) //nolint:gosec // jitter, not security
 }
 
 func jitter(d time.Duration, frac float64) time.Duration {

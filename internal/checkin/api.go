@@ -17,8 +17,12 @@ import (
 //
 // Every error is a JSON Error with a status code: 400 malformed input (the
 // message names the field), 401 unknown device or wrong token (one message
-// for both), 403 an upgrade transition the token may not make, 409 a replayed
-// or reordered check-in, 413 a body over MaxBodyBytes, 415 not JSON.
+// for both), 403 an upgrade transition the token may not make, 409 a
+// replayed or reordered check-in or a sequence that advanced too far (the
+// body carries lastSequence), 413 a body over MaxBodyBytes, 415 not JSON,
+// 429 a device checking in more often than the minimum interval, 503 the
+// service busy or the API server unreachable. 429 and 503 carry
+// Retry-After (seconds); an agent waits at least that long.
 const (
 	// PathPrefix is where the device endpoints are served.
 	PathPrefix = "/v1/devices/"
@@ -42,9 +46,11 @@ const (
 
 // Request is one check-in.
 type Request struct {
-	// Sequence increases with every check-in of a device (the agent keeps it
-	// across restarts); a check-in whose sequence is not above the last
-	// accepted one is a replay and changes nothing.
+	// Sequence increases by one with every check-in of a device (the agent
+	// keeps it across restarts); a check-in whose sequence is not above the
+	// last accepted one is a replay and changes nothing, and one that
+	// advances by more than one per minimum interval elapsed, plus one, is
+	// refused.
 	Sequence uint64 `json:"sequence"`
 	// Facts the agent gathered. Absent facts are unknown.
 	Facts Facts `json:"facts"`
@@ -90,4 +96,9 @@ type UpgradeAuthorization struct {
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
+	// LastSequence is the last accepted sequence, on a 409 that refused
+	// the sequence (a replay, or one that advanced too far): the agent
+	// continues from it (after losing its state file, or when someone else
+	// used its token). Only a caller holding the device's token sees it.
+	LastSequence *uint64 `json:"lastSequence,omitempty"`
 }

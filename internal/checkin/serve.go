@@ -11,17 +11,16 @@ import (
 	"github.com/go-logr/logr"
 )
 
-// Listener serves a Handler over HTTPS on every replica (it does not need
-// leader election: agents may reach any replica).
+// Listener serves a Handler over HTTPS on every replica (agents may reach
+// any replica).
 type Listener struct {
 	Addr           string
 	Handler        http.Handler
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	Log            logr.Logger
+	// Started, when set, is called once the listener accepts connections.
+	Started func()
 }
-
-// NeedLeaderElection is false: every replica serves check-ins.
-func (l *Listener) NeedLeaderElection() bool { return false }
 
 // Start serves until ctx ends, then drains in-flight check-ins for up to 10s.
 func (l *Listener) Start(ctx context.Context) error {
@@ -46,6 +45,9 @@ func (l *Listener) Start(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	l.Log.Info("Serving agent check-ins", "address", ln.Addr().String())
+	if l.Started != nil {
+		l.Started()
+	}
 	select {
 	case err := <-errc:
 		return err

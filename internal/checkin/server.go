@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -40,13 +41,13 @@ var checkIns = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 func init() { ctrlmetrics.Registry.MustRegister(checkIns) }
 
-// Server serves agent check-ins. Reader is the manager's cache (Devices and
-// the Leases of DevicesNamespace); Writer writes to the API server.
+// Server serves agent check-ins. It runs as its own process under its own
+// ServiceAccount, which may only get and update Leases in DevicesNamespace,
+// get Devices and patch devices/status: it reads both from the API server
+// (it may not list or watch, so it keeps no informer cache).
 type Server struct {
-	Reader client.Reader
-	// APIReader reads from the API server directly: a renewal that raced
-	// the cache (two check-ins milliseconds apart) is retried on it.
-	APIReader        client.Reader
+	// Reader reads Devices and Leases from the API server.
+	Reader           client.Reader
 	Writer           client.Client
 	Clock            clock.PassiveClock
 	DevicesNamespace string
@@ -55,16 +56,45 @@ type Server struct {
 	StaleAfter time.Duration
 	// Interval is how often agents are asked to check in.
 	Interval time.Duration
+	// MinInterval is the shortest time between two accepted check-ins of a
+	// device (default DefaultMinInterval), judged from its Lease.
+	MinInterval time.Duration
+	// MaxInFlight bounds the check-ins answered at once (default 64); more
+	// are answered 503 with Retry-After.
+	MaxInFlight int
 	// AddressCIDRs are the ranges reported addresses must fall in; empty
 	// allows any.
 	AddressCIDRs []netip.Prefix
 	Log          logr.Logger
+
+	init     sync.Once
+	inflight chan struct{}
+	recent   *recentCheckIns
 }
 
-// httpError is a refusal with its status code.
+// DefaultMaxInFlight is the default of --checkin-max-inflight.
+const DefaultMaxInFlight = 64
+
+func (s *Server) setup() {
+	s.init.Do(func() {
+		if s.MinInterval <= 0 {
+			s.MinInterval = DefaultMinInterval
+		}
+		if s.MaxInFlight <= 0 {
+			s.MaxInFlight = DefaultMaxInFlight
+		}
+		s.inflight = make(chan struct{}, s.MaxInFlight)
+		s.recent = newRecentCheckIns(100_000)
+	})
+}
+
+// httpError is a refusal with its status code; retryAfter (429, 503) is
+// sent as Retry-After, lastSequence (409) in the body.
 type httpError struct {
-	code int
-	msg  string
+	code         int
+	msg          string
+	retryAfter   time.Duration
+	lastSequence *uint64
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -73,12 +103,17 @@ func fail(code int, format string, args ...any) *httpError {
 	return &httpError{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+func refused(r *Refusal) *httpError {
+	return &httpError{code: r.Code, msg: r.Message, retryAfter: r.RetryAfter, lastSequence: r.LastSequence}
+}
+
 // errUnauthorized is the one answer for an unknown device, a device without
 // an enrolled agent and a wrong token, so none can be told from another.
 var errUnauthorized = fail(http.StatusUnauthorized, "invalid device token")
 
 // Handler returns the HTTP handler of the service.
 func (s *Server) Handler() http.Handler {
+	s.setup()
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathPrefix+"{name}/checkin", s.serveCheckIn)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
@@ -87,7 +122,15 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) serveCheckIn(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	resp, err := s.checkIn(r.Context(), name, w, r)
+	var resp *Response
+	var err error
+	select {
+	case s.inflight <- struct{}{}:
+		resp, err = s.checkIn(r.Context(), name, w, r)
+		<-s.inflight
+	default:
+		err = &httpError{code: http.StatusServiceUnavailable, msg: "the check-in service is busy; retry later", retryAfter: time.Second}
+	}
 	if err != nil {
 		var he *httpError
 		if !errors.As(err, &he) {
@@ -95,7 +138,10 @@ func (s *Server) serveCheckIn(w http.ResponseWriter, r *http.Request) {
 			he = fail(http.StatusServiceUnavailable, "check-in could not be recorded; retry later")
 		}
 		checkIns.WithLabelValues(strconv.Itoa(he.code)).Inc()
-		writeJSON(w, he.code, Error{Error: he.msg})
+		if he.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds(he.retryAfter)))
+		}
+		writeJSON(w, he.code, Error{Error: he.msg, LastSequence: he.lastSequence})
 		return
 	}
 	checkIns.WithLabelValues("200").Inc()
@@ -121,22 +167,40 @@ func (s *Server) checkIn(ctx context.Context, name string, w http.ResponseWriter
 	if err != nil {
 		return nil, err
 	}
-	dev, lease, err := s.authenticate(ctx, name, token)
+	// What this replica remembers is keyed by the presented token's hash,
+	// so a caller without the token never delays the real agent.
+	key := name + "/" + HashToken(token)
+	now := s.Clock.Now()
+	if wait := s.recent.wait(key, now); wait > 0 {
+		return nil, tooOften(wait, s.MinInterval)
+	}
+	if !s.recent.begin(key) {
+		return nil, tooOften(s.MinInterval, s.MinInterval)
+	}
+	defer s.recent.end(key)
+
+	lease, err := s.authenticateLease(ctx, name, token)
+	if err != nil {
+		return nil, err
+	}
+	if rf := Admit(leaseState(lease), req.Sequence, now, s.MinInterval); rf != nil {
+		if rf.Code == http.StatusTooManyRequests {
+			s.recent.remember(key, now.Add(rf.RetryAfter), now)
+		}
+		return nil, refused(rf)
+	}
+	dev, err := s.authenticateDevice(ctx, name, lease)
 	if err != nil {
 		return nil, err
 	}
 	if err := validate(req); err != nil {
 		return nil, err
 	}
-	if last := lastSequence(lease); req.Sequence <= last {
-		return nil, fail(http.StatusConflict, "stale check-in: sequence %d is not newer than the last accepted %d", req.Sequence, last)
-	}
 	upgradePatch, err := s.upgradeTransition(dev, req.Upgrade)
 	if err != nil {
 		return nil, err
 	}
 
-	now := s.Clock.Now()
 	observed, warnings := s.observed(req.Facts)
 	if !equality.Semantic.DeepEqual(dev.Status.Observed, observed) {
 		if err := s.applyObserved(ctx, dev, observed); err != nil {
@@ -151,6 +215,7 @@ func (s *Server) checkIn(ctx context.Context, name string, w http.ResponseWriter
 	if err := s.renew(ctx, lease, name, req.Sequence, now); err != nil {
 		return nil, err
 	}
+	s.recent.remember(key, now.Add(s.MinInterval), now)
 
 	resp := &Response{NextCheckInSeconds: int(s.Interval / time.Second), Warnings: warnings}
 	if u := dev.Status.Upgrade; u != nil && (u.State == itmv1.UpgradeStateAuthorized || u.State == itmv1.UpgradeStateInProgress) {
@@ -163,6 +228,20 @@ func (s *Server) checkIn(ctx context.Context, name string, w http.ResponseWriter
 		}
 	}
 	return resp, nil
+}
+
+func tooOften(wait, minInterval time.Duration) *httpError {
+	return &httpError{code: http.StatusTooManyRequests, retryAfter: wait,
+		msg: fmt.Sprintf("checking in too often: at most one check-in per %s", minInterval)}
+}
+
+func leaseState(lease *coordinationv1.Lease) LeaseState {
+	st := LeaseState{Sequence: lastSequence(lease), Created: lease.CreationTimestamp.Time}
+	if lease.Spec.RenewTime != nil {
+		t := lease.Spec.RenewTime.Time
+		st.Renewed = &t
+	}
+	return st
 }
 
 func decode(w http.ResponseWriter, r *http.Request) (*Request, error) {
@@ -182,25 +261,37 @@ func decode(w http.ResponseWriter, r *http.Request) (*Request, error) {
 	return req, nil
 }
 
-func (s *Server) authenticate(ctx context.Context, name, token string) (*itmv1.Device, *coordinationv1.Lease, error) {
-	dev := &itmv1.Device{}
+// authenticateLease reads the device's Lease and compares the token with
+// the hash on it, in constant time, also when there is no Lease, so an
+// unknown device and a wrong token take as long and get one answer.
+func (s *Server) authenticateLease(ctx context.Context, name, token string) (*coordinationv1.Lease, error) {
 	lease := &coordinationv1.Lease{}
-	devErr := s.Reader.Get(ctx, types.NamespacedName{Name: name}, dev)
-	leaseErr := s.Reader.Get(ctx, types.NamespacedName{Namespace: s.DevicesNamespace, Name: name}, lease)
-	for _, err := range []error{devErr, leaseErr} {
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, nil, err
-		}
+	err := s.Reader.Get(ctx, types.NamespacedName{Namespace: s.DevicesNamespace, Name: name}, lease)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
 	}
-	// Compare even when the device is unknown, so the answer takes as long.
-	// The Lease must be controlled by this Device (by UID): a Lease left
-	// from an earlier Device of the same name holds that device's token.
 	match := tokenMatches(token, lease.Annotations[AnnotationTokenHash])
-	if devErr != nil || leaseErr != nil || !match || dev.DeletionTimestamp != nil ||
-		dev.Spec.Agent == nil || !dev.Spec.Agent.Enabled || !metav1.IsControlledBy(lease, dev) {
-		return nil, nil, errUnauthorized
+	if err != nil || !match {
+		return nil, errUnauthorized
 	}
-	return dev, lease, nil
+	return lease, nil
+}
+
+// authenticateDevice checks that the Device exists, has its agent enabled
+// and controls the Lease (by UID: a Lease left from an earlier Device of
+// the same name holds that device's token).
+func (s *Server) authenticateDevice(ctx context.Context, name string, lease *coordinationv1.Lease) (*itmv1.Device, error) {
+	dev := &itmv1.Device{}
+	if err := s.Reader.Get(ctx, types.NamespacedName{Name: name}, dev); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, errUnauthorized
+		}
+		return nil, err
+	}
+	if dev.DeletionTimestamp != nil || dev.Spec.Agent == nil || !dev.Spec.Agent.Enabled || !metav1.IsControlledBy(lease, dev) {
+		return nil, errUnauthorized
+	}
+	return dev, nil
 }
 
 func lastSequence(lease *coordinationv1.Lease) uint64 {
@@ -271,6 +362,12 @@ func (s *Server) observed(f Facts) (*itmv1.ObservedFacts, []string) {
 		}
 	}
 	slices.Sort(o.Addresses)
+	if equality.Semantic.DeepEqual(o, &itmv1.ObservedFacts{}) {
+		// No facts: no status.observed at all. Applying an empty object
+		// would leave a null the schema refuses (that answered 503 and
+		// left the Lease unrenewed).
+		return nil, warnings
+	}
 	return o, warnings
 }
 
@@ -288,21 +385,25 @@ func (s *Server) allowed(ip netip.Addr) bool {
 
 // applyObserved writes status.observed with server-side apply, so the
 // check-in service owns exactly those fields and removes facts no longer
-// reported.
+// reported (all of status.observed when observed is nil).
 func (s *Server) applyObserved(ctx context.Context, dev *itmv1.Device, observed *itmv1.ObservedFacts) error {
-	raw, err := json.Marshal(observed)
-	if err != nil {
-		return err
-	}
-	var obs map[string]any
-	if err := json.Unmarshal(raw, &obs); err != nil {
-		return err
+	status := map[string]any{}
+	if observed != nil {
+		raw, err := json.Marshal(observed)
+		if err != nil {
+			return err
+		}
+		var obs map[string]any
+		if err := json.Unmarshal(raw, &obs); err != nil {
+			return err
+		}
+		status["observed"] = obs
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": itmv1.GroupVersion.String(),
 		"kind":       "Device",
 		"metadata":   map[string]any{"name": dev.Name, "uid": string(dev.UID)},
-		"status":     map[string]any{"observed": obs},
+		"status":     status,
 	}}
 	return s.Writer.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
 }
@@ -370,24 +471,24 @@ func (s *Server) patchUpgrade(ctx context.Context, dev *itmv1.Device, ops []json
 }
 
 // renew renews the Lease with the server's clock and records the sequence,
-// as one write guarded by the Lease's resourceVersion. The cached Lease may
-// not show a renewal made milliseconds ago, so a conflict is retried once on
-// a live read, re-checking the sequence: of two truly concurrent check-ins
-// one wins and the other is told to retry.
+// as one update guarded by the Lease's resourceVersion. On a conflict (a
+// concurrent check-in of the same device, perhaps on another replica) the
+// live Lease is judged again, so of two concurrent check-ins one wins and
+// the other is refused.
 func (s *Server) renew(ctx context.Context, lease *coordinationv1.Lease, name string, seq uint64, now time.Time) error {
-	err := s.patchLease(ctx, lease, name, seq, now)
-	if apierrors.IsConflict(err) && s.APIReader != nil {
+	err := s.updateLease(ctx, lease, name, seq, now)
+	if apierrors.IsConflict(err) {
 		live := &coordinationv1.Lease{}
-		if err := s.APIReader.Get(ctx, client.ObjectKeyFromObject(lease), live); err != nil {
+		if err := s.Reader.Get(ctx, client.ObjectKeyFromObject(lease), live); err != nil {
 			return fmt.Errorf("renew the Lease of device %s: %w", name, err)
 		}
-		if last := lastSequence(live); seq <= last {
-			return fail(http.StatusConflict, "stale check-in: sequence %d is not newer than the last accepted %d", seq, last)
+		if rf := Admit(leaseState(live), seq, now, s.MinInterval); rf != nil {
+			return refused(rf)
 		}
-		err = s.patchLease(ctx, live, name, seq, now)
+		err = s.updateLease(ctx, live, name, seq, now)
 	}
 	if apierrors.IsConflict(err) {
-		return fail(http.StatusConflict, "a concurrent check-in of device %s won; check in again", name)
+		return &httpError{code: http.StatusConflict, msg: fmt.Sprintf("a concurrent check-in of device %s won; check in again", name), retryAfter: s.MinInterval}
 	}
 	if err != nil {
 		return fmt.Errorf("renew the Lease of device %s: %w", name, err)
@@ -395,8 +496,7 @@ func (s *Server) renew(ctx context.Context, lease *coordinationv1.Lease, name st
 	return nil
 }
 
-func (s *Server) patchLease(ctx context.Context, lease *coordinationv1.Lease, name string, seq uint64, now time.Time) error {
-	base := lease.DeepCopy()
+func (s *Server) updateLease(ctx context.Context, lease *coordinationv1.Lease, name string, seq uint64, now time.Time) error {
 	renew := metav1.NewMicroTime(now)
 	lease.Spec.RenewTime = &renew
 	lease.Spec.HolderIdentity = &name
@@ -406,5 +506,6 @@ func (s *Server) patchLease(ctx context.Context, lease *coordinationv1.Lease, na
 		lease.Annotations = map[string]string{}
 	}
 	lease.Annotations[AnnotationSequence] = strconv.FormatUint(seq, 10)
-	return s.Writer.Patch(ctx, lease, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+	// An update carries the resourceVersion it read: a compare-and-swap.
+	return s.Writer.Update(ctx, lease)
 }

@@ -24,7 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Names of the manager's identity, as config/default and make dev create it.
+// Names of the manager's and the check-in service's identities, as
+// config/default and make dev create them.
 const (
 	// NamePrefix is the prefix kustomize (config/default) gives every name.
 	NamePrefix            = "itmanager-"
@@ -35,6 +36,7 @@ const (
 	// ServiceAccount NodeUpgradeServiceAccount; Pod Security privileged.
 	UpgradesNamespace         = "itmanager-upgrades"
 	NodeUpgradeServiceAccount = "itmanager-node-upgrade"
+	CheckinServiceAccount     = "itmanager-checkin"
 )
 
 // privileged labels the upgrades namespace: its Jobs run privileged with
@@ -77,6 +79,22 @@ func ReadObjects(path string) ([]*unstructured.Unstructured, error) {
 // bound token. A manager run with it has the permissions the chart grants,
 // so a missing RBAC marker fails tests and make dev.
 func (e *Environment) ManagerConfig(ctx context.Context) (*rest.Config, error) {
+	return e.serviceAccountConfig(ctx, ManagerServiceAccount, "role.yaml", "bind_role.yaml")
+}
+
+// CheckinConfig creates the check-in service's ServiceAccount with exactly
+// the hand-written RBAC of config/rbac/checkin_role.yaml (get Devices,
+// patch devices/status, get and update Leases in the devices namespace) and
+// returns a rest.Config that authenticates as it with a bound token.
+func (e *Environment) CheckinConfig(ctx context.Context) (*rest.Config, error) {
+	return e.serviceAccountConfig(ctx, CheckinServiceAccount, "checkin_role.yaml")
+}
+
+// serviceAccountConfig creates the operator and devices namespaces, the
+// ServiceAccount name in the operator namespace and the roles of the given
+// files under config/rbac (named as kustomize names them), each bound to
+// it, and returns a rest.Config with a bound token of it.
+func (e *Environment) serviceAccountConfig(ctx context.Context, name string, roleFiles ...string) (*rest.Config, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -85,10 +103,10 @@ func (e *Environment) ManagerConfig(ctx context.Context) (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, labels := range map[string]map[string]string{OperatorNamespace: nil, DevicesNamespace: nil, UpgradesNamespace: privileged} {
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	for nsName, labels := range map[string]map[string]string{OperatorNamespace: nil, DevicesNamespace: nil, UpgradesNamespace: privileged} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nsName, Labels: labels}}
 		if err := admin.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("create namespace %s: %w", name, err)
+			return nil, fmt.Errorf("create namespace %s: %w", nsName, err)
 		}
 	}
 	upgrader := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: UpgradesNamespace, Name: NodeUpgradeServiceAccount},
@@ -96,39 +114,38 @@ func (e *Environment) ManagerConfig(ctx context.Context) (*rest.Config, error) {
 	if err := admin.Create(ctx, upgrader); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("create ServiceAccount %s/%s: %w", UpgradesNamespace, NodeUpgradeServiceAccount, err)
 	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: OperatorNamespace, Name: ManagerServiceAccount}}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: OperatorNamespace, Name: name}}
 	if err := admin.Create(ctx, sa); err != nil {
-		return nil, fmt.Errorf("create ServiceAccount: %w", err)
+		return nil, fmt.Errorf("create ServiceAccount %s: %w", name, err)
 	}
-	subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: OperatorNamespace, Name: ManagerServiceAccount}
-	roles, err := ReadObjects(filepath.Join(root, "config", "rbac", "role.yaml"))
-	if err != nil {
-		return nil, err
+	subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: OperatorNamespace, Name: name}
+	var roles []*unstructured.Unstructured
+	for _, f := range roleFiles {
+		objs, err := ReadObjects(filepath.Join(root, "config", "rbac", f))
+		if err != nil {
+			return nil, err
+		}
+		roles = append(roles, objs...)
 	}
-	bind, err := ReadObjects(filepath.Join(root, "config", "rbac", "bind_role.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	roles = append(roles, bind...)
 	for _, role := range roles {
-		name := NamePrefix + role.GetName()
-		role.SetName(name)
+		roleName := NamePrefix + role.GetName()
+		role.SetName(roleName)
 		var binding client.Object
 		switch role.GetKind() {
 		case "ClusterRole":
 			binding = &rbacv1.ClusterRoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Name: name},
-				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+				ObjectMeta: metav1.ObjectMeta{Name: roleName},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: roleName},
 				Subjects:   []rbacv1.Subject{subject},
 			}
 		case "Role":
 			binding = &rbacv1.RoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Namespace: role.GetNamespace(), Name: name},
-				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+				ObjectMeta: metav1.ObjectMeta{Namespace: role.GetNamespace(), Name: roleName},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: roleName},
 				Subjects:   []rbacv1.Subject{subject},
 			}
 		default:
-			return nil, fmt.Errorf("config/rbac/role.yaml: unexpected %s", role.GetKind())
+			return nil, fmt.Errorf("config/rbac: unexpected %s %s", role.GetKind(), role.GetName())
 		}
 		for _, obj := range []client.Object{role, binding} {
 			if err := admin.Create(ctx, obj); err != nil {
@@ -140,12 +157,12 @@ func (e *Environment) ManagerConfig(ctx context.Context) (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A bound token, as the kubelet would project into the manager's Pod.
-	tr, err := cs.CoreV1().ServiceAccounts(OperatorNamespace).CreateToken(ctx, ManagerServiceAccount, &authenticationv1.TokenRequest{
+	// A bound token, as the kubelet would project into the Pod.
+	tr, err := cs.CoreV1().ServiceAccounts(OperatorNamespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](7 * 24 * 3600)},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("request a token for the manager: %w", err)
+		return nil, fmt.Errorf("request a token for %s: %w", name, err)
 	}
 	return &rest.Config{
 		Host:            e.Config.Host,

@@ -24,6 +24,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -270,9 +271,19 @@ type Manager struct {
 	RSS        *RSSSampler
 	// Work is a temporary directory removed by Stop; its logs/ survive in
 	// $TMPDIR/itm-bench-last-logs.
-	Work string
-	cmd  *exec.Cmd
+	Work    string
+	cmd     *exec.Cmd
+	checkin *exec.Cmd
 }
+
+// checkinFlags are the flags StartManager hands the check-in service
+// instead of the manager; the ones in bothFlags go to both.
+var (
+	checkinFlags = []string{"--agent-interval", "--checkin-min-interval", "--checkin-max-inflight"}
+	bothFlags    = []string{"--checkin-stale-after", "--agent-address-cidrs"}
+)
+
+func flagName(arg string) string { name, _, _ := strings.Cut(arg, "="); return name }
 
 // StartManager builds the manager, starts etcd and kube-apiserver (with the
 // admission policies when asked), and runs the manager with args added to
@@ -330,11 +341,22 @@ func StartManager(ctx context.Context, admission bool, args ...string) (*Manager
 	if err != nil {
 		return nil, err
 	}
+	var managerArgs, checkinArgs []string
+	for _, a := range args {
+		switch {
+		case slices.Contains(checkinFlags, flagName(a)):
+			checkinArgs = append(checkinArgs, a)
+		case slices.Contains(bothFlags, flagName(a)):
+			checkinArgs = append(checkinArgs, a)
+			managerArgs = append(managerArgs, a)
+		default:
+			managerArgs = append(managerArgs, a)
+		}
+	}
 	all := append([]string{
 		"--leader-elect=false", "--enable-webhooks=false", "--metrics-bind-address=" + metricsAddr, "--metrics-secure=false",
-		"--health-probe-bind-address=" + probe,
-		fmt.Sprintf("--checkin-bind-address=127.0.0.1:%d", ports[0]), "--checkin-url=" + m.CheckinURL,
-	}, args...)
+		"--health-probe-bind-address=" + probe, "--checkin-url=" + m.CheckinURL,
+	}, managerArgs...)
 	m.cmd = exec.Command(managerBin, all...)
 	m.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
@@ -347,13 +369,70 @@ func StartManager(ctx context.Context, admission bool, args ...string) (*Manager
 	if err := WaitHTTP(ctx, "http://"+probe+"/readyz", time.Minute); err != nil {
 		return nil, fmt.Errorf("manager not ready: %w", err)
 	}
+	if err := m.startCheckin(ctx, root, ports[0], checkinArgs); err != nil {
+		return nil, err
+	}
 	ok = true
 	return m, nil
+}
+
+// startCheckin runs the check-in service (cmd/itmanager-checkin) as its
+// own process under its own ServiceAccount, serving the manager's
+// certificate from files, as in production.
+func (m *Manager) startCheckin(ctx context.Context, root string, port int, args []string) error {
+	Logf("building and starting the check-in service")
+	bin := filepath.Join(m.Work, "itmanager-checkin")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/itmanager-checkin")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		return err
+	}
+	cfg, err := m.Env.CheckinConfig(ctx)
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(m.Work, "checkin.kubeconfig")
+	if err := testenv.WriteTokenKubeconfig(kubeconfig, cfg, testenv.CheckinServiceAccount); err != nil {
+		return err
+	}
+	tlsDir := filepath.Join(m.Work, "checkin-tls")
+	secret := types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: "itmanager-checkin-tls"}
+	if err := testenv.MountSecret(ctx, m.Admin, secret, tlsDir, time.Minute, 30*time.Second); err != nil {
+		return err
+	}
+	probes, err := testenv.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	probe := fmt.Sprintf("127.0.0.1:%d", probes[0])
+	logFile, err := os.Create(filepath.Join(m.Work, "logs", "checkin.log"))
+	if err != nil {
+		return err
+	}
+	all := append([]string{
+		fmt.Sprintf("--checkin-bind-address=127.0.0.1:%d", port), "--health-probe-bind-address=" + probe, "--metrics-bind-address=0",
+		"--tls-cert-file=" + filepath.Join(tlsDir, "tls.crt"), "--tls-key-file=" + filepath.Join(tlsDir, "tls.key"),
+	}, args...)
+	m.checkin = exec.Command(bin, all...)
+	m.checkin.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	m.checkin.Stdout, m.checkin.Stderr = logFile, logFile
+	m.checkin.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := m.checkin.Start(); err != nil {
+		return err
+	}
+	if err := WaitHTTP(ctx, "http://"+probe+"/readyz", time.Minute); err != nil {
+		return fmt.Errorf("check-in service not ready: %w", err)
+	}
+	return nil
 }
 
 // Stop stops the manager and the control plane and removes the work
 // directory, keeping its logs in $TMPDIR/itm-bench-last-logs.
 func (m *Manager) Stop() {
+	if m.checkin != nil && m.checkin.Process != nil {
+		_ = m.checkin.Process.Signal(syscall.SIGTERM)
+		_ = m.checkin.Wait()
+	}
 	if m.cmd != nil && m.cmd.Process != nil {
 		_ = m.cmd.Process.Signal(syscall.SIGTERM)
 		_ = m.cmd.Wait()

@@ -51,7 +51,8 @@ func main() { benchkit.Main(run) }
 func run() error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	m, err := benchkit.StartManager(ctx, false, append([]string{"--agent-interval=" + interval.String()}, strings.Fields(*managerArgs)...)...)
+	m, err := benchkit.StartManager(ctx, false, append([]string{"--agent-interval=" + interval.String(), "--checkin-min-interval=" + benchMinInterval.String()},
+		strings.Fields(*managerArgs)...)...)
 	if err != nil {
 		return err
 	}
@@ -250,7 +251,8 @@ func (f *fleet) agent(ctx context.Context, i int) {
 		switch res.Upgrade.State {
 		case itmv1.UpgradeStateAuthorized:
 			report = &checkin.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: res.Upgrade.TargetVersion}
-			wait = 0
+			// Report promptly, but not sooner than the service accepts.
+			wait = benchMinInterval + 100*time.Millisecond
 		case itmv1.UpgradeStateInProgress:
 			d := *minUpgrade + time.Duration(rng.Int64N(int64(*maxUpgrade-*minUpgrade)+1))
 			upgradeDone = time.Now().Add(d)
@@ -258,6 +260,9 @@ func (f *fleet) agent(ctx context.Context, i int) {
 		}
 	}
 }
+
+// benchMinInterval is the check-in service's --checkin-min-interval here.
+const benchMinInterval = time.Second
 
 func (f *fleet) checkIn(ctx context.Context, i int, r checkin.Request) (*checkin.Response, bool) {
 	body, _ := json.Marshal(r)
