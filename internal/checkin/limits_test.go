@@ -154,41 +154,43 @@ func TestServerAnswers503WhenMaxInFlightAreBusy(t *testing.T) {
 	s := &Server{Reader: br, MaxInFlight: 1, Clock: fixedClock{}}
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
-	req := func(device string) *http.Response {
+	type answer struct {
+		code       int
+		retryAfter string
+		body       Error
+	}
+	req := func(device string) answer {
 		r, _ := http.NewRequest(http.MethodPost, srv.URL+Endpoint("", device), strings.NewReader(`{"sequence":1,"facts":{}}`))
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("Authorization", "Bearer t")
 		resp, err := http.DefaultClient.Do(r)
 		if err != nil {
 			t.Error(err)
-			return nil
+			return answer{}
 		}
-		return resp
+		defer resp.Body.Close()
+		a := answer{code: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
+		_ = json.NewDecoder(resp.Body).Decode(&a.body)
+		return a
 	}
-	done := make(chan *http.Response)
+	done := make(chan answer)
 	go func() { done <- req("a") }()
 	<-br.entered // the first check-in holds the only slot
 
-	resp := req("b")
-	var body Error
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" || !strings.Contains(body.Error, "busy") {
-		t.Errorf("got %d, Retry-After %q, %q; want 503, 1, busy", resp.StatusCode, resp.Header.Get("Retry-After"), body.Error)
+	busy := req("b")
+	if busy.code != http.StatusServiceUnavailable || busy.retryAfter != "1" || !strings.Contains(busy.body.Error, "busy") {
+		t.Errorf("got %d, Retry-After %q, %q; want 503, 1, busy", busy.code, busy.retryAfter, busy.body.Error)
 	}
 	close(br.release)
 	first := <-done
-	first.Body.Close()
-	if first.StatusCode != http.StatusServiceUnavailable || first.Header.Get("Retry-After") != "" {
-		t.Errorf("the first check-in (API error) got %d, Retry-After %q", first.StatusCode, first.Header.Get("Retry-After"))
+	if first.code != http.StatusServiceUnavailable || first.retryAfter != "" {
+		t.Errorf("the first check-in (API error) got %d, Retry-After %q", first.code, first.retryAfter)
 	}
 	// The slot is free again.
 	br.release = make(chan struct{})
 	close(br.release)
-	again := req("c")
-	again.Body.Close()
-	if again.Header.Get("Retry-After") != "" {
-		t.Errorf("after the slot was freed: %d with Retry-After", again.StatusCode)
+	if again := req("c"); again.retryAfter != "" {
+		t.Errorf("after the slot was freed: %d with Retry-After", again.code)
 	}
 }
 
