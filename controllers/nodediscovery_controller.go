@@ -164,7 +164,7 @@ func (r *NodeDiscoveryReconciler) handOver(ctx context.Context, node *corev1.Nod
 	dev.ManagedFields = append(dev.ManagedFields, metav1.ManagedFieldsEntry{
 		Manager: NodeDiscoveryFieldManager, Operation: metav1.ManagedFieldsOperationApply,
 		APIVersion: itmv1.GroupVersion.String(), Time: ptr.To(metav1.Now()),
-		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: owned},
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(string(owned)),
 	})
 	if err := r.Patch(ctx, dev, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(NodeDiscoveryFieldManager)); err != nil {
 		return fmt.Errorf("hand over field ownership of Device %s: %w", dev.Name, err)

@@ -97,7 +97,7 @@ func describe(ctx context.Context, c client.Client, r *itmv1.OnboardingRequest, 
 	}
 	fmt.Fprintf(out, "  Person:        %s\n", person)
 	fmt.Fprintf(out, "  Requested by:  %s\n", cmp.Or(r.Annotations[itmv1.AnnotationRequestedBy], "(no stamp)"))
-	fmt.Fprintf(out, "  Groups:        %s\n", listOr(r.Spec.Groups, "none"))
+	fmt.Fprintf(out, "  Groups:        %s\n", listOrNone(r.Spec.Groups))
 	fmt.Fprintf(out, "  Providers:     %s\n", providersOf(ctx, c, r))
 	var devices []string
 	for _, d := range r.Spec.Devices {
@@ -110,7 +110,7 @@ func describe(ctx context.Context, c client.Client, r *itmv1.OnboardingRequest, 
 			devices = append(devices, "any "+string(d.Class))
 		}
 	}
-	fmt.Fprintf(out, "  Devices:       %s\n", listOr(devices, "none"))
+	fmt.Fprintf(out, "  Devices:       %s\n", listOrNone(devices))
 	fmt.Fprintf(out, "  Dates:         %s to %s\n", dateOr(r.Spec.StartDate, "now"), dateOr(r.Spec.EndDate, "open-ended"))
 }
 
@@ -121,7 +121,7 @@ func providersOf(ctx context.Context, c client.Client, r *itmv1.OnboardingReques
 		return strings.Join(r.Spec.AccountProviders, ", ")
 	}
 	if d := r.Status.DefaultProviders; d != nil {
-		return "defaults, fixed at " + d.FixedAt.UTC().Format(time.RFC3339) + ": " + listOr(d.Names, "none")
+		return "defaults, fixed at " + d.FixedAt.UTC().Format(time.RFC3339) + ": " + listOrNone(d.Names)
 	}
 	var list itmv1.AccountProviderList
 	if err := c.List(ctx, &list); err != nil {
@@ -134,12 +134,12 @@ func providersOf(ctx context.Context, c client.Client, r *itmv1.OnboardingReques
 		}
 	}
 	slices.Sort(names)
-	return "defaults, fixed at approval, now: " + listOr(names, "none")
+	return "defaults, fixed at approval, now: " + listOrNone(names)
 }
 
-func listOr(l []string, fallback string) string {
+func listOrNone(l []string) string {
 	if len(l) == 0 {
-		return fallback
+		return "none"
 	}
 	return strings.Join(l, ", ")
 }

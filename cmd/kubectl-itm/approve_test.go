@@ -106,8 +106,7 @@ func TestDecideRefusesAChangedRequest(t *testing.T) {
 			r := &itmv1.OnboardingRequest{ObjectMeta: metav1.ObjectMeta{Name: "amara.okafor", Generation: 3},
 				Spec: itmv1.OnboardingRequestSpec{Person: itmv1.Person{DisplayName: "Amara Okafor", Email: "amara@example.com"}, Groups: []string{"engineering"}}}
 			gets := 0
-			var c client.WithWatch
-			c = fake.NewClientBuilder().WithScheme(newScheme()).WithObjects(r).WithStatusSubresource(r).
+			c := fake.NewClientBuilder().WithScheme(newScheme()).WithObjects(r).WithStatusSubresource(r).
 				WithInterceptorFuncs(interceptor.Funcs{Get: func(ctx context.Context, inner client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 					if err := inner.Get(ctx, key, obj, opts...); err != nil {
 						return err

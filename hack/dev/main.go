@@ -432,7 +432,7 @@ func waitDiscovered(ctx context.Context, admin client.Client, name string) error
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("node discovery did not create Device node-%s within 30s (see .dev/logs/manager.log): %v", name, err)
+			return fmt.Errorf("node discovery did not create Device node-%s within 30s (see .dev/logs/manager.log): %w", name, err)
 		}
 		select {
 		case <-ctx.Done():

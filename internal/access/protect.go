@@ -42,14 +42,15 @@ func ProtectedFrom(operator, devices, upgrades string, providers map[string]*itm
 
 // Why says why a namespace is protected, "" when it is not.
 func (p Protected) Why(ns string) string {
-	switch {
-	case ns == "":
+	if ns == "" {
 		return ""
-	case ns == p.Operator:
+	}
+	switch ns {
+	case p.Operator:
 		return ns + " is the operator's namespace and is never a destination"
-	case ns == p.Devices:
+	case p.Devices:
 		return ns + " is the devices' namespace and is never a destination"
-	case ns == p.Upgrades:
+	case p.Upgrades:
 		return ns + " is the node upgrades' namespace and is never a destination"
 	}
 	if name, ok := p.Providers[ns]; ok {

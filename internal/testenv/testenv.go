@@ -294,7 +294,7 @@ func AdmissionPolicyFiles() ([]string, error) {
 	}
 	resources, _, err := unstructured.NestedStringSlice(objs[0].Object, "resources")
 	if err != nil || len(resources) == 0 {
-		return nil, fmt.Errorf("%s/kustomization.yaml: no resources list: %v", dir, err)
+		return nil, fmt.Errorf("%s/kustomization.yaml: no resources list: %w", dir, err)
 	}
 	files := make([]string, 0, len(resources))
 	for _, r := range resources {
