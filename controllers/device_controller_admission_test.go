@@ -104,6 +104,39 @@ var _ = Describe("Device assign admission", func() {
 		})).To(Succeed())
 	})
 
+	It("refuses a user without assign who makes a Device mirror a Node (class, nodeName, owner) or brings a Lost one back, and accepts a holder", func() {
+		user, holder := uniqueName("gina"), uniqueName("hank")
+		editor := impersonate(user, edit)
+		assigner := impersonate(holder, edit, assign)
+		const mirror = `: a Node device takes the addresses and check-ins of its Node, which requires the verb "assign" on devices.itmanager.io/`
+		d := newDevice()
+		Expect(k8s.Create(ctx, d)).To(Succeed())
+
+		Eventually(func() error {
+			return updateAs(editor, d.Name, func(o *itmv1.Device) { o.Spec.Class, o.Spec.NodeName = itmv1.DeviceClassNode, "worker-9" })
+		}).WithTimeout(10 * time.Second).Should(MatchError(ContainSubstring(
+			`spec.class: user "` + user + `" may not change the class of Device "` + d.Name + `"` + mirror + d.Name)))
+		node := newDevice(func(n *itmv1.Device) { n.Spec.Class, n.Spec.NodeName, n.Spec.Hardware = itmv1.DeviceClassNode, "worker-8", nil })
+		Expect(k8s.Create(ctx, node)).To(Succeed())
+		Expect(updateAs(editor, node.Name, func(o *itmv1.Device) { o.Spec.NodeName = "worker-9" })).To(MatchError(ContainSubstring(
+			`spec.nodeName: user "` + user + `" may not set or change the Node of Device "` + node.Name + `"` + mirror + node.Name)))
+		Expect(updateAs(editor, d.Name, func(o *itmv1.Device) {
+			o.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: "worker-9", UID: "0b6e2f7a-0000-4000-8000-000000000009", Controller: ptr.To(true)}}
+		})).To(MatchError(ContainSubstring(`metadata.ownerReferences: user "` + user + `" may not set or change the owners of Device "` + d.Name + `"`)))
+		Expect(editor.Create(ctx, newDevice(func(n *itmv1.Device) { n.Spec.Class, n.Spec.NodeName = itmv1.DeviceClassNode, "worker-9" }))).
+			To(MatchError(ContainSubstring(`spec.nodeName: user "`+user+`"`)), "at creation too")
+
+		By("retiring a device is an ordinary edit; bringing it back to Active is not")
+		Expect(updateAs(editor, d.Name, func(o *itmv1.Device) { o.Spec.Lifecycle = itmv1.DeviceLifecycleLost })).To(Succeed())
+		Expect(updateAs(editor, d.Name, func(o *itmv1.Device) { o.Spec.Lifecycle = itmv1.DeviceLifecycleActive })).To(MatchError(ContainSubstring(
+			`spec.lifecycle: user "` + user + `" may not bring Device "` + d.Name + `" back from Lost to Active: it regains its access, which requires the verb "assign"`)))
+
+		By("the positive control: a holder of assign does all of it")
+		Expect(updateAs(assigner, d.Name, func(o *itmv1.Device) { o.Spec.Lifecycle = itmv1.DeviceLifecycleActive })).To(Succeed())
+		Expect(updateAs(assigner, d.Name, func(o *itmv1.Device) { o.Spec.Class = itmv1.DeviceClassServer })).To(Succeed())
+		Expect(updateAs(assigner, node.Name, func(o *itmv1.Device) { o.Spec.NodeName = "worker-9" })).To(Succeed())
+	})
+
 	It("checks assign on the Device by name, and leaves devices/status alone", func() {
 		user := uniqueName("grace")
 		mine, theirs := newDevice(), newDevice()

@@ -7,7 +7,6 @@ import (
 	. "github.com/onsi/gomega"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
@@ -74,7 +73,7 @@ var _ = Describe("MaintenanceWindow nodeUpgrade admission", func() {
 		Expect(create(cNeither, newWindow(nil))).To(Succeed())
 	})
 
-	It("re-checks a changed nodeUpgrade on update, and asks nothing for an edit that leaves it as it was", func() {
+	It("re-checks a changed nodeUpgrade on update and any change that widens where or when it runs, and asks nothing for pausing or removing it", func() {
 		editor := uniqueName("peggy")
 		cEditor := impersonate(editor, mwWrite)
 		mw := newWindow(upgrader("registry.example/os-upgrader:1"))
@@ -92,13 +91,31 @@ var _ = Describe("MaintenanceWindow nodeUpgrade admission", func() {
 			Expect(updateAs(cEditor, mw.Name, change)).To(MatchError(ContainSubstring(`spec.nodeUpgrade: user "`+editor+`"`)), name)
 		}
 
-		By("pausing the window, moving its schedule or removing nodeUpgrade needs no Job or Node rights")
+		By("pausing the window needs no Job or Node rights")
 		Expect(updateAs(cEditor, mw.Name, func(o *itmv1.MaintenanceWindow) { o.Spec.Paused = true })).To(Succeed())
-		Expect(updateAs(cEditor, mw.Name, func(o *itmv1.MaintenanceWindow) {
-			o.Spec.Windows[0].Schedule = "0 3 * * *"
-			o.Spec.Rollout.MaxFailures = ptr.To[int32](2)
-		})).To(Succeed())
+
+		By("widening where or when the image runs is checked like setting it: unpausing, the selector, the schedule")
+		widen := "spec (selector, windows, blackouts, timeZone, startCutoff or paused of a window with a nodeUpgrade: it widens where and when the image runs): user \"" +
+			editor + "\" may not create Jobs in namespace \"" + testenv.UpgradesNamespace + "\" nor patch Nodes"
+		for name, change := range map[string]func(*itmv1.MaintenanceWindow){
+			"unpause":  func(o *itmv1.MaintenanceWindow) { o.Spec.Paused = false },
+			"selector": func(o *itmv1.MaintenanceWindow) { o.Spec.Selector = metav1.LabelSelector{} },
+			"schedule": func(o *itmv1.MaintenanceWindow) { o.Spec.Windows[0].Schedule = "0 3 * * *" },
+		} {
+			Expect(updateAs(cEditor, mw.Name, change)).To(MatchError(ContainSubstring(widen)), name)
+		}
+		By("the positive control: an editor holding both rights may move the schedule")
+		admin := uniqueName("ivan")
+		cAdmin := impersonate(admin, mwWrite, patchNodes)
+		grantIn(testenv.UpgradesNamespace, admin, createJobs)
+		Expect(updateAs(cAdmin, mw.Name, func(o *itmv1.MaintenanceWindow) { o.Spec.Windows[0].Schedule = "0 3 * * *" })).To(Succeed())
+
+		By("removing nodeUpgrade needs nothing")
 		Expect(updateAs(cEditor, mw.Name, func(o *itmv1.MaintenanceWindow) { o.Spec.NodeUpgrade = nil })).To(Succeed())
+		Expect(updateAs(cEditor, mw.Name, func(o *itmv1.MaintenanceWindow) {
+			o.Spec.Windows[0].Schedule = "0 4 * * *"
+			o.Spec.Paused = false
+		})).To(Succeed(), "a window without nodeUpgrade is an ordinary edit")
 
 		By("setting it again on a window that had none is checked like a new one")
 		Expect(updateAs(cEditor, mw.Name, func(o *itmv1.MaintenanceWindow) { o.Spec.NodeUpgrade = upgrader("registry.example/os-upgrader:1") })).

@@ -200,7 +200,7 @@ var _ = Describe("OnboardingRequest decision, status and finalizer admission", f
 		Expect(meta.FindStatusCondition(got.Status.Conditions, itmv1.OnboardingConditionApproved).ObservedGeneration).To(Equal(int64(2)))
 	})
 
-	It("never takes Approved and Denied in one write, so a request is never wedged", func() {
+	It("never takes Approved and Denied in one write, nor a decision that is not True, so a request is never wedged", func() {
 		requester := impersonate(uniqueName("carol@example.com"), write)
 		approver := impersonate(uniqueName("dan@example.com"), write, approve)
 		r := newRequest()
@@ -214,6 +214,11 @@ var _ = Describe("OnboardingRequest decision, status and finalizer admission", f
 		Expect(updateStatusAs(approver, r.Name, both)).To(MatchError(ContainSubstring(
 			"status.conditions: Approved and Denied were added in one write; a request is approved or denied, never both")))
 		Expect(updateStatusAs(k8s, r.Name, both)).To(MatchError(ContainSubstring("never both")), "not even the admin")
+		Expect(updateStatusAs(approver, r.Name, func(o *itmv1.OnboardingRequest) {
+			meta.SetStatusCondition(&o.Status.Conditions, metav1.Condition{Type: itmv1.OnboardingConditionApproved, Status: metav1.ConditionFalse,
+				Reason: "ByTest", Message: "not yet", ObservedGeneration: o.Generation})
+		})).To(MatchError(ContainSubstring("status.conditions: an Approved or Denied condition is added with status True")),
+			"a decision that is not True could never be changed and would wedge the request")
 
 		By("positive control: Denied alone is taken; the controller still writes status and deletion finishes")
 		Expect(decide(approver, r.Name, itmv1.OnboardingConditionDenied)).To(Succeed())

@@ -302,6 +302,10 @@ func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.Onboard
 		}
 		return
 	}
+	if why := onboarding.NotTheFixedDefault(o, p); why != "" && w.Want != onboarding.WantGone {
+		fail(&accounts.ConfigError{Msg: why})
+		return
+	}
 	if w.Want == onboarding.WantGone && prev != nil && prev.State == itmv1.AccountStateDeleted {
 		record(prev.State, prev.ID, prev.Message) // done before: not revisited
 		return

@@ -50,6 +50,7 @@ type KubernetesProviderSpec struct {
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('kube-') && self != 'default'",message="spec.kubernetes.namespace must not be default or a kube-* namespace"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.kubernetes.namespace is immutable: moving a provider would mint every person's credentials in another namespace; create a new provider instead"
 	Namespace string `json:"namespace,omitempty"`
 
 	// tokenTTL is how long an issued token is valid (at least 10m, at most
@@ -128,8 +129,9 @@ type LDAPProviderSpec struct {
 // +kubebuilder:validation:XValidation:rule="self.type != 'Kubernetes' || (has(self.kubernetes) && !has(self.ldap))",message="type Kubernetes requires spec.kubernetes and forbids spec.ldap"
 // +kubebuilder:validation:XValidation:rule="self.type != 'LDAP' || (has(self.ldap) && !has(self.kubernetes))",message="type LDAP requires spec.ldap and forbids spec.kubernetes"
 type AccountProviderSpec struct {
-	// type of the provider.
+	// type of the provider (immutable).
 	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.type is immutable: create a new provider instead"
 	Type AccountProviderType `json:"type"`
 
 	// default providers are used by OnboardingRequests that name none.

@@ -44,6 +44,16 @@ var _ = Describe("AccountProvider token lifetime and LDAP transport", func() {
 			"spec.ldap.url", "ldap:// sends the bind password in clear text", "spec.ldap.insecure: true"),
 	)
 
+	It("refuses an update that changes a provider's type or a Kubernetes provider's namespace", func() {
+		a := kubernetesProvider(func(a *itmv1.AccountProvider) { a.Spec.Kubernetes.Namespace = "team-a-users" })
+		Expect(k8s.Create(ctx, a)).To(Succeed())
+		a.Spec.Kubernetes.Namespace = "team-b-users"
+		Expect(k8s.Update(ctx, a)).To(MatchError(ContainSubstring("spec.kubernetes.namespace is immutable")))
+		a.Spec.Kubernetes.Namespace = "team-a-users"
+		a.Spec.Type, a.Spec.Kubernetes, a.Spec.LDAP = itmv1.AccountProviderLDAP, nil, ldapSpec()
+		Expect(k8s.Update(ctx, a)).To(MatchError(ContainSubstring("spec.type is immutable")))
+	})
+
 	It("refuses an update that moves a stored provider from ldaps:// to plain ldap://", func() {
 		a := ldapProvider(func(l *itmv1.LDAPProviderSpec) { l.URL = "ldaps://ldap.example.com" })
 		Expect(k8s.Create(ctx, a)).To(Succeed())

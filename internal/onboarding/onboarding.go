@@ -164,6 +164,20 @@ func Providers(r *itmv1.OnboardingRequest) []string {
 	return nil
 }
 
+// NotTheFixedDefault says why provider p, found under a name the request
+// took from its recorded defaults, is not the provider that was fixed
+// there: one created after the defaults were fixed is a later object of
+// the same name (deleted and recreated, perhaps elsewhere) and inherits
+// nothing. "" when p may serve the request.
+func NotTheFixedDefault(r *itmv1.OnboardingRequest, p *itmv1.AccountProvider) string {
+	d := r.Status.DefaultProviders
+	if len(r.Spec.AccountProviders) > 0 || d == nil || !p.CreationTimestamp.After(d.FixedAt.Time) {
+		return ""
+	}
+	return fmt.Sprintf("AccountProvider %s was created at %s, after this request's default providers were fixed at %s: a provider recreated under a default's name inherits none of its requests; name it in spec.accountProviders (a change that needs approval)",
+		p.Name, p.CreationTimestamp.UTC().Format(time.RFC3339), d.FixedAt.UTC().Format(time.RFC3339))
+}
+
 // Accounts lists every provider the request has or should have an account
 // in, with the wanted state: the providers it asks for (Providers) per
 // stage, and every provider recorded in status that is no longer wanted,

@@ -247,3 +247,41 @@ func TestDevicesSpreadOverAPool(t *testing.T) {
 		t.Fatalf("10 people racing for a pool of 20 want only %d distinct devices: %v", len(picked), picked)
 	}
 }
+
+func TestNotTheFixedDefault(t *testing.T) {
+	fixed := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
+	provider := func(created time.Time) *itmv1.AccountProvider {
+		return &itmv1.AccountProvider{ObjectMeta: metav1.ObjectMeta{Name: "corp", CreationTimestamp: metav1.NewTime(created)}}
+	}
+	withDefaults := func(r *itmv1.OnboardingRequest) {
+		r.Status.DefaultProviders = &itmv1.DefaultProviders{Names: []string{"corp"}, FixedAt: metav1.NewTime(fixed)}
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*itmv1.OnboardingRequest)
+		created time.Time
+		refused bool
+	}{
+		{"a default older than the record serves the request", withDefaults, fixed.Add(-time.Hour), false},
+		{"a default created in the second the record was made serves it", withDefaults, fixed, false},
+		{"a provider recreated under the name after the record does not", withDefaults, fixed.Add(time.Minute), true},
+		{"a request naming its providers is not judged here (approval covers the names)", func(r *itmv1.OnboardingRequest) {
+			withDefaults(r)
+			r.Spec.AccountProviders = []string{"corp"}
+		}, fixed.Add(time.Minute), false},
+		{"before the defaults are fixed nothing is refused", func(*itmv1.OnboardingRequest) {}, fixed.Add(time.Minute), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &itmv1.OnboardingRequest{ObjectMeta: metav1.ObjectMeta{Name: "ada"}}
+			tt.mutate(r)
+			got := NotTheFixedDefault(r, provider(tt.created))
+			if (got != "") != tt.refused {
+				t.Fatalf("NotTheFixedDefault = %q, want refused=%v", got, tt.refused)
+			}
+			if tt.refused && !strings.Contains(got, "inherits none of its requests") {
+				t.Fatalf("message %q does not say why", got)
+			}
+		})
+	}
+}
