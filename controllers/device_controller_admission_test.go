@@ -116,7 +116,9 @@ var _ = Describe("Device assign admission", func() {
 			return updateAs(editor, d.Name, func(o *itmv1.Device) { o.Spec.Class, o.Spec.NodeName = itmv1.DeviceClassNode, "worker-9" })
 		}).WithTimeout(10 * time.Second).Should(MatchError(ContainSubstring(
 			`spec.class: user "` + user + `" may not change the class of Device "` + d.Name + `"` + mirror + d.Name)))
-		node := newDevice(func(n *itmv1.Device) { n.Spec.Class, n.Spec.NodeName, n.Spec.Hardware = itmv1.DeviceClassNode, "worker-8", nil })
+		node := newDevice(func(n *itmv1.Device) {
+			n.Spec.Class, n.Spec.NodeName, n.Spec.Hardware = itmv1.DeviceClassNode, "worker-8", nil
+		})
 		Expect(k8s.Create(ctx, node)).To(Succeed())
 		Expect(updateAs(editor, node.Name, func(o *itmv1.Device) { o.Spec.NodeName = "worker-9" })).To(MatchError(ContainSubstring(
 			`spec.nodeName: user "` + user + `" may not set or change the Node of Device "` + node.Name + `"` + mirror + node.Name)))
