@@ -46,6 +46,8 @@ var (
 	staleSample = flag.Int("stale-sample", 100, "Devices that stop checking in to measure the delay to CheckedIn=False.")
 	senders     = flag.Int("senders", 64, "Concurrent simulated agents in flight.")
 	out         = flag.String("out", "", "Also write the report to this file.")
+	flood       = flag.Duration("flood", time.Minute, "After the steady state, one device's token floods the check-in service for this long (0 skips it).")
+	floodConns  = flag.Int("flood-senders", 8, "Concurrent senders of the flood, each as fast as it is answered.")
 	managerArgs = flag.String("manager-args", "", "Extra manager flags, space-separated (e.g. --pprof-bind-address=127.0.0.1:6060).")
 )
 
@@ -123,6 +125,26 @@ func run() error {
 	lat := fleet.latencies()
 	steadyRSS := rss.Current()
 
+	var fl floodResult
+	if *flood > 0 {
+		benchkit.Logf("flood: %d senders with %s's token for %s while the other agents go on", *floodConns, names[0], *flood)
+		// The flooded device leaves the fleet for good: its sequence runs
+		// ahead of what the service accepted, as an attacker's would.
+		fleet.stopped[0].Store(true)
+		fleet.resetLatencies()
+		beforeFlood, err := benchkit.ScrapeWrites(ctx, cs)
+		if err != nil {
+			return err
+		}
+		fl = fleet.flood(ctx, 0, *floodConns, *flood)
+		afterFlood, err := benchkit.ScrapeWrites(ctx, cs)
+		if err != nil {
+			return err
+		}
+		fl.leaseWrites = afterFlood.Sub(beforeFlood, "leases")
+		fl.others = fleet.latencies()
+	}
+
 	benchkit.Logf("stopping %d agents to measure the delay to CheckedIn=False (threshold %s)", *staleSample, *staleAfter)
 	delays, err := measureStale(ctx, admin, cs, fleet, names, *staleSample, *staleAfter)
 	if err != nil {
@@ -150,6 +172,13 @@ func run() error {
 	fmt.Fprintf(&b, "| manager RSS: peak / at steady state | %s / %s | < 300 MiB |\n", benchkit.MiB(rss.Peak()), benchkit.MiB(steadyRSS))
 	fmt.Fprintf(&b, "| last check-in → CheckedIn=False, minus the threshold (n=%d): p50 / p99 / max | %s / %s / %s | ≈ 0 |\n",
 		len(delays), benchkit.Pct(delays, 50), benchkit.Pct(delays, 99), benchkit.Pct(delays, 100))
+	if *flood > 0 {
+		fmt.Fprintf(&b, "| flood from one token (%d senders, %s): answers | %d × 429, %d × 200, %d other | all but one per %s are 429 |\n",
+			*floodConns, *flood, fl.tooMany, fl.ok, fl.other, "--checkin-min-interval")
+		fmt.Fprintf(&b, "| flood: the other agents' check-in latency p50 / p99 / max (n=%d) | %s / %s / %s | as in the steady state |\n",
+			len(fl.others), benchkit.Pct(fl.others, 50), benchkit.Pct(fl.others, 99), benchkit.Pct(fl.others, 100))
+		fmt.Fprintf(&b, "| flood: Lease writes/min (all devices) | %.0f | renewals: %.0f |\n", fl.leaseWrites/flood.Minutes(), float64(n-1)/interval.Minutes())
+	}
 	fmt.Fprintf(&b, "\nDevice controller over the whole run: %s\n", queue)
 	fmt.Print("\n" + b.String())
 	if *out != "" {
@@ -264,6 +293,51 @@ func (f *fleet) checkIn(ctx context.Context, i int) {
 	f.mu.Lock()
 	f.lat = append(f.lat, time.Since(t))
 	f.mu.Unlock()
+}
+
+// floodResult counts the answers one token's flood got.
+type floodResult struct {
+	tooMany, ok, other int64
+	leaseWrites        float64
+	others             []time.Duration // the rest of the fleet's latencies meanwhile
+}
+
+// flood sends check-ins for device i from senders goroutines, each as fast
+// as it is answered, for d, and counts the answers.
+func (f *fleet) flood(ctx context.Context, i, senders int, d time.Duration) floodResult {
+	var tooMany, ok, other atomic.Int64
+	fctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for fctx.Err() == nil {
+				body, _ := json.Marshal(checkin.Request{Sequence: f.seq[i].Add(1),
+					Facts: checkin.Facts{OSVersion: "24.04", Hostname: f.names[i], AgentVersion: "flood"}})
+				req, _ := http.NewRequestWithContext(fctx, http.MethodPost, checkin.Endpoint(f.base, f.names[i]), bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+f.tokens[f.names[i]])
+				resp, err := f.client.Do(req)
+				if err != nil {
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case http.StatusTooManyRequests:
+					tooMany.Add(1)
+				case http.StatusOK:
+					ok.Add(1)
+				default:
+					other.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return floodResult{tooMany: tooMany.Load(), ok: ok.Load(), other: other.Load()}
 }
 
 func (f *fleet) resetLatencies() { f.mu.Lock(); f.lat = nil; f.mu.Unlock() }
