@@ -354,7 +354,9 @@ func measureStale(ctx context.Context, admin client.WithWatch, cs kubernetes.Int
 	sample = min(sample, len(names))
 	picked := map[string]bool{}
 	for k := range sample {
-		picked[names[k*len(names)/sample]] = true
+		// Mid-points of equal slices: never names[0], which the flood
+		// phase took out of the fleet.
+		picked[names[(k*len(names)+len(names)/2)/sample]] = true
 	}
 	w, err := admin.Watch(ctx, &itmv1.DeviceList{}, client.MatchingLabels{"bench": "devices"})
 	if err != nil {
