@@ -7,6 +7,8 @@ import (
 	. "github.com/onsi/gomega"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
@@ -94,13 +96,15 @@ var _ = Describe("MaintenanceWindow nodeUpgrade admission", func() {
 		By("pausing the window needs no Job or Node rights")
 		Expect(updateAs(cEditor, mw.Name, func(o *itmv1.MaintenanceWindow) { o.Spec.Paused = true })).To(Succeed())
 
-		By("widening where or when the image runs is checked like setting it: unpausing, the selector, the schedule")
-		widen := "spec (selector, windows, blackouts, timeZone, startCutoff or paused of a window with a nodeUpgrade: it widens where and when the image runs): user \"" +
+		By("widening where or when the image runs is checked like setting it: unpausing, the selector, the schedule, the rollout, the drain")
+		widen := "spec (selector, windows, blackouts, timeZone, startCutoff, rollout, drain or paused of a window with a nodeUpgrade: it widens where and when the image runs): user \"" +
 			editor + "\" may not create Jobs in namespace \"" + testenv.UpgradesNamespace + "\" nor patch Nodes"
 		for name, change := range map[string]func(*itmv1.MaintenanceWindow){
 			"unpause":  func(o *itmv1.MaintenanceWindow) { o.Spec.Paused = false },
 			"selector": func(o *itmv1.MaintenanceWindow) { o.Spec.Selector = metav1.LabelSelector{} },
 			"schedule": func(o *itmv1.MaintenanceWindow) { o.Spec.Windows[0].Schedule = "0 3 * * *" },
+			"rollout":  func(o *itmv1.MaintenanceWindow) { o.Spec.Rollout.MaxUnavailable = ptr.To(intstr.FromString("100%")) },
+			"drain":    func(o *itmv1.MaintenanceWindow) { o.Spec.Drain.DeleteEmptyDirData = true },
 		} {
 			Expect(updateAs(cEditor, mw.Name, change)).To(MatchError(ContainSubstring(widen)), name)
 		}
