@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"runtime/debug"
@@ -40,6 +39,7 @@ import (
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/device"
 	itmwebhook "github.com/itmanager-io/itmanager/internal/webhook"
 )
 
@@ -134,7 +134,7 @@ func main() {
 	if checkinURL == "" {
 		checkinURL = fmt.Sprintf("https://itmanager-checkin.%s.svc", operatorNamespace)
 	}
-	cidrs, err := parseCIDRs(agentAddressCIDRs)
+	cidrs, err := device.ParseRanges(agentAddressCIDRs)
 	if err != nil {
 		log.Error(err, "Invalid --agent-address-cidrs")
 		os.Exit(1)
@@ -322,21 +322,6 @@ func setMemoryLimit() int64 {
 	limit = limit / 10 * 9
 	debug.SetMemoryLimit(limit)
 	return limit
-}
-
-func parseCIDRs(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(part)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.

@@ -51,7 +51,7 @@ var _ = Describe("The manager's own reach", func() {
 		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: uniqueName("reach")}, StringData: map[string]string{"k": "v"}}
 	}
 	refusal := func(ns, what string) string {
-		return fmt.Sprintf(`namespace %q: itmanager (user %q) may %s only in its own namespaces and in namespaces labelled itmanager.io/managed-namespace`, ns, managerUser, what)
+		return fmt.Sprintf(`namespace %q: itmanager (user %q) may %s only in its own namespaces and in namespaces labelled itmanager.io/managed-namespace=true`, ns, managerUser, what)
 	}
 
 	It("refuses ServiceAccount, token and Secret writes in an unmarked namespace that RBAC allows, and accepts them in a marked one", func() {
@@ -82,6 +82,18 @@ var _ = Describe("The manager's own reach", func() {
 			Expect(del).To(MatchError(ContainSubstring(refusal(ns, "delete secrets"))))
 			Expect(k8s.Get(ctx, client.ObjectKeyFromObject(s), &corev1.Secret{})).To(Succeed(), "still there")
 		}
+
+		By("a label other than true does not mark a namespace")
+		notTrue := newNamespace(map[string]string{"itmanager.io/managed-namespace": "false"})
+		Expect(asManager.Create(ctx, secret(notTrue))).To(MatchError(ContainSubstring(refusal(notTrue, "create secrets"))))
+
+		By("deleting what itmanager made stays allowed anywhere, so unmarking a namespace never keeps credentials alive")
+		ours := secret(plain)
+		ours.Labels = map[string]string{"app.kubernetes.io/managed-by": "itmanager"}
+		Expect(k8s.Create(ctx, ours)).To(Succeed())
+		ours.StringData = map[string]string{"k": "changed"}
+		Expect(asManager.Update(ctx, ours)).To(MatchError(ContainSubstring(refusal(plain, "update secrets"))), "only deletion is exempt")
+		Expect(asManager.Delete(ctx, ours)).To(Succeed())
 
 		By("ServiceAccounts and their tokens")
 		sa := func(ns string) *corev1.ServiceAccount {

@@ -13,9 +13,7 @@ import (
 	"flag"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +30,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 func main() {
@@ -93,7 +92,7 @@ func run(ctx context.Context, c config) error {
 		// the minimum would have agents refused for checking in too often.
 		return errors.New("--checkin-min-interval must be positive and at most 90% of --agent-interval")
 	}
-	cidrs, err := parseCIDRs(c.addressCIDRs)
+	cidrs, err := device.ParseRanges(c.addressCIDRs)
 	if err != nil {
 		return err
 	}
@@ -163,19 +162,4 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
 		_ = srv.Close()
 	}()
 	return nil
-}
-
-func parseCIDRs(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(part)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
 }

@@ -3,12 +3,31 @@ package device
 import (
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
+
+// ParseRanges parses a comma-separated list of CIDRs (the flag
+// --agent-address-cidrs of the manager and the check-in service); empty
+// entries are skipped, so "" means any address.
+func ParseRanges(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
 
 // InRanges is the one rule for a device's addresses (the manager's
 // --agent-address-cidrs): an address counts only inside one of ranges, or
