@@ -22,11 +22,15 @@ import (
 	// identically in a distroless image and on a developer's machine.
 	_ "time/tzdata"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -71,6 +75,9 @@ func main() {
 		probeAddr            string
 		enableLeaderElection bool
 		leaderElectionNS     string
+		leaseDuration        time.Duration
+		renewDeadline        time.Duration
+		retryPeriod          time.Duration
 		enableWebhooks       bool
 		webhookHost          string
 		webhookPort          int
@@ -99,6 +106,9 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false, "Elect a leader so only one replica reconciles at a time.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the operator namespace).")
+	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a standby replica waits after the leader's last renewal before it takes the lead: the longest a dead leader leaves the controllers idle.")
+	flag.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew its Lease before it gives up the lead and exits; less than --leader-elect-lease-duration.")
+	flag.DurationVar(&retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often the leader renews and a standby tries to take the lead.")
 	flag.BoolVar(&enableWebhooks, "enable-webhooks", true, "Serve the validating admission webhook.")
 	flag.StringVar(&webhookHost, "webhook-host", "", "Address the webhook server binds to (default: all).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
@@ -164,7 +174,21 @@ func main() {
 
 	restConfig := ctrl.GetConfigOrDie()
 	restConfig.QPS, restConfig.Burst = float32(apiQPS), apiBurst
-	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+	var leaderLock *resourcelock.LeaseLock
+	if enableLeaderElection {
+		if !(retryPeriod < renewDeadline && renewDeadline < leaseDuration) {
+			log.Error(nil, "Need --leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration",
+				"retryPeriod", retryPeriod, "renewDeadline", renewDeadline, "leaseDuration", leaseDuration)
+			os.Exit(1)
+		}
+		if leaderLock, err = newLeaderLock(restConfig, leaderElectionNS, renewDeadline); err != nil {
+			log.Error(err, "Unable to set up leader election")
+			os.Exit(1)
+		}
+		log.Info("Leader election", "lease", leaderElectionNS+"/"+leaderElectionID, "identity", leaderLock.Identity(),
+			"leaseDuration", leaseDuration, "renewDeadline", renewDeadline, "retryPeriod", retryPeriod)
+	}
+	mgrOpts := ctrl.Options{
 		Scheme: scheme,
 		Cache: cache.Options{
 			ByObject:         controllers.CacheByObject(devicesNamespace, upgradesNamespace),
@@ -174,8 +198,11 @@ func main() {
 		HealthProbeBindAddress:  probeAddr,
 		PprofBindAddress:        pprofAddr,
 		LeaderElection:          enableLeaderElection,
-		LeaderElectionID:        "itmanager.itmanager.io",
+		LeaderElectionID:        leaderElectionID,
 		LeaderElectionNamespace: leaderElectionNS,
+		LeaseDuration:           &leaseDuration,
+		RenewDeadline:           &renewDeadline,
+		RetryPeriod:             &retryPeriod,
 		// The manager exits right after losing leadership, so stepping down
 		// early on SIGTERM is safe and lets a new leader start at once.
 		LeaderElectionReleaseOnCancel: true,
@@ -185,10 +212,19 @@ func main() {
 			CertDir: webhookCertDir,
 			TLSOpts: tlsOpts,
 		}),
-	})
+	}
+	if leaderLock != nil {
+		mgrOpts.LeaderElectionResourceLockInterface = leaderLock
+	}
+	mgr, err := ctrl.NewManager(restConfig, mgrOpts)
 	if err != nil {
 		log.Error(err, "Unable to create manager")
 		os.Exit(1)
+	}
+	if leaderLock != nil {
+		// "<identity> became leader" Events on the Lease, as
+		// controller-runtime's own lock records them.
+		leaderLock.LockConfig.EventRecorder = mgr.GetEventRecorderFor(leaderLock.Identity()) //nolint:staticcheck // resourcelock takes the old recorder
 	}
 
 	ctx := ctrl.SetupSignalHandler()
@@ -294,6 +330,36 @@ func main() {
 		log.Error(err, "Manager exited with an error")
 		os.Exit(1)
 	}
+}
+
+// leaderElectionID names the leader election Lease in the operator namespace.
+const leaderElectionID = "itmanager.itmanager.io"
+
+// newLeaderLock is the Lease lock controller-runtime would make, except
+// for the identity: $POD_NAME (the chart sets it; a Pod's hostname is the
+// same name) or else the hostname, then a unique suffix, so the Lease's
+// holderIdentity names the replica that leads even when several run on one
+// host (make dev, the fault tests).
+func newLeaderLock(cfg *rest.Config, namespace string, renewDeadline time.Duration) (*resourcelock.LeaseLock, error) {
+	name := os.Getenv("POD_NAME")
+	if name == "" {
+		var err error
+		if name, err = os.Hostname(); err != nil {
+			return nil, err
+		}
+	}
+	cfg = rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election")
+	// One hung request must not cost the lead: as controller-runtime does.
+	cfg.Timeout = max(renewDeadline/2, time.Second)
+	coordination, err := coordinationv1client.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: namespace, Name: leaderElectionID},
+		Client:     coordination,
+		LockConfig: resourcelock.ResourceLockConfig{Identity: name + "_" + string(uuid.NewUUID())},
+	}, nil
 }
 
 func envOr(key, def string) string {

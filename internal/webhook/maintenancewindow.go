@@ -20,7 +20,12 @@ import (
 // time zone cannot be evaluated.
 type MaintenanceWindowValidator struct{}
 
-// +kubebuilder:webhook:path=/validate-itmanager-io-v1alpha1-maintenancewindow,mutating=false,failurePolicy=fail,sideEffects=None,groups=itmanager.io,resources=maintenancewindows,verbs=create;update,versions=v1alpha1,name=vmaintenancewindow.itmanager.io,admissionReviewVersions=v1,timeoutSeconds=5
+// The webhook's name is what the API server quotes when it cannot reach
+// the manager (failurePolicy Fail: no unchecked schedule gets in), so it
+// says who checks what: `failed calling webhook
+// "maintenancewindow-schedules.checked-by-the-itmanager-manager.itmanager.io":
+// ... no endpoints available for service "itmanager-webhook-service"`.
+// +kubebuilder:webhook:path=/validate-itmanager-io-v1alpha1-maintenancewindow,mutating=false,failurePolicy=fail,sideEffects=None,groups=itmanager.io,resources=maintenancewindows,verbs=create;update,versions=v1alpha1,name=maintenancewindow-schedules.checked-by-the-itmanager-manager.itmanager.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // SetupWithManager registers the webhook with the manager's webhook server.
 func (v *MaintenanceWindowValidator) SetupWithManager(mgr ctrl.Manager) error {
