@@ -24,7 +24,7 @@ type MaintenanceWindowValidator struct{}
 // the manager (failurePolicy Fail: no unchecked schedule gets in), so it
 // says who checks what: `failed calling webhook
 // "maintenancewindow-schedules.checked-by-the-itmanager-manager.itmanager.io":
-// ... no endpoints available for service "itmanager-webhook-service"`.
+// failed to call webhook: Post "https://itmanager-webhook...": <why>`.
 // +kubebuilder:webhook:path=/validate-itmanager-io-v1alpha1-maintenancewindow,mutating=false,failurePolicy=fail,sideEffects=None,groups=itmanager.io,resources=maintenancewindows,verbs=create;update,versions=v1alpha1,name=maintenancewindow-schedules.checked-by-the-itmanager-manager.itmanager.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // SetupWithManager registers the webhook with the manager's webhook server.
