@@ -19,6 +19,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -373,7 +374,7 @@ var _ = Describe("Leader failover", Label("integration"), func() {
 		}).Should(Equal(itmv1.UpgradeCounts{Succeeded: 4}))
 	})
 
-	It("finishes onboardings in Kubernetes and LDAP whose leader was SIGKILLed at the first account: every account exists once", func() {
+	It("finishes onboardings in Kubernetes and LDAP whose leader was SIGKILLed at the first account: every account and binding exists once", func() {
 		ensureBothRunning()
 		users := uniqueName("users")
 		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: testenv.OperatorNamespace, Name: uniqueName("ldap-bind")},
@@ -404,6 +405,17 @@ var _ = Describe("Leader failover", Label("integration"), func() {
 
 		kill := armKill(leader())
 		group := uniqueName("team")
+		// The team's access: a RoleBinding of edit in its namespace, whose
+		// subjects are the ServiceAccounts onboarding makes.
+		teamNS := uniqueName("team-ns")
+		Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: teamNS}})).To(Succeed())
+		policy := &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("team")}, Spec: itmv1.AccessPolicySpec{
+			Subjects:         itmv1.Subjects{Groups: []string{group}},
+			Destinations:     []itmv1.Destination{{Namespaces: []string{teamNS}}},
+			KubernetesAccess: []itmv1.KubernetesAccess{{ClusterRole: "edit", Namespaces: []string{teamNS}}},
+		}}
+		Expect(k8s.Create(ctx, policy)).To(Succeed())
+		DeferCleanup(func() { Expect(ignoreGone(k8s.Delete(ctx, policy))).To(Succeed()) })
 		var people []*itmv1.OnboardingRequest
 		for i := range 4 {
 			o := &itmv1.OnboardingRequest{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-joiner-%d", group, i)},
@@ -462,6 +474,17 @@ var _ = Describe("Leader failover", Label("integration"), func() {
 			Expect(entries[o.Name]).To(HaveLen(1), "one LDAP entry for %s", o.Name)
 			Expect(entries[o.Name][0].GetAttributeValues("description")).To(ContainElement(accounts.OwnerMarkPrefix + string(got.UID)))
 		}
+		want := []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "itmanager:" + group}}
+		for _, o := range people {
+			want = append(want, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: users, Name: o.Name})
+		}
+		Eventually(func(g Gomega) {
+			rbs := &rbacv1.RoleBindingList{}
+			g.Expect(k8s.List(ctx, rbs, client.InNamespace(teamNS), client.MatchingLabels{accounts.LabelManagedBy: accounts.ManagedBy})).To(Succeed())
+			g.Expect(rbs.Items).To(HaveLen(1), "one RoleBinding for the team")
+			g.Expect(rbs.Items[0].Name).To(Equal("itm-" + policy.Name + ".edit"))
+			g.Expect(rbs.Items[0].Subjects).To(ConsistOf(want), "each person's ServiceAccount bound once")
+		}).Should(Succeed())
 		members := groupMembers(group)
 		Expect(members).To(HaveLen(len(people)))
 		for _, o := range people {
