@@ -176,7 +176,7 @@ func main() {
 	restConfig.QPS, restConfig.Burst = float32(apiQPS), apiBurst
 	var leaderLock *resourcelock.LeaseLock
 	if enableLeaderElection {
-		if !(retryPeriod < renewDeadline && renewDeadline < leaseDuration) {
+		if retryPeriod >= renewDeadline || renewDeadline >= leaseDuration {
 			log.Error(nil, "Need --leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration",
 				"retryPeriod", retryPeriod, "renewDeadline", renewDeadline, "leaseDuration", leaseDuration)
 			os.Exit(1)

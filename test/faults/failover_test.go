@@ -289,7 +289,7 @@ var _ = Describe("Leader failover", Label("integration"), func() {
 		}
 		Expect(cordoned).To(Equal(1), "nodes cordoned at once (maxUnavailable 1)")
 		jobs := jobRec.added()
-		Expect(jobs).To(HaveLen(3))
+		Expect(jobs).To(HaveLen(3), "one upgrade Job per node, none made again after the takeover")
 		for _, j := range jobRec.latest() {
 			Expect(j.GetName()).To(HaveSuffix("-1"), "the first attempt's Job")
 		}
