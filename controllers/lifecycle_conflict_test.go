@@ -211,4 +211,21 @@ var _ = Describe("Device lifecycle and address conflicts through the controllers
 		f.expectAllowed(f.bySelector, "10.42.0.1/32", "10.42.0.2/32", "10.42.0.9/32")
 		Eventually(conditionOf(first, itmv1.ConditionReady)).Should(Equal(metav1.ConditionTrue))
 	})
+
+	It("counts two spellings of one address as one claim: a static FD00:0::43:1 conflicts with a reported fd00::43:1, and both are denied", func() {
+		f := newFleet()
+		first := f.agent(f.person, true, "fd00::43:1")
+		f.agent(f.person, true, "10.43.0.9")
+		f.expectAllowed(f.byUser, "10.43.0.9/32", "fd00::43:1/128")
+
+		squatter := staticDevice("", nil, "FD00:0::43:1")
+		f.expectAllowed(f.byUser, "10.43.0.9/32")
+		f.expectAllowed(f.bySelector, "10.43.0.9/32")
+		Eventually(policyStatus(f.byUser)).Should(HaveField("Denied",
+			[]itmv1.DeniedDevice{deniedEntry(first, "address fd00::43:1 is also claimed by "+squatter.Name, "no usable address")}))
+		Eventually(conditionOf(squatter.Name, itmv1.ConditionReady)).Should(Equal(metav1.ConditionFalse))
+
+		Expect(k8s.Delete(ctx, squatter)).To(Succeed())
+		f.expectAllowed(f.byUser, "10.43.0.9/32", "fd00::43:1/128")
+	})
 })
