@@ -53,15 +53,13 @@ func newFleet() *fleet {
 	return f
 }
 
-// agent creates an agent laptop (assigned to assignee, labelled when
-// labelled) and checks it in once from addr, as its agent would.
-func (f *fleet) agent(assignee string, labelled bool, addr string) string {
+// agent creates an agent laptop assigned to assignee with the fleet's
+// labels and checks it in once from addr, as its agent would.
+func (f *fleet) agent(assignee, addr string) string {
 	GinkgoHelper()
 	d := agentDevice(func(d *itmv1.Device) {
 		d.Spec.Assignee = assignee
-		if labelled {
-			d.Labels = f.labels
-		}
+		d.Labels = f.labels
 	})
 	f.tokens[d.Name] = tokenOf(d.Name)
 	f.checkIn(d.Name, addr)
@@ -102,9 +100,9 @@ func deniedEntry(name string, reasons ...string) itmv1.DeniedDevice {
 var _ = Describe("Device lifecycle and address conflicts through the controllers", func() {
 	It("withdraws a device that becomes Lost, and one that becomes Retired, from every NetworkPolicy of every policy that allowed it, and a Lost device checking in again gets nothing back", func() {
 		f := newFleet()
-		f.agent(f.person, true, "10.41.0.1")
-		lost := f.agent(f.person, true, "10.41.0.5")
-		retired := f.agent(f.person, true, "10.41.0.9")
+		f.agent(f.person, "10.41.0.1")
+		lost := f.agent(f.person, "10.41.0.5")
+		retired := f.agent(f.person, "10.41.0.9")
 		all := []string{"10.41.0.1/32", "10.41.0.5/32", "10.41.0.9/32"}
 		f.expectAllowed(f.byUser, all...)
 		f.expectAllowed(f.bySelector, all...)
@@ -151,13 +149,13 @@ var _ = Describe("Device lifecycle and address conflicts through the controllers
 
 	It("denies both devices when a second one claims an allowed device's address, in every policy and saying why, and restores the first when the claim is released (address changed, device deleted or retired)", func() {
 		f := newFleet()
-		first := f.agent(f.person, true, "10.42.0.1")
-		f.agent(f.person, true, "10.42.0.9") // a bystander: the NetworkPolicies never turn empty
+		first := f.agent(f.person, "10.42.0.1")
+		f.agent(f.person, "10.42.0.9") // a bystander: the NetworkPolicies never turn empty
 		f.expectAllowed(f.byUser, "10.42.0.1/32", "10.42.0.9/32")
 		f.expectAllowed(f.bySelector, "10.42.0.1/32", "10.42.0.9/32")
 
 		By("someone else's labelled laptop checks in with the same address: denied for both, in every policy")
-		second := f.agent(uniqueName("gus"), true, "10.42.0.1")
+		second := f.agent(uniqueName("gus"), "10.42.0.1")
 		f.expectAllowed(f.byUser, "10.42.0.9/32")
 		f.expectAllowed(f.bySelector, "10.42.0.9/32")
 		Eventually(policyStatus(f.byUser)).Should(And(
@@ -214,8 +212,8 @@ var _ = Describe("Device lifecycle and address conflicts through the controllers
 
 	It("counts two spellings of one address as one claim: a static FD00:0::43:1 conflicts with a reported fd00::43:1, and both are denied", func() {
 		f := newFleet()
-		first := f.agent(f.person, true, "fd00::43:1")
-		f.agent(f.person, true, "10.43.0.9")
+		first := f.agent(f.person, "fd00::43:1")
+		f.agent(f.person, "10.43.0.9")
 		f.expectAllowed(f.byUser, "10.43.0.9/32", "fd00::43:1/128")
 
 		squatter := staticDevice("", nil, "FD00:0::43:1")
