@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,6 +168,11 @@ var _ = BeforeSuite(func() {
 
 	clk := clock.RealClock{}
 	ports, err := testenv.FreePorts(2)
+	// The webhook server binds its port only when the manager starts: a
+	// port free now may be that one.
+	for err == nil && slices.Contains(ports, env.WebhookInstallOptions.LocalServingPort) {
+		ports, err = testenv.FreePorts(2)
+	}
 	Expect(err).NotTo(HaveOccurred())
 	checkinURL = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
 	checkinURL2 = fmt.Sprintf("https://127.0.0.1:%d", ports[1])
