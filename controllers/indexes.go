@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 // Field indexes over Devices, so an event on a Node, a Lease or another
@@ -157,15 +158,21 @@ func policyNamespaceKeys(s *itmv1.AccessPolicySpec) []string {
 }
 
 // DeviceAddresses are the addresses an Active Device claims: its static ones
-// and those it reported, deduplicated and sorted. Retired and Lost devices
-// claim none (they never get access).
+// and those it reported, each in its canonical spelling (device.Canonical,
+// so "FD00:0::1" and "fd00::1" are one claim), deduplicated and sorted.
+// Retired and Lost devices claim none (they never get access).
 func DeviceAddresses(d *itmv1.Device) []string {
 	if d.Spec.Lifecycle == itmv1.DeviceLifecycleRetired || d.Spec.Lifecycle == itmv1.DeviceLifecycleLost {
 		return nil
 	}
-	out := slices.Clone(d.Spec.Addresses)
+	var out []string
+	for _, a := range d.Spec.Addresses {
+		out = append(out, device.Canonical(a))
+	}
 	if d.Status.Observed != nil {
-		out = append(out, d.Status.Observed.Addresses...)
+		for _, a := range d.Status.Observed.Addresses {
+			out = append(out, device.Canonical(a))
+		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out)

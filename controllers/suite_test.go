@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,10 +25,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/checkin"
 	"github.com/itmanager-io/itmanager/internal/testenv"
+	itmwebhook "github.com/itmanager-io/itmanager/internal/webhook"
 )
 
 // The suite runs the manager's controllers in-process, authenticated as the
@@ -138,7 +141,9 @@ var _ = BeforeSuite(func() {
 	ctx, cancel = context.WithCancel(context.Background())
 
 	var err error
-	env, err = testenv.Start(testenv.Options{ControllerManager: true, AdmissionPolicies: true})
+	// Webhooks: the MaintenanceWindow webhook (cron, time zone) is served by
+	// the manager below, as in a real installation.
+	env, err = testenv.Start(testenv.Options{ControllerManager: true, AdmissionPolicies: true, Webhooks: true})
 	Expect(err).NotTo(HaveOccurred())
 	k8s, err = client.New(env.Config, client.Options{Scheme: testenv.Scheme})
 	Expect(err).NotTo(HaveOccurred())
@@ -151,13 +156,23 @@ var _ = BeforeSuite(func() {
 		Scheme:  testenv.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
 		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace)},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: env.WebhookInstallOptions.LocalServingHost, Port: env.WebhookInstallOptions.LocalServingPort,
+			CertDir: env.WebhookInstallOptions.LocalServingCertDir,
+		}),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
+	Expect((&itmwebhook.MaintenanceWindowValidator{}).SetupWithManager(mgr)).To(Succeed())
 	managerCache = mgr.GetCache()
 
 	clk := clock.RealClock{}
 	ports, err := testenv.FreePorts(2)
+	// The webhook server binds its port only when the manager starts: a
+	// port free now may be that one.
+	for err == nil && slices.Contains(ports, env.WebhookInstallOptions.LocalServingPort) {
+		ports, err = testenv.FreePorts(2)
+	}
 	Expect(err).NotTo(HaveOccurred())
 	checkinURL = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
 	checkinURL2 = fmt.Sprintf("https://127.0.0.1:%d", ports[1])

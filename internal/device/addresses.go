@@ -47,6 +47,22 @@ func InRanges(ip netip.Addr, ranges []netip.Prefix) bool {
 	return false
 }
 
+// Canonical is the one spelling of an IP address: what netip prints for it,
+// an IPv4-mapped IPv6 address as the IPv4 address it carries, without a
+// zone (as internal/cidr compiles it into a NetworkPolicy). The schema
+// accepts any spelling of spec.addresses ("FD00:0::1", "fd00::1"), so every
+// comparison of addresses (conflicts between Devices, deduplication) is of
+// canonical forms; otherwise two spellings of one address would be two
+// claims, and both Devices would be allowed from it. A string that is not an
+// IP address is returned as it is.
+func Canonical(s string) string {
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return s
+	}
+	return ip.Unmap().WithZone("").String()
+}
+
 // Addresses are the addresses Device d claims, split by InRanges: usable
 // are those that count, outside those that do not. The rule covers both its
 // static spec.addresses and the addresses in status.observed, because either
@@ -54,10 +70,12 @@ func InRanges(ip netip.Addr, ranges []netip.Prefix) bool {
 // service on a device's word). The one exception: the observed addresses of
 // a Device that Node discovery made for its Node come from the
 // Node object, not from a device, and all count (MirrorsNode). Both lists are
-// deduplicated and sorted; a string that is not an IP address is outside.
+// Canonical, deduplicated and sorted; a string that is not an IP address is
+// outside.
 func Addresses(d *itmv1.Device, ranges []netip.Prefix) (usable, outside []string) {
 	judge := func(addrs []string, exempt bool) {
 		for _, s := range addrs {
+			s = Canonical(s)
 			ip, err := netip.ParseAddr(s)
 			if err == nil && (exempt || InRanges(ip, ranges)) {
 				usable = append(usable, s)

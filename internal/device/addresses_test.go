@@ -61,6 +61,24 @@ func nodeDevice(node, uid string, mutate func(*itmv1.Device)) *itmv1.Device {
 	return d
 }
 
+func TestCanonical(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.1":             "10.0.0.1",
+		"FD00:0:0::1":          "fd00::1",
+		"fd00:0000::0001":      "fd00::1",
+		"::ffff:10.0.0.1":      "10.0.0.1",
+		"::FFFF:a00:1":         "10.0.0.1",
+		"fe80::1%eth0":         "fe80::1",
+		"not an address":       "not an address",
+		"10.0.0.0/24":          "10.0.0.0/24",
+		"2001:DB8::ABCD:0:0:1": "2001:db8::abcd:0:0:1",
+	} {
+		if got := Canonical(in); got != want {
+			t.Errorf("Canonical(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestAddresses(t *testing.T) {
 	ranges := prefixes("10.0.0.0/8", "fd00::/8")
 	tests := map[string]struct {
@@ -96,6 +114,15 @@ func TestAddresses(t *testing.T) {
 				d.Status.Observed = &itmv1.ObservedFacts{Addresses: []string{"192.0.2.1"}}
 			}),
 			ranges:      ranges,
+			wantOutside: []string{"192.0.2.1"},
+		},
+		"two spellings of one address are one address, in its canonical form": {
+			device: laptop(func(d *itmv1.Device) {
+				d.Spec.Addresses = []string{"FD00:0::7", "::ffff:10.0.0.1", "192.0.2.1"}
+				d.Status.Observed = &itmv1.ObservedFacts{Addresses: []string{"fd00::7", "10.0.0.1"}}
+			}),
+			ranges:      ranges,
+			wantUsable:  []string{"10.0.0.1", "fd00::7"},
 			wantOutside: []string{"192.0.2.1"},
 		},
 		"a discovered Node's own addresses come from the Node and count": {
