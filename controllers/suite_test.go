@@ -27,6 +27,7 @@ import (
 
 	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/informer"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
@@ -86,7 +87,7 @@ func startOnboarding(wrap func(controllers.ProviderOpener, context.CancelFunc) c
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:     testenv.Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Cache:      cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace)},
+		Cache:      cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace), NewInformer: informer.New},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -150,7 +151,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  testenv.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace)},
+		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace), NewInformer: informer.New},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
