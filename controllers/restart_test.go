@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,7 +18,6 @@ import (
 	. "github.com/onsi/gomega"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -140,8 +138,9 @@ var _ = Describe("An API server restart", Serial, func() {
 		for _, a := range rollout {
 			Expect(a.upgrades.Load()).To(BeEquivalentTo(1), "%s ran its upgrade command once", a.name)
 		}
-		states, peak, lists := record.result()
-		GinkgoWriter.Printf("upgrade record: %d lists, peak %d, %v\n", lists, peak, states)
+		states, attempts, peak, lists := record.result()
+		AddReportEntry("Upgrade record", fmt.Sprintf("%d lists (while no watch ran), peak %d in flight", lists, peak))
+		Expect(attempts).To(BeEquivalentTo(1), "no device was ever authorized a second time")
 		for _, a := range rollout {
 			Expect(states[a.name]).To(Equal([]itmv1.UpgradeState{"", itmv1.UpgradeStateAuthorized, itmv1.UpgradeStateInProgress, itmv1.UpgradeStateSucceeded}), a.name)
 		}
@@ -452,14 +451,19 @@ func (p *heldProvider) Ensure(ctx context.Context, a accounts.Account) (accounts
 }
 
 // upgradeRecord is every upgrade state the Devices of a selector went
-// through, and the most in flight at once, from a watch. A restarted API
-// server answers a watch from before its start with 410 Gone (its watch
-// cache starts at the current revision), so the record relists then and
-// counts a device in flight across the gap if it was at either end.
+// through, the highest attempt count any of them showed, and the most in
+// flight at once, from a watch. A restarted API server serves no watch
+// until its watch cache is initialized (429, for seconds) and then answers
+// one from before its start with 410 Gone, while lists (read from etcd)
+// work from its first moment; so whenever the watch is not running the
+// record lists every 100 ms or so. That sees every state: each step of an
+// agent's upgrade takes a check-in of its own, and the check-in service
+// accepts a device's check-ins at least checkinMinInterval (300 ms) apart.
 type upgradeRecord struct {
 	mu       sync.Mutex
 	states   map[string][]itmv1.UpgradeState
 	inFlight map[string]bool
+	attempts int32
 	peak     int
 	lists    int
 }
@@ -483,59 +487,57 @@ func recordUpgrades(labels map[string]string) *upgradeRecord {
 		for c.Err() == nil {
 			if rv == "" {
 				list := &itmv1.DeviceList{}
-				if err := wc.List(c, list, client.MatchingLabels(labels)); err != nil {
-					time.Sleep(50 * time.Millisecond)
+				lc, lcancel := context.WithTimeout(c, time.Second)
+				err := wc.List(lc, list, client.MatchingLabels(labels))
+				lcancel()
+				if err != nil {
+					time.Sleep(20 * time.Millisecond)
 					continue
 				}
 				rec.mu.Lock()
 				rec.lists++
-				// A relist cannot tell what happened between the last
-				// event and the list: a device in flight at either end
-				// counts as in flight all along (and one that went two
-				// steps shows as a missing state in its record).
-				before := maps.Clone(rec.inFlight)
 				for i := range list.Items {
 					rec.observe(&list.Items[i])
 				}
-				union := 0
-				for name, f := range rec.inFlight {
-					if f || before[name] {
-						union++
-					}
-				}
-				rec.peak = max(rec.peak, union)
+				rec.count()
 				rec.mu.Unlock()
 				rv = list.ResourceVersion
 				listedOnce.Do(func() { close(listed) })
 			}
-			w, err := wc.Watch(c, &itmv1.DeviceList{}, client.MatchingLabels(labels),
+			// A watch not established within 100 ms (the client waits out
+			// 429s itself) gives way to the next list.
+			wctx, wcancel := context.WithCancel(c)
+			timer := time.AfterFunc(100*time.Millisecond, wcancel)
+			w, err := wc.Watch(wctx, &itmv1.DeviceList{}, client.MatchingLabels(labels),
 				&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}})
-			if err != nil {
-				if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-					rv = ""
+			if err != nil || !timer.Stop() {
+				if w != nil {
+					w.Stop()
 				}
-				time.Sleep(50 * time.Millisecond)
+				wcancel()
+				rv = ""
 				continue
 			}
 			for ev := range w.ResultChan() {
 				if ev.Type == watch.Error {
-					if err := apierrors.FromObject(ev.Object); apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-						rv = ""
-					}
 					break
 				}
 				d, ok := ev.Object.(*itmv1.Device)
 				if !ok {
 					continue
 				}
-				rv = d.ResourceVersion
 				if ev.Type == watch.Added || ev.Type == watch.Modified {
 					rec.mu.Lock()
 					rec.observe(d)
+					rec.count()
 					rec.mu.Unlock()
 				}
 			}
+			// However it ended (the server went away, 410, a timeout),
+			// list again rather than trust a resourceVersion.
 			w.Stop()
+			wcancel()
+			rv = ""
 		}
 	}()
 	Eventually(listed).Should(BeClosed())
@@ -544,13 +546,19 @@ func recordUpgrades(labels map[string]string) *upgradeRecord {
 
 func (r *upgradeRecord) observe(d *itmv1.Device) {
 	state := itmv1.UpgradeState("")
-	if d.Status.Upgrade != nil {
-		state = d.Status.Upgrade.State
+	if u := d.Status.Upgrade; u != nil {
+		state = u.State
+		r.attempts = max(r.attempts, u.Attempts)
 	}
 	if s := r.states[d.Name]; len(s) == 0 || s[len(s)-1] != state {
 		r.states[d.Name] = append(s, state)
 	}
 	r.inFlight[d.Name] = state == itmv1.UpgradeStateAuthorized || state == itmv1.UpgradeStateInProgress
+}
+
+// count takes the number in flight once the record holds a consistent
+// view (after an event, or after a whole list).
+func (r *upgradeRecord) count() {
 	n := 0
 	for _, f := range r.inFlight {
 		if f {
@@ -560,12 +568,12 @@ func (r *upgradeRecord) observe(d *itmv1.Device) {
 	r.peak = max(r.peak, n)
 }
 
-func (r *upgradeRecord) result() (map[string][]itmv1.UpgradeState, int, int) {
+func (r *upgradeRecord) result() (states map[string][]itmv1.UpgradeState, attempts int32, peak, lists int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string][]itmv1.UpgradeState, len(r.states))
+	states = make(map[string][]itmv1.UpgradeState, len(r.states))
 	for k, v := range r.states {
-		out[k] = append([]itmv1.UpgradeState(nil), v...)
+		states[k] = append([]itmv1.UpgradeState(nil), v...)
 	}
-	return out, r.peak, r.lists
+	return states, r.attempts, r.peak, r.lists
 }
