@@ -459,7 +459,10 @@ func (e *Environment) waitForReadyz(timeout time.Duration) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kube-apiserver not ready within %s: %s %v", timeout, body, err)
+			if err == nil {
+				err = fmt.Errorf("/readyz answered %q", body)
+			}
+			return fmt.Errorf("kube-apiserver not ready within %s: %w", timeout, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
