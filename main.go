@@ -44,6 +44,7 @@ import (
 	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/checkin"
 	"github.com/itmanager-io/itmanager/internal/device"
+	"github.com/itmanager-io/itmanager/internal/informer"
 	itmwebhook "github.com/itmanager-io/itmanager/internal/webhook"
 )
 
@@ -193,6 +194,9 @@ func main() {
 		Cache: cache.Options{
 			ByObject:         controllers.CacheByObject(devicesNamespace, upgradesNamespace),
 			DefaultTransform: cache.TransformStripManagedFields(),
+			// Back within a second of an API server restart, not after
+			// the reflector's backoff (internal/informer).
+			NewInformer: informer.New,
 		},
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  probeAddr,

@@ -29,6 +29,7 @@ import (
 
 	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/informer"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 	itmwebhook "github.com/itmanager-io/itmanager/internal/webhook"
 )
@@ -89,7 +90,7 @@ func startOnboarding(wrap func(controllers.ProviderOpener, context.CancelFunc) c
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:     testenv.Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Cache:      cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace)},
+		Cache:      cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace), NewInformer: informer.New},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -155,7 +156,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  testenv.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace)},
+		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace), NewInformer: informer.New},
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: env.WebhookInstallOptions.LocalServingHost, Port: env.WebhookInstallOptions.LocalServingPort,
 			CertDir: env.WebhookInstallOptions.LocalServingCertDir,

@@ -12,11 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -108,9 +109,16 @@ type Environment struct {
 	*envtest.Environment
 	Config *rest.Config
 
-	kcm    *exec.Cmd
-	kcmDir string
-	logs   []*os.File
+	kcm     *exec.Cmd
+	kcmDone chan struct{}
+	kcmDir  string
+	kcmBin  string
+	kcmLog  string
+	logs    []*os.File
+	// apiCertDir is kube-apiserver's certificate directory, owned here
+	// rather than by envtest so that it outlives a restart.
+	apiCertDir string
+	policies   bool
 }
 
 // Start starts etcd, kube-apiserver with itmanager's CRDs installed, and
@@ -149,12 +157,27 @@ func Start(opts Options) (*Environment, error) {
 		env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
 		env.ControlPlane.APIServer = &envtest.APIServer{Out: apiLog, Err: apiLog}
 	}
+	if env.ControlPlane.APIServer == nil {
+		env.ControlPlane.APIServer = &envtest.APIServer{}
+	}
+	// envtest deletes a certificate directory it created itself when the
+	// API server stops, and a restart would then come up with a new CA,
+	// new client CA and new service account signing key, so that every
+	// client certificate and bound token issued before stopped working. A
+	// directory given to it is kept.
+	if env.apiCertDir, err = os.MkdirTemp("", "itm-apiserver-"); err != nil {
+		env.closeLogs()
+		return nil, err
+	}
+	env.ControlPlane.APIServer.CertDir = env.apiCertDir
 	cfg, err := env.Environment.Start()
 	if err != nil {
 		env.closeLogs()
+		_ = os.RemoveAll(env.apiCertDir)
 		return nil, fmt.Errorf("start envtest with binaries from %s: %w", bin, err)
 	}
 	env.Config = cfg
+	env.policies = opts.AdmissionPolicies
 	if opts.AdmissionPolicies {
 		if err := env.installAdmissionPolicies(); err != nil {
 			_ = env.Stop()
@@ -209,7 +232,6 @@ func (e *Environment) startControllerManager(bin, logDir string) error {
 	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
 		return err
 	}
-	e.kcm = exec.Command(filepath.Join(bin, "kube-controller-manager"), ControllerManagerArgs(path)...)
 	if logDir == "" {
 		logDir = e.kcmDir
 	}
@@ -217,13 +239,30 @@ func (e *Environment) startControllerManager(bin, logDir string) error {
 	if err != nil {
 		return err
 	}
-	e.kcm.Stdout, e.kcm.Stderr = logFile, logFile
+	e.kcmBin, e.kcmLog = filepath.Join(bin, "kube-controller-manager"), logFile.Name()
+	if err := e.runControllerManager(logFile); err != nil {
+		return err
+	}
+	return e.waitForAggregatedRoles(60 * time.Second)
+}
+
+// runControllerManager starts the kube-controller-manager process with the
+// kubeconfig in kcmDir, its output to out.
+func (e *Environment) runControllerManager(out *os.File) error {
+	e.kcm = exec.Command(e.kcmBin, ControllerManagerArgs(filepath.Join(e.kcmDir, "kubeconfig"))...)
+	e.kcm.Stdout, e.kcm.Stderr = out, out
 	// Never outlive the process that started it.
 	e.kcm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := e.kcm.Start(); err != nil {
 		return fmt.Errorf("start kube-controller-manager: %w", err)
 	}
-	return e.waitForAggregatedRoles(60 * time.Second)
+	done := make(chan struct{})
+	e.kcmDone = done
+	go func(cmd *exec.Cmd) {
+		_ = cmd.Wait()
+		close(done)
+	}(e.kcm)
+	return nil
 }
 
 // ControllerManagerArgs are the kube-controller-manager flags for a local
@@ -266,14 +305,167 @@ func (e *Environment) waitForAggregatedRoles(timeout time.Duration) error {
 func (e *Environment) Stop() error {
 	if e.kcm != nil && e.kcm.Process != nil {
 		_ = e.kcm.Process.Kill()
-		_ = e.kcm.Wait()
+		<-e.kcmDone
 	}
 	if e.kcmDir != "" {
 		_ = os.RemoveAll(e.kcmDir)
 	}
 	err := e.Environment.Stop()
+	if e.apiCertDir != "" {
+		_ = os.RemoveAll(e.apiCertDir)
+	}
 	e.closeLogs()
 	return err
+}
+
+// StopAPIServer ends the kube-apiserver process as the kubelet ends a
+// static Pod's: SIGTERM, then, if it has not exited after grace, SIGKILL
+// (its graceful shutdown waits up to a minute for open watches, which
+// every controller holds). It returns once the process has exited. etcd
+// keeps running with its data, and so does everything else:
+// kube-controller-manager and every client see the API server gone.
+func (e *Environment) StopAPIServer(grace time.Duration) error {
+	pid, err := e.apiServerPID()
+	if err != nil {
+		return err
+	}
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	if err := proc.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("signal kube-apiserver: %w", err)
+	}
+	if !processEnds(pid, grace) {
+		if err := proc.Signal(syscall.SIGKILL); err != nil {
+			return fmt.Errorf("kill kube-apiserver: %w", err)
+		}
+		if !processEnds(pid, 10*time.Second) {
+			return fmt.Errorf("kube-apiserver (pid %d) still runs 10s after SIGKILL", pid)
+		}
+	}
+	// envtest saw its process exit: this only resets its state for Start.
+	if err := e.ControlPlane.APIServer.Stop(); err != nil {
+		return fmt.Errorf("stop kube-apiserver: %w", err)
+	}
+	return nil
+}
+
+// apiServerPID finds this Environment's kube-apiserver among the
+// processes by its certificate directory (envtest does not expose the
+// process it started).
+func (e *Environment) apiServerPID() (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	want := "--cert-dir=" + e.apiCertDir
+	for _, entry := range entries {
+		pid, err := strconv.Atoi(entry.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if filepath.Base(args[0]) == "kube-apiserver" && slices.Contains(args, want) && !zombie(pid) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no running kube-apiserver with %s", want)
+}
+
+// processEnds waits up to timeout for pid to exit (a zombie has exited;
+// envtest reaps it).
+func processEnds(pid int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if zombie(pid) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// zombie reports whether pid is gone or has exited and awaits reaping.
+func zombie(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: comm may hold spaces, the state follows the
+	// last parenthesis.
+	rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+	return strings.HasPrefix(strings.TrimSpace(rest), "Z") || strings.HasPrefix(strings.TrimSpace(rest), "X")
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer: the same
+// binary and flags, the same address and port, the same certificates (its
+// serving CA, the client CA and the service account signing key, so every
+// client certificate and bound token issued before still works) and the
+// same etcd. It returns once the API server is ready and, when the
+// Environment installed them, admits with itmanager's admission policies
+// again (they are in etcd; the mutating one needs the CRD schema again,
+// which takes a few seconds to be learned). A kube-controller-manager that
+// exited meanwhile is started again.
+func (e *Environment) StartAPIServer(timeout time.Duration) error {
+	if err := e.ControlPlane.APIServer.Start(); err != nil {
+		return fmt.Errorf("start kube-apiserver again: %w", err)
+	}
+	if err := e.waitForReadyz(timeout); err != nil {
+		return err
+	}
+	if e.policies {
+		if err := e.waitForMutatingAdmission(timeout); err != nil {
+			return err
+		}
+	}
+	if e.kcm != nil {
+		select {
+		case <-e.kcmDone:
+			out, err := os.OpenFile(e.kcmLog, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return err
+			}
+			e.logs = append(e.logs, out)
+			if err := e.runControllerManager(out); err != nil {
+				return err
+			}
+		default:
+		}
+	}
+	return nil
+}
+
+// waitForReadyz returns once the API server answers /readyz with ok: its
+// post-start hooks ran and its informers synced. (envtest's start waits
+// for /healthz only.)
+func (e *Environment) waitForReadyz(timeout time.Duration) error {
+	cs, err := kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err == nil && string(body) == "ok" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("/readyz answered %q", body)
+			}
+			return fmt.Errorf("kube-apiserver not ready within %s: %w", timeout, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // AdmissionPolicyFiles are the files config/admission/kustomization.yaml
@@ -329,13 +521,17 @@ func AdmissionPolicies() ([]*unstructured.Unstructured, error) {
 	return objs, nil
 }
 
-// waitForMutatingAdmission returns once the API server can run the
+// waitForMutatingAdmission returns once the API server runs the
 // MutatingAdmissionPolicy on OnboardingRequests (the only kind one matches).
 // It needs the CRD's schema, which the API server's admission type converter
 // learns by polling its own /openapi/v3 every 5 seconds: for up to that long
-// after the CRD is established, every create is refused with 503 "Resource
-// kind ... not found". A server-side dry run goes through admission and
-// stores nothing, so it probes exactly that condition.
+// after the CRD is established, or after the API server started, every
+// create is refused with 503 "Resource kind ... not found"; and right after
+// a start the policy plugins refuse everything until they have read the
+// policies. A server-side dry run goes through admission and stores
+// nothing: a probe accepted with the requester stamp shows the mutating
+// policy in force (and the validating ones, which the same plugin
+// machinery serves, read).
 func (e *Environment) waitForMutatingAdmission(timeout time.Duration) error {
 	admin, err := client.New(e.Config, client.Options{Scheme: Scheme})
 	if err != nil {
@@ -350,14 +546,15 @@ func (e *Environment) waitForMutatingAdmission(timeout time.Duration) error {
 				DisplayName: "Admission probe", Email: "probe@example.invalid"}},
 		}
 		err := admin.Create(ctx, probe, client.DryRunAll)
-		if err == nil || !apierrors.IsServiceUnavailable(err) {
-			// Any other answer (accepted, or refused on its merits) means
-			// admission ran with the schema.
+		if err == nil && probe.Annotations[itmv1.AnnotationRequestedBy] != "" {
 			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("the probe was admitted without the %s stamp", itmv1.AnnotationRequestedBy)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the API server's mutating admission did not learn the OnboardingRequest schema within %s: %w", timeout, err)
+			return fmt.Errorf("the API server's mutating admission did not stamp an OnboardingRequest within %s: %w", timeout, err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -2,13 +2,18 @@ package testenv
 
 import (
 	"context"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -89,6 +94,71 @@ func TestControllerManager(t *testing.T) {
 		}
 		eventually("namespace deletion", func() bool {
 			return apierrors.IsNotFound(c.Get(ctx, client.ObjectKeyFromObject(ns), &corev1.Namespace{}))
+		})
+	})
+
+	t.Run("an API server restart keeps the address, certificates, bound tokens, data and controller manager", func(t *testing.T) {
+		cs, err := kubernetes.NewForConfig(env.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "itm-restart"}}
+		if err := c.Create(ctx, sa); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := env.Config.Host
+		if err := env.StopAPIServer(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if conn, err := net.DialTimeout("tcp", strings.TrimPrefix(host, "https://"), time.Second); err == nil {
+			_ = conn.Close()
+			t.Fatalf("%s still accepts connections after StopAPIServer", host)
+		}
+		if err := env.StartAPIServer(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if env.Config.Host != host {
+			t.Fatalf("the API server came back at %s, was %s", env.Config.Host, host)
+		}
+		// The admin client certificate from before the restart still works,
+		// and etcd kept the data.
+		if err := c.Get(ctx, client.ObjectKeyFromObject(sa), &corev1.ServiceAccount{}); err != nil {
+			t.Fatal(err)
+		}
+		tokenCfg := &rest.Config{Host: host, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: env.Config.CAData}}
+		tokenClient, err := kubernetes.NewForConfig(tokenCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		review, err := tokenClient.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("a bound token issued before the restart: %v", err)
+		}
+		if got := review.Status.UserInfo.Username; got != "system:serviceaccount:default:itm-restart" {
+			t.Fatalf("the token authenticates as %q", got)
+		}
+
+		// kube-controller-manager still collects garbage.
+		owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "owner-after-restart"}}
+		if err := c.Create(ctx, owner); err != nil {
+			t.Fatal(err)
+		}
+		dependent := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+			Namespace: "default", Name: "dependent-after-restart",
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: owner.Name, UID: owner.UID}},
+		}}
+		if err := c.Create(ctx, dependent); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(ctx, owner); err != nil {
+			t.Fatal(err)
+		}
+		eventually("garbage collection after the restart", func() bool {
+			return apierrors.IsNotFound(c.Get(ctx, client.ObjectKeyFromObject(dependent), &corev1.ConfigMap{}))
 		})
 	})
 }
