@@ -293,6 +293,35 @@ var _ = Describe("Outages", func() {
 			"the token minted during the outage is the one kept")
 	})
 
+	It("LDAP outage under a 10-minute provider check interval: an unreachable provider is checked again sooner, "+
+		"so it is Ready again within seconds of slapd's return, not an interval later", func() {
+		ld := ldapProvider(nil)
+		Eventually(providerReady(ld.Name)).Should(Equal(metav1.ConditionTrue))
+
+		By("slapd stops; an onboarding manager that checks providers every 10 minutes starts and finds it unreachable")
+		Expect(ldapServer.Halt()).To(Succeed())
+		DeferCleanup(func() {
+			if !ldapServer.Running() {
+				Expect(ldapServer.Restart()).To(Succeed())
+			}
+		})
+		stopOnboarding()
+		providerCheckEvery = 10 * time.Minute
+		stopOnboarding = startOnboarding(nil)
+		DeferCleanup(func() {
+			stopOnboarding()
+			providerCheckEvery = 5 * time.Second
+			stopOnboarding = startOnboarding(nil)
+		})
+		Eventually(providerReady(ld.Name)).WithTimeout(15 * time.Second).Should(Equal(metav1.ConditionFalse))
+
+		By("slapd returns: the provider is Ready again with nobody touching it")
+		Expect(ldapServer.Restart()).To(Succeed())
+		back := time.Now()
+		Eventually(providerReady(ld.Name)).WithTimeout(15 * time.Second).Should(Equal(metav1.ConditionTrue))
+		figure("LDAP back → provider Ready (10m interval)", time.Since(back))
+	})
+
 	It("check-in service down longer than maxCheckInAge: a compliant device is withdrawn from the NetworkPolicy while both replicas "+
 		"are stopped, and is back within seconds of the service returning and the agent checking in, with no manual step", func() {
 		const maxAge = 4 * time.Second

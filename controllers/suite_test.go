@@ -58,7 +58,7 @@ var (
 	// checkinReplicas serve checkinURL and checkinURL2, in that order; a
 	// spec may stop and start them again.
 	checkinReplicas []*checkinReplica
-	httpClient  *http.Client
+	httpClient      *http.Client
 	// checkinCfg authenticates as the check-in service's ServiceAccount.
 	checkinCfg *rest.Config
 	// checkinTLSDir holds the check-in serving certificate as files.
@@ -78,6 +78,9 @@ var (
 	// stopOnboarding stops the onboarding manager, which runs apart from
 	// the rest so that a test can stop and restart it mid-provisioning.
 	stopOnboarding func()
+	// providerCheckEvery is the AccountProvider check interval of the
+	// onboarding managers startOnboarding starts.
+	providerCheckEvery = 5 * time.Second
 )
 
 // startOnboarding starts a manager running the onboarding and
@@ -104,7 +107,7 @@ func startOnboarding(wrap func(controllers.ProviderOpener, context.CancelFunc) c
 		opener = wrap(opener, mcancel)
 	}
 	Expect((&controllers.AccountProviderReconciler{
-		Client: mgr.GetClient(), Providers: opener, Clock: onbClock, Recorder: mgr.GetEventRecorder("itmanager-accountprovider"), CheckEvery: 5 * time.Second,
+		Client: mgr.GetClient(), Providers: opener, Clock: onbClock, Recorder: mgr.GetEventRecorder("itmanager-accountprovider"), CheckEvery: providerCheckEvery,
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.OnboardingReconciler{
 		Client: mgr.GetClient(), Providers: opener, Clock: onbClock, Recorder: mgr.GetEventRecorder("itmanager-onboarding"), Workers: 4,
