@@ -19,6 +19,7 @@ import (
 	"github.com/onsi/gomega/gbytes"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -168,8 +169,9 @@ func figure(name string, d time.Duration) {
 }
 
 var _ = Describe("Outages", func() {
-	It("LDAP outage: the provider is Ready=False/Unreachable while slapd is stopped, an offboarding and an onboarding block "+
-		"saying why, and both finish by themselves once slapd is back, with one LDAP entry and one ServiceAccount each", func() {
+	It("LDAP outage: the provider is Ready=False/Unreachable while slapd is stopped, an offboarding due at endDate starts on time "+
+		"and an onboarding runs, both blocking at the directory saying why, and both finish by themselves once slapd is back, "+
+		"with one LDAP entry and one ServiceAccount each", func() {
 		kube := kubeProvider()
 		ld := ldapProvider(nil) // offboardAction Disable: the entry stays, locked
 		Eventually(providerReady(ld.Name)).Should(Equal(metav1.ConditionTrue))
@@ -206,6 +208,32 @@ var _ = Describe("Outages", func() {
 			HavePrefix("False/"+itmv1.AccountProviderReasonUnreachable+": connect to "+ldapServer.URL),
 			ContainSubstring("connection refused")))
 
+		By("the leaver, still Active, keeps access while the directory is down, and Ready says why")
+		Eventually(conditionText(leaver.Name, "Ready")).Should(And(
+			HavePrefix("Degraded: AccountProvider "+ld.Name+": connect to "+ldapServer.URL), ContainSubstring("connection refused")))
+		Expect(phaseOf(leaver.Name)()).To(Equal(itmv1.OnboardingPhaseActive))
+		// Eleven failed passes in a row: the next retry is backed off by
+		// more than 5 s, so an endDate passing now must not wait for it.
+		Eventually(func() float64 {
+			return gauge("itmanager_onboarding_provisioning_errors_total", map[string]string{"provider": ld.Name})
+		}).WithTimeout(20 * time.Second).Should(BeNumerically(">=", 11))
+
+		By("the leaver's endDate passes during the outage: offboarding starts when it does, blocks at the directory and keeps the record")
+		endDate := time.Now().Add(time.Second).Truncate(time.Second).Add(time.Second)
+		Expect(updateAs(k8s, leaver.Name, func(r *itmv1.OnboardingRequest) {
+			r.Spec.EndDate = &metav1.Time{Time: endDate}
+		})).To(Succeed())
+		Eventually(phaseOf(leaver.Name)).WithTimeout(time.Until(endDate) + 5*time.Second).Should(Equal(itmv1.OnboardingPhaseOffboarding),
+			"offboarding starts at endDate, not a backoff later")
+		figure("endDate → Offboarding while LDAP is down", time.Since(endDate))
+		Eventually(conditionText(leaver.Name, itmv1.OnboardingConditionAccountsReady)).Should(And(
+			HavePrefix("OffboardingBlocked: AccountProvider "+ld.Name+": connect to "+ldapServer.URL), ContainSubstring("connection refused")))
+		Eventually(accountOf(leaver.Name, kube.Name)).Should(HaveField("State", itmv1.AccountStateDeleted), "what can be undone is")
+		Expect(apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Namespace: usersNS, Name: leaver.Name + "-kubeconfig"}, &corev1.Secret{}))).
+			To(BeTrue(), "the credentials are revoked at endDate")
+		Expect(accountOf(leaver.Name, ld.Name)()).To(And(
+			HaveField("ID", leaverDN), HaveField("State", itmv1.AccountStateProvisioned)), "the record of what must still be undone is kept")
+
 		By("a joiner during the outage: the Kubernetes account is made, the LDAP one waits, and the request says why")
 		newcomer := joiner(func(r *itmv1.OnboardingRequest) {
 			r.Spec.AccountProviders = both
@@ -218,17 +246,6 @@ var _ = Describe("Outages", func() {
 		Eventually(accountOf(newcomer.Name, kube.Name)).Should(HaveField("State", itmv1.AccountStateProvisioned))
 		credentials := &corev1.Secret{}
 		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: usersNS, Name: newcomer.Name + "-kubeconfig"}, credentials)).To(Succeed())
-
-		By("the leaver's endDate passes during the outage: offboarding blocks at the directory and keeps the record")
-		Expect(updateAs(k8s, leaver.Name, func(r *itmv1.OnboardingRequest) {
-			r.Spec.EndDate = &metav1.Time{Time: time.Now().Add(time.Second)}
-		})).To(Succeed())
-		Eventually(phaseOf(leaver.Name)).Should(Equal(itmv1.OnboardingPhaseOffboarding))
-		Eventually(conditionText(leaver.Name, itmv1.OnboardingConditionAccountsReady)).Should(And(
-			HavePrefix("OffboardingBlocked: AccountProvider "+ld.Name+": connect to "+ldapServer.URL), ContainSubstring("connection refused")))
-		Eventually(accountOf(leaver.Name, kube.Name)).Should(HaveField("State", itmv1.AccountStateDeleted), "what can be undone is")
-		Expect(accountOf(leaver.Name, ld.Name)()).To(And(
-			HaveField("ID", leaverDN), HaveField("State", itmv1.AccountStateProvisioned)), "the record of what must still be undone is kept")
 
 		By("slapd starts again on the same port with its data; nobody touches the requests")
 		Expect(ldapServer.Restart()).To(Succeed())
