@@ -223,7 +223,7 @@ var _ = Describe("Outages", func() {
 		Expect(updateAs(k8s, leaver.Name, func(r *itmv1.OnboardingRequest) {
 			r.Spec.EndDate = &metav1.Time{Time: endDate}
 		})).To(Succeed())
-		Eventually(phaseOf(leaver.Name)).WithTimeout(time.Until(endDate) + 5*time.Second).Should(Equal(itmv1.OnboardingPhaseOffboarding),
+		Eventually(phaseOf(leaver.Name)).WithTimeout(time.Until(endDate)+5*time.Second).Should(Equal(itmv1.OnboardingPhaseOffboarding),
 			"offboarding starts at endDate, not a backoff later")
 		figure("endDate → Offboarding while LDAP is down", time.Since(endDate))
 		Eventually(conditionText(leaver.Name, itmv1.OnboardingConditionAccountsReady)).Should(And(
