@@ -130,7 +130,7 @@ func main() {
 	flag.StringVar(&bindableRoles, "bindable-cluster-roles", strings.Join(controllers.DefaultBindableRoles, ","), "Comma-separated ClusterRoles AccessPolicies may bind; the manager's RBAC must grant \"bind\" on exactly these.")
 	flag.StringVar(&clusterWideRoles, "cluster-wide-roles", strings.Join(controllers.DefaultClusterWideRoles, ","), "Comma-separated ClusterRoles a kubernetesAccess entry without namespaces binds by a ClusterRoleBinding; any other bindable role is bound by a RoleBinding in every namespace but kube-* and itmanager's own.")
 	flag.StringVar(&externalAPIURL, "external-api-url", "", "API server URL written into the kubeconfigs Kubernetes AccountProviders issue (default: the URL the manager itself uses).")
-	flag.DurationVar(&providerCheck, "account-provider-check-interval", 5*time.Minute, "How often each AccountProvider's connectivity is checked again.")
+	flag.DurationVar(&providerCheck, "account-provider-check-interval", 5*time.Minute, "How often each AccountProvider's connectivity is checked again; an unreachable one sooner, after as long as it has been failing (from 1s up to this).")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (net/http/pprof); \"0\" disables them.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)

@@ -28,7 +28,8 @@ const ProviderFieldManager = "itmanager-accountprovider"
 // AccountProviderReconciler checks that each AccountProvider can be reached
 // with its credentials (an LDAP bind and a read of usersDN; the Kubernetes
 // provider's namespace, created when missing) and reports it in Ready,
-// again every CheckEvery.
+// again every CheckEvery, and sooner while it cannot be reached
+// (accounts.Recheck), so that its return is seen soon.
 type AccountProviderReconciler struct {
 	client.Client
 	Providers  ProviderOpener
@@ -57,11 +58,13 @@ func (r *AccountProviderReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	status := *p.Status.DeepCopy()
 	status.ObservedGeneration = p.Generation
 	wasReady := meta.IsStatusConditionTrue(status.Conditions, "Ready")
+	transient := false
 	if err == nil {
 		status.Message = "connected"
 		setCondition(&status.Conditions, p.Generation, now, "Ready", metav1.ConditionTrue, itmv1.AccountProviderReasonConnected, describeProvider(p))
 	} else {
 		reason := itmv1.AccountProviderReasonUnreachable
+		transient = !accounts.IsConfig(err)
 		if accounts.IsConfig(err) {
 			reason = itmv1.AccountProviderReasonInvalidConfiguration
 			if r := accounts.ConfigReason(err); r != "" {
@@ -83,7 +86,8 @@ func (r *AccountProviderReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "CheckFailed", "Check", "%s", text.Truncate(err.Error(), 1024))
 		}
 	}
-	return ctrl.Result{RequeueAfter: every}, nil
+	failingSince := meta.FindStatusCondition(status.Conditions, "Ready").LastTransitionTime.Time
+	return ctrl.Result{RequeueAfter: accounts.Recheck(now, failingSince, transient, every)}, nil
 }
 
 func checkProvider(ctx context.Context, opener ProviderOpener, p *itmv1.AccountProvider) error {

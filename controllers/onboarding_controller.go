@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -62,6 +63,10 @@ type OnboardingReconciler struct {
 	Clock     clock.PassiveClock
 	Recorder  recorder.EventRecorder
 	Workers   int
+
+	// retry counts each request's consecutive failed passes for their
+	// backoff (the workqueue's own counts only returned errors).
+	retry workqueue.TypedRateLimiter[reconcile.Request]
 }
 
 // +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests,verbs=get;list;watch;patch
@@ -166,22 +171,22 @@ func (r *OnboardingReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if err := r.Patch(ctx, o, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
+		r.retry.Forget(req)
 		return ctrl.Result{}, nil
 	}
 
 	if len(ps.transient) > 0 || (len(ps.blocked) > 0 && !force) {
-		// Backoff, growing with every failure, until a provider answers.
-		return ctrl.Result{}, fmt.Errorf("onboarding %s: %s", o.Name, strings.Join(append(ps.transient, ps.blocked...), "; "))
+		// Backoff, growing with every failure, until a provider answers;
+		// but an endDate, startDate or renewal falling due meanwhile is
+		// acted on when it does (returning the error would requeue after
+		// the backoff alone, up to a quarter of an hour late).
+		err := fmt.Errorf("onboarding %s: %s", o.Name, strings.Join(append(ps.transient, ps.blocked...), "; "))
+		wait := onboarding.RetryAfter(now, r.retry.When(req), d.Next, ps.renewAt)
+		logf.FromContext(ctx).Error(err, "A provider failed; retrying", "after", wait)
+		return ctrl.Result{RequeueAfter: wait}, nil
 	}
-	res := ctrl.Result{}
-	for _, t := range []time.Time{d.Next, ps.renewAt} {
-		if !t.IsZero() {
-			after := max(t.Sub(now), time.Second)
-			if res.RequeueAfter == 0 || after < res.RequeueAfter {
-				res.RequeueAfter = after
-			}
-		}
-	}
+	r.retry.Forget(req)
+	res := ctrl.Result{RequeueAfter: onboarding.Wake(now, d.Next, ps.renewAt)}
 	if ps.assignRetry {
 		// Lost a race for a device: pick again once the cache has seen
 		// the winner.
@@ -663,6 +668,8 @@ func (r *OnboardingReconciler) transition(o *itmv1.OnboardingRequest, from, to i
 // SetupWithManager registers the controller: requests, the providers they
 // use, and the devices they hold or wait for.
 func (r *OnboardingReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	// As controller-runtime's default per-item backoff.
+	r.retry = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, 1000*time.Second)
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("onboarding").

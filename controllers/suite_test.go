@@ -59,7 +59,10 @@ var (
 	// checkinURL2 the second (the same service, its own process state).
 	checkinURL  string
 	checkinURL2 string
-	httpClient  *http.Client
+	// checkinReplicas serve checkinURL and checkinURL2, in that order; a
+	// spec may stop and start them again.
+	checkinReplicas []*checkinReplica
+	httpClient      *http.Client
 	// checkinCfg authenticates as the check-in service's ServiceAccount.
 	checkinCfg *rest.Config
 	// checkinTLSDir holds the check-in serving certificate as files.
@@ -79,6 +82,9 @@ var (
 	// stopOnboarding stops the onboarding manager, which runs apart from
 	// the rest so that a test can stop and restart it mid-provisioning.
 	stopOnboarding func()
+	// providerCheckEvery is the AccountProvider check interval of the
+	// onboarding managers startOnboarding starts.
+	providerCheckEvery = 5 * time.Second
 )
 
 // startOnboarding starts a manager running the onboarding and
@@ -105,7 +111,7 @@ func startOnboarding(wrap func(controllers.ProviderOpener, context.CancelFunc) c
 		opener = wrap(opener, mcancel)
 	}
 	Expect((&controllers.AccountProviderReconciler{
-		Client: mgr.GetClient(), Providers: opener, Clock: onbClock, Recorder: mgr.GetEventRecorder("itmanager-accountprovider"), CheckEvery: 5 * time.Second,
+		Client: mgr.GetClient(), Providers: opener, Clock: onbClock, Recorder: mgr.GetEventRecorder("itmanager-accountprovider"), CheckEvery: providerCheckEvery,
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.OnboardingReconciler{
 		Client: mgr.GetClient(), Providers: opener, Clock: onbClock, Recorder: mgr.GetEventRecorder("itmanager-onboarding"), Workers: 4,
@@ -214,7 +220,7 @@ var _ = BeforeSuite(func() {
 	checkinTLSDir = GinkgoT().TempDir()
 	Expect(testenv.MountSecret(ctx, k8s, certSecret, checkinTLSDir, time.Minute, 10*time.Second)).To(Succeed())
 	for i, port := range ports {
-		startCheckin(fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("checkin-%d", i), checkinMinInterval, 16)
+		checkinReplicas = append(checkinReplicas, startCheckin(fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("checkin-%d", i), checkinMinInterval, 16))
 	}
 
 	stopOnboarding = startOnboarding(nil)
@@ -243,24 +249,67 @@ var _ = BeforeSuite(func() {
 
 // startCheckin runs one replica of the check-in service on addr with the
 // check-in ServiceAccount's credentials and nothing else, until the suite
-// ends.
-func startCheckin(addr, name string, minInterval time.Duration, maxInFlight int) {
+// ends or a spec stops it.
+func startCheckin(addr, name string, minInterval time.Duration, maxInFlight int) *checkinReplica {
 	GinkgoHelper()
+	r := &checkinReplica{addr: addr, name: name, minInterval: minInterval, maxInFlight: maxInFlight}
+	r.Start()
+	return r
+}
+
+// checkinReplica is one in-process replica of the check-in service.
+type checkinReplica struct {
+	addr, name  string
+	minInterval time.Duration
+	maxInFlight int
+	// stop ends its HTTP server and waits until it is closed; nil while
+	// stopped.
+	stop func()
+}
+
+// Start serves on the replica's address with a new server (no state kept
+// from before, as a restarted Pod), once it accepts connections.
+func (r *checkinReplica) Start() {
+	GinkgoHelper()
+	Expect(r.stop).To(BeNil(), "check-in replica %s is running", r.name)
+	rctx, rcancel := context.WithCancel(ctx)
 	cl, err := client.New(checkinCfg, client.Options{Scheme: testenv.Scheme})
 	Expect(err).NotTo(HaveOccurred())
 	certs, err := certwatcher.New(filepath.Join(checkinTLSDir, "tls.crt"), filepath.Join(checkinTLSDir, "tls.key"))
 	Expect(err).NotTo(HaveOccurred())
-	go func() { _ = certs.Start(ctx) }()
+	go func() { _ = certs.Start(rctx) }()
 	server := &checkin.Server{
 		Reader: cl, Writer: cl, Clock: clock.RealClock{}, DevicesNamespace: testenv.DevicesNamespace,
-		StaleAfter: staleAfter, Interval: time.Second, MinInterval: minInterval, MaxInFlight: maxInFlight,
-		AddressCIDRs: mustPrefixes(agentCIDR, "fd00::/8"), Log: ctrl.Log.WithName(name),
+		StaleAfter: staleAfter, Interval: time.Second, MinInterval: r.minInterval, MaxInFlight: r.maxInFlight,
+		AddressCIDRs: mustPrefixes(agentCIDR, "fd00::/8"), Log: ctrl.Log.WithName(r.name),
 	}
-	listener := &checkin.Listener{Addr: addr, Handler: server.Handler(), GetCertificate: certs.GetCertificate, Log: ctrl.Log.WithName(name)}
+	started, done := make(chan struct{}), make(chan struct{})
+	listener := &checkin.Listener{Addr: r.addr, Handler: server.Handler(), GetCertificate: certs.GetCertificate, Log: ctrl.Log.WithName(r.name),
+		Started: func() { close(started) }}
 	go func() {
 		defer GinkgoRecover()
-		Expect(listener.Start(ctx)).To(Succeed())
+		defer close(done)
+		Expect(listener.Start(rctx)).To(Succeed())
 	}()
+	select {
+	case <-started:
+	case <-done:
+	case <-time.After(10 * time.Second):
+		Fail("check-in replica " + r.name + " did not start listening within 10s")
+	}
+	r.stop = func() {
+		rcancel()
+		<-done
+	}
+}
+
+// Stop closes the replica's HTTP server (in-flight check-ins drain for up
+// to 10 s) and returns once nothing listens on its address.
+func (r *checkinReplica) Stop() {
+	GinkgoHelper()
+	Expect(r.stop).NotTo(BeNil(), "check-in replica %s is stopped", r.name)
+	r.stop()
+	r.stop = nil
 }
 
 var _ = AfterSuite(func() {

@@ -44,6 +44,8 @@ type LDAPServer struct {
 	exitErr error
 	dir     string
 	log     *os.File
+	// bin, confPath and listen start slapd again after Halt.
+	bin, confPath, listen string
 }
 
 // slapdPath finds slapd, which Debian installs outside a user's PATH.
@@ -95,7 +97,7 @@ type LDAPOptions struct {
 }
 
 // StartLDAP starts slapd on a free loopback port; Stop ends it and removes
-// its files.
+// its files, Halt ends it and keeps them for Restart.
 func StartLDAP(opts LDAPOptions) (*LDAPServer, error) {
 	bin, err := ensureSLAPD()
 	if err != nil {
@@ -163,6 +165,15 @@ func (s *LDAPServer) start(bin string, opts LDAPOptions) error {
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return err
 	}
+	logPath := filepath.Join(s.dir, "slapd.log")
+	if opts.LogDir != "" {
+		logPath = filepath.Join(opts.LogDir, "slapd.log")
+	}
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	s.log, s.bin, s.confPath = log, bin, confPath
 	var lastErr error
 	for range 5 { // a free port can be taken before slapd binds it
 		ports, err := FreePorts(2)
@@ -170,51 +181,92 @@ func (s *LDAPServer) start(bin string, opts LDAPOptions) error {
 			return err
 		}
 		s.URL = fmt.Sprintf("ldap://127.0.0.1:%d", ports[0])
-		listen := s.URL + "/"
+		s.listen = s.URL + "/"
 		if opts.TLS {
 			s.LDAPSURL = fmt.Sprintf("ldaps://127.0.0.1:%d", ports[1])
-			listen += " " + s.LDAPSURL + "/"
+			s.listen += " " + s.LDAPSURL + "/"
 		}
-		cmd := exec.Command(bin, "-f", confPath, "-h", listen, "-d", "0")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		logPath := filepath.Join(s.dir, "slapd.log")
-		if opts.LogDir != "" {
-			logPath = filepath.Join(opts.LogDir, "slapd.log")
-		}
-		s.log, err = os.Create(logPath)
-		if err != nil {
-			return err
-		}
-		cmd.Stdout, cmd.Stderr = s.log, s.log
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		s.cmd = cmd
-		s.exited = make(chan struct{})
-		go func() { s.exitErr = cmd.Wait(); close(s.exited) }()
-		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) {
-			select {
-			case <-s.exited:
-				lastErr = fmt.Errorf("slapd exited: %w (log %s)", s.exitErr, logPath)
-				s.cmd = nil
-			default:
-			}
-			if s.cmd == nil {
-				break
-			}
-			if c, err := ldap.DialURL(s.URL); err == nil {
-				_ = c.Close()
-				return nil
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if s.cmd != nil {
-			return fmt.Errorf("slapd did not answer on %s within 15s (log %s)", s.URL, logPath)
+		lastErr = s.launch()
+		if !errors.Is(lastErr, errSlapdExited) {
+			return lastErr
 		}
 	}
 	return lastErr
 }
+
+// errSlapdExited: slapd ended before it answered (a port taken, most often).
+var errSlapdExited = errors.New("slapd exited")
+
+// launch runs slapd on s.listen with s's configuration and data, and returns
+// once it answers on URL.
+func (s *LDAPServer) launch() error {
+	cmd := exec.Command(s.bin, "-f", s.confPath, "-h", s.listen, "-d", "0")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	s.cmd, s.exited = cmd, exited
+	go func() { s.exitErr = cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			s.cmd = nil
+			return fmt.Errorf("%w: %w (log %s)", errSlapdExited, s.exitErr, s.log.Name())
+		default:
+		}
+		if c, err := ldap.DialURL(s.URL); err == nil {
+			_ = c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.kill()
+	return fmt.Errorf("slapd did not answer on %s within 15s (log %s)", s.URL, s.log.Name())
+}
+
+// kill ends slapd (SIGTERM, SIGKILL after 5 s) and waits for it.
+func (s *LDAPServer) kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+	}
+	s.cmd = nil
+}
+
+// Halt stops slapd, as an outage of the directory would, and keeps its data
+// and configuration: nothing listens on URL until Restart.
+func (s *LDAPServer) Halt() error {
+	if s.cmd == nil {
+		return errors.New("slapd is not running")
+	}
+	s.kill()
+	if c, err := ldap.DialURL(s.URL); err == nil {
+		_ = c.Close()
+		return fmt.Errorf("%s still answers after slapd stopped", s.URL)
+	}
+	return nil
+}
+
+// Restart starts slapd again after Halt, on the same URL with the same data,
+// and returns once it answers.
+func (s *LDAPServer) Restart() error {
+	if s.cmd != nil {
+		return errors.New("slapd is running")
+	}
+	return s.launch()
+}
+
+// Running reports whether slapd runs (it was not halted, or was restarted).
+func (s *LDAPServer) Running() bool { return s.cmd != nil }
 
 // Admin is a connection bound as the rootdn; the caller closes it.
 func (s *LDAPServer) Admin() (*ldap.Conn, error) {
@@ -260,15 +312,7 @@ func addRequest(dn string, attrs map[string][]string) *ldap.AddRequest {
 
 // Stop ends slapd and removes its files.
 func (s *LDAPServer) Stop() error {
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-			<-s.exited
-		}
-	}
+	s.kill()
 	if s.log != nil {
 		_ = s.log.Close()
 	}
