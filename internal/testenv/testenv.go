@@ -101,6 +101,9 @@ type Options struct {
 	// kube-controller-manager.log; otherwise they go to a temporary
 	// directory (controller manager) or are discarded (etcd, API server).
 	LogDir string
+	// APIServerFlags are added to kube-apiserver's flags (for example the
+	// benchmark's audit-policy-file and audit-log-path).
+	APIServerFlags map[string]string
 }
 
 // Environment is a running control plane.
@@ -148,6 +151,14 @@ func Start(opts Options) (*Environment, error) {
 		}
 		env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
 		env.ControlPlane.APIServer = &envtest.APIServer{Out: apiLog, Err: apiLog}
+	}
+	if len(opts.APIServerFlags) > 0 {
+		if env.ControlPlane.APIServer == nil {
+			env.ControlPlane.APIServer = &envtest.APIServer{}
+		}
+		for k, v := range opts.APIServerFlags {
+			env.ControlPlane.APIServer.Configure().Set(k, v)
+		}
 	}
 	cfg, err := env.Environment.Start()
 	if err != nil {
