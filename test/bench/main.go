@@ -25,6 +25,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
@@ -83,6 +86,8 @@ func (r *report) detail(format string, args ...any) {
 
 func main() {
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard()) // envtest's own progress lines
+
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
