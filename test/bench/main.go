@@ -158,8 +158,8 @@ func run() error {
 
 // stamp is what the report says about where and how it was measured.
 type stamp struct {
-	commit, date, machine, goVersion, controlPlane, command string
-	took                                                    time.Duration
+	commit, date, machine, goVersion, controlPlane, command, scenarios string
+	took                                                               time.Duration
 }
 
 func stampNow(root, outPath string) (stamp, error) {
@@ -196,6 +196,18 @@ func stampNow(root, outPath string) (stamp, error) {
 	s.goVersion = runtime.Version()
 	s.controlPlane = controlPlaneVersions()
 	s.command = "go run ./test/bench " + strings.Join(os.Args[1:], " ")
+	var ran, skipped []string
+	for _, sc := range allScenarios {
+		if strings.Contains(","+*scenariosFlag+",", ","+sc+",") {
+			ran = append(ran, sc)
+		} else {
+			skipped = append(skipped, sc)
+		}
+	}
+	s.scenarios = strings.Join(ran, ", ")
+	if len(skipped) > 0 {
+		s.scenarios += " (a subset: not run here: " + strings.Join(skipped, ", ") + ")"
+	}
 	return s, nil
 }
 
@@ -252,8 +264,8 @@ func render(st stamp, rep *report, curve []curvePoint, outPath string) string {
 	var b strings.Builder
 	b.WriteString("# Benchmarks\n\n")
 	b.WriteString("Written by `make bench` (`go run ./test/bench`, one program: test/bench). Every figure is measured from outside, through the API and the audit log of the API server, against the real control plane, the real manager binary and check-in service and a real slapd; nothing here is computed from a model. Targets are DESIGN §6.\n\n")
-	fmt.Fprintf(&b, "- Commit: `%s`\n- Date: %s (took %s)\n- Machine: %s\n- Go: %s\n- Control plane: %s\n- Command: `%s`\n\n",
-		st.commit, st.date, st.took.Round(time.Second), st.machine, st.goVersion, st.controlPlane, st.command)
+	fmt.Fprintf(&b, "- Commit: `%s`\n- Date: %s (took %s)\n- Machine: %s\n- Go: %s\n- Control plane: %s\n- Command: `%s`\n- Scenarios: %s\n\n",
+		st.commit, st.date, st.took.Round(time.Second), st.machine, st.goVersion, st.controlPlane, st.command, st.scenarios)
 	if len(rep.rows) > 0 {
 		b.WriteString("| scenario | measure | value | target | met |\n|---|---|---|---|---|\n")
 		for _, r := range rep.rows {
