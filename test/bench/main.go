@@ -134,15 +134,23 @@ func run() error {
 			curve = append(curve, p)
 		}
 	} else {
+		// The report is written after each cluster, so that a run cut short
+		// keeps what it measured (its header says how long it ran).
+		save := func() {
+			st.took = time.Since(start)
+			_ = os.WriteFile(outPath, []byte(render(st, rep, nil, outPath)), 0o644)
+		}
 		if selected["onboarding"] || selected["convergence"] || selected["churn"] || selected["steady"] {
 			if err := runAccessCluster(ctx, rep, selected, *devices); err != nil {
 				return err
 			}
+			save()
 		}
 		if selected["checkins"] {
 			if err := runCheckins(ctx, rep); err != nil {
 				return err
 			}
+			save()
 		}
 		if selected["rollout"] {
 			if err := runRollout(ctx, rep); err != nil {
