@@ -610,6 +610,10 @@ func churn(c *cluster, n, changes int, rate float64) (*churnResult, error) {
 	res.npsPer = len(affected(0))
 	var last int
 	for k := range changes {
+		if time.Since(t0) > *churnFor && k%2 == 0 {
+			logf("  stopped after %d changes: -churn-for %s is up", k, *churnFor)
+			break
+		}
 		i := last
 		deny := k%2 == 0
 		if deny {

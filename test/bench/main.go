@@ -37,6 +37,7 @@ var (
 	groups        = flag.Int("groups", 10, "Groups; person p is in group p mod groups.")
 	policies      = flag.Int("policies", 100, "AccessPolicies; policy j grants group j mod groups access to namespaces 2j and 2j+1.")
 	changes       = flag.Int("changes", 100, "Measured posture changes (half deny a device, half allow it again).")
+	churnFor      = flag.Duration("churn-for", 6*time.Minute, "Stop measuring posture changes after this long (when each takes up to its 30 s bound).")
 	churnRate     = flag.Float64("churn", 50, "Background device changes per second while the posture changes are measured.")
 	steadyFor     = flag.Duration("steady", 10*time.Minute, "Length of the steady state (spans --account-provider-check-interval and a token renewal).")
 	providerCheck = flag.Duration("provider-check", 2*time.Minute, "The manager's --account-provider-check-interval.")
