@@ -205,7 +205,9 @@ func waitPhase(c *cluster, done func(*itmv1.OnboardingRequest) bool, _ client.Ha
 	for {
 		var l itmv1.OnboardingRequestList
 		if err := c.admin.List(c.ctx, &l); err != nil {
-			return err
+			logf("  list failed, retrying: %v", err)
+			time.Sleep(5 * time.Second)
+			continue
 		}
 		k := 0
 		for i := range l.Items {

@@ -265,7 +265,9 @@ func waitCheckedIn(c *cluster, n int, timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		list := &itmv1.DeviceList{}
 		if err := c.admin.List(c.ctx, list, client.MatchingLabels{"bench": "checkins"}); err != nil {
-			return err
+			logf("  list failed, retrying: %v", err) // the API server under load; the deadline bounds this
+			time.Sleep(5 * time.Second)
+			continue
 		}
 		fresh := 0
 		for _, d := range list.Items {

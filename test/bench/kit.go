@@ -610,10 +610,14 @@ func waitEnrolled(ctx context.Context, admin client.Client, n int, timeout time.
 		secrets := &corev1.SecretList{}
 		leases := &coordinationv1.LeaseList{}
 		if err := admin.List(ctx, secrets, client.InNamespace(testenv.DevicesNamespace)); err != nil {
-			return nil, "", nil, err
+			logf("  list failed, retrying: %v", err)
+			time.Sleep(5 * time.Second)
+			continue
 		}
 		if err := admin.List(ctx, leases, client.InNamespace(testenv.DevicesNamespace)); err != nil {
-			return nil, "", nil, err
+			logf("  list failed, retrying: %v", err)
+			time.Sleep(5 * time.Second)
+			continue
 		}
 		hashes := map[string]string{}
 		for _, l := range leases.Items {

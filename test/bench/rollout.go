@@ -181,7 +181,9 @@ func waitCheckedInLabel(c *cluster, n int, k, v string) error {
 	for time.Now().Before(deadline) {
 		list := &itmv1.DeviceList{}
 		if err := c.admin.List(c.ctx, list, client.MatchingLabels{k: v}); err != nil {
-			return err
+			logf("  list failed, retrying: %v", err)
+			time.Sleep(5 * time.Second)
+			continue
 		}
 		ready := 0
 		for _, d := range list.Items {
@@ -206,7 +208,9 @@ func waitUpgraded(c *cluster, n int, timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		list := &itmv1.DeviceList{}
 		if err := c.admin.List(c.ctx, list, client.MatchingLabels{"ring": "bench"}); err != nil {
-			return err
+			logf("  list failed, retrying: %v", err)
+			time.Sleep(5 * time.Second)
+			continue
 		}
 		ok := 0
 		for _, d := range list.Items {
