@@ -76,22 +76,19 @@ test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run unit and inte
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
 		go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
-.PHONY: bench-devices
-bench-devices: control-plane ## Benchmark 10,000 devices checking in once a minute (about 20 minutes).
-	go run ./test/bench/devices -devices $${DEVICES:-10000} -out docs/bench/devices-$${DEVICES:-10000}.md
-
-.PHONY: bench-access
-bench-access: control-plane ## Benchmark 10,000 devices under 100 AccessPolicies: posture change → NetworkPolicy latency.
-	go run ./test/bench/access -devices 10000 -policies 100 -out docs/bench/access-10000.md
-
-.PHONY: bench-onboarding
-bench-onboarding: control-plane ## Benchmark 500 joiners and leavers (Kubernetes and LDAP accounts, a laptop each) against a real slapd.
+# The benchmark suite (test/bench): one program, one report. SCENARIOS picks
+# a subset, BENCH_FLAGS adds flags (e.g. -devices 1000 -steady 2m).
+SCENARIOS ?= onboarding,convergence,churn,steady,checkins,rollout
+BENCH_FLAGS ?=
+.PHONY: bench
+bench: control-plane ## Run every benchmark scenario (~40 min, quiet machine) and write docs/benchmarks.md (refuses a dirty tree unless ALLOW_DIRTY=1).
 	hack/install-slapd.sh
-	go run ./test/bench/onboarding -people 500 -out docs/bench/onboarding-500.md
+	go run ./test/bench -scenarios $(SCENARIOS) $(if $(ALLOW_DIRTY),-allow-dirty) $(BENCH_FLAGS)
 
-.PHONY: bench-rollout
-bench-rollout: control-plane ## Benchmark a MaintenanceWindow rolling 2,000 agent devices out, 10% at a time.
-	go run ./test/bench/rollout -devices 2000 -max-unavailable 10% -out docs/bench/rollout-2000.md
+.PHONY: bench-100k
+bench-100k: control-plane ## Convergence, propagation under churn and RSS at 1,000 / 10,000 / 100,000 devices (about an hour; not in CI); writes the scale curve into docs/benchmarks.md.
+	hack/install-slapd.sh
+	go run ./test/bench -scenarios convergence,churn -curve 1000,10000,100000 $(if $(ALLOW_DIRTY),-allow-dirty) $(BENCH_FLAGS)
 
 ##@ Build
 

@@ -102,6 +102,9 @@ type Options struct {
 	// kube-controller-manager.log; otherwise they go to a temporary
 	// directory (controller manager) or are discarded (etcd, API server).
 	LogDir string
+	// APIServerFlags are added to kube-apiserver's flags (for example the
+	// benchmark's audit-policy-file and audit-log-path).
+	APIServerFlags map[string]string
 }
 
 // Environment is a running control plane.
@@ -170,6 +173,9 @@ func Start(opts Options) (*Environment, error) {
 		return nil, err
 	}
 	env.ControlPlane.APIServer.CertDir = env.apiCertDir
+	for k, v := range opts.APIServerFlags {
+		env.ControlPlane.APIServer.Configure().Set(k, v)
+	}
 	cfg, err := env.Environment.Start()
 	if err != nil {
 		env.closeLogs()
