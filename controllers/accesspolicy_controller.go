@@ -18,9 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -94,6 +92,7 @@ type AccessPolicyReconciler struct {
 	AddressRanges []netip.Prefix
 
 	memo writeMemo
+	own  ownWrites
 }
 
 // +kubebuilder:rbac:groups=itmanager.io,resources=accesspolicies,verbs=get;list;watch
@@ -101,8 +100,8 @@ type AccessPolicyReconciler struct {
 // +kubebuilder:rbac:groups=itmanager.io,resources=onboardingrequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups=itmanager.io,resources=accountproviders,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings;clusterrolebindings,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings;clusterrolebindings,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get
 
 // Reconcile resolves one AccessPolicy, enforces it and reports it.
@@ -589,8 +588,9 @@ func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy
 			case live != nil && upToDate(live, o):
 				continue
 			}
+			cur = live
 		}
-		if err := r.apply(ctx, o); err != nil {
+		if err := r.write(ctx, p, o, cur); err != nil {
 			errs = append(errs, err)
 			r.memo.forget(p.Name, memoKey)
 			continue
@@ -611,7 +611,7 @@ func (r *AccessPolicyReconciler) sync(ctx context.Context, p *itmv1.AccessPolicy
 				continue
 			}
 			r.memo.forget(p.Name, fmt.Sprint(keyOf(o)))
-			if err := r.apply(ctx, w); err != nil {
+			if err := r.write(ctx, p, w, o); err != nil {
 				errs = append(errs, err)
 			}
 			continue
@@ -688,19 +688,80 @@ func upToDate(cur, desired client.Object) bool {
 	return false
 }
 
-// apply writes a generated object with server-side apply under
-// AccessFieldManager; fields it no longer sets are removed.
-func (r *AccessPolicyReconciler) apply(ctx context.Context, o client.Object) error {
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+// write makes a generated object what desired says: created when absent
+// (cur nil), otherwise cur updated under an optimistic lock, with its
+// content replaced and our labels and controller reference set (other
+// labels, annotations and owner references stay). A conflict (the cache
+// was behind) reads the object live and tries once more. Not server-side
+// apply: for a NetworkPolicy of 1,000 CIDRs (40 KiB) the API server spends
+// about six times as long on an apply as on a create or an update, and a
+// whole-content update also puts back a hand edit under any field manager.
+func (r *AccessPolicyReconciler) write(ctx context.Context, p *itmv1.AccessPolicy, desired, cur client.Object) error {
+	if cur == nil {
+		obj := desired.DeepCopyObject().(client.Object)
+		if err := r.Create(ctx, obj, client.FieldOwner(AccessFieldManager)); err != nil {
+			return fmt.Errorf("create %s %s: %w", kindOf(desired), objectKey(desired), err)
+		}
+		r.own.wrote(obj)
+		return nil
+	}
+	obj := overwritten(cur, desired)
+	err := r.Update(ctx, obj, client.FieldOwner(AccessFieldManager))
+	if apierrors.IsConflict(err) {
+		live, why, lerr := r.liveObject(ctx, desired, p)
+		switch {
+		case lerr != nil:
+			err = lerr
+		case why != "":
+			err = errors.New(why)
+		case live == nil:
+			return r.write(ctx, p, desired, nil)
+		case upToDate(live, desired):
+			return nil
+		default:
+			obj = overwritten(live, desired)
+			err = r.Update(ctx, obj, client.FieldOwner(AccessFieldManager))
+		}
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("update %s %s: %w", kindOf(desired), objectKey(desired), err)
 	}
-	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
-	unstructured.RemoveNestedField(u, "status")
-	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}), client.FieldOwner(AccessFieldManager), client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply %s %s: %w", kindOf(o), objectKey(o), err)
-	}
+	r.own.wrote(obj)
 	return nil
+}
+
+// overwritten is cur (a copy, keeping its resourceVersion) with desired's
+// content, labels and controller reference.
+func overwritten(cur, desired client.Object) client.Object {
+	out := cur.DeepCopyObject().(client.Object)
+	ls := out.GetLabels()
+	if ls == nil {
+		ls = map[string]string{}
+	}
+	for k, v := range desired.GetLabels() {
+		ls[k] = v
+	}
+	out.SetLabels(ls)
+	refs := out.GetOwnerReferences()
+	for _, want := range desired.GetOwnerReferences() {
+		if i := slices.IndexFunc(refs, func(ref metav1.OwnerReference) bool { return ref.UID == want.UID }); i >= 0 {
+			refs[i] = want
+		} else {
+			refs = append(refs, want)
+		}
+	}
+	out.SetOwnerReferences(refs)
+	switch o := out.(type) {
+	case *networkingv1.NetworkPolicy:
+		o.Spec = *desired.(*networkingv1.NetworkPolicy).Spec.DeepCopy()
+	case *rbacv1.ClusterRoleBinding:
+		d := desired.(*rbacv1.ClusterRoleBinding)
+		o.RoleRef, o.Subjects = d.RoleRef, slices.Clone(d.Subjects)
+	case *rbacv1.RoleBinding:
+		d := desired.(*rbacv1.RoleBinding)
+		o.RoleRef, o.Subjects = d.RoleRef, slices.Clone(d.Subjects)
+	}
+	return out
 }
 
 func kindOf(o client.Object) string {
@@ -767,11 +828,10 @@ func (r *AccessPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("accesspolicy").
 		For(&itmv1.AccessPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&networkingv1.NetworkPolicy{}).
-		Owns(&rbacv1.ClusterRoleBinding{}).
-		Owns(&rbacv1.RoleBinding{}).
-		Watches(&itmv1.Device{}, handler.EnqueueRequestsFromMapFunc(r.deviceToPolicies),
-			builder.WithPredicates(deviceAccessChanged())).
+		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(r.own.notEcho())).
+		Owns(&rbacv1.ClusterRoleBinding{}, builder.WithPredicates(r.own.notEcho())).
+		Owns(&rbacv1.RoleBinding{}, builder.WithPredicates(r.own.notEcho())).
+		Watches(&itmv1.Device{}, r.deviceHandler(), builder.WithPredicates(deviceAccessChanged())).
 		Watches(&itmv1.OnboardingRequest{}, handler.EnqueueRequestsFromMapFunc(r.requestToPolicies),
 			builder.WithPredicates(requestAccessChanged())).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToPolicies),
@@ -871,6 +931,51 @@ func (r *AccessPolicyReconciler) deviceToPolicies(ctx context.Context, o client.
 		}
 	}
 	return requestsFor(ps)
+}
+
+// deviceHandler maps Device events with deviceToPolicies, except an update
+// of reported facts alone (access.ReportOnly): it reaches only the policies
+// whose verdict on the device it changes. Agents report facts all the time
+// that no policy looks at; at fleet scale, reconciling every policy of the
+// device's owner for each would keep the queue full and delay the changes
+// that matter.
+func (r *AccessPolicyReconciler) deviceHandler() handler.EventHandler {
+	mapped := handler.EnqueueRequestsFromMapFunc(r.deviceToPolicies)
+	return handler.Funcs{
+		CreateFunc: mapped.Create, DeleteFunc: mapped.Delete, GenericFunc: mapped.Generic,
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			o, n := e.ObjectOld.(*itmv1.Device), e.ObjectNew.(*itmv1.Device)
+			if !access.ReportOnly(o, n) {
+				mapped.Update(ctx, e, q)
+				return
+			}
+			for _, req := range r.reportToPolicies(ctx, o, n) {
+				q.Add(req)
+			}
+		},
+	}
+}
+
+// reportToPolicies are the policies selecting a device whose verdict on it
+// a ReportOnly update from old to cur changes, judged with its live
+// check-in and conflicts; every policy selecting it when those cannot be
+// read.
+func (r *AccessPolicyReconciler) reportToPolicies(ctx context.Context, old, cur *itmv1.Device) []reconcile.Request {
+	ps := r.policiesForDevice(ctx, cur)
+	after := access.Candidate{Device: cur, AddressRanges: r.AddressRanges}
+	var err error
+	if after.LastCheckIn, err = RenewTime(ctx, r.Client, r.DevicesNamespace, cur); err == nil {
+		after.Conflicts, err = AddressConflicts(ctx, r.Client, cur)
+	}
+	if err != nil {
+		return requestsFor(ps)
+	}
+	before := after
+	before.Device = old
+	now := r.Clock.Now()
+	return requestsFor(slices.DeleteFunc(ps, func(p itmv1.AccessPolicy) bool {
+		return !access.VerdictChanged(before, after, p.Spec.Posture, now)
+	}))
 }
 
 func (r *AccessPolicyReconciler) requestToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
