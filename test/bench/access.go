@@ -417,7 +417,9 @@ func convergence(c *cluster, n int) (*convResult, error) {
 			ok := len(l.Items) == *policies
 			for _, p := range l.Items {
 				var j int
-				fmt.Sscanf(p.Name, "policy-%d", &j)
+				if _, err := fmt.Sscanf(p.Name, "policy-%d", &j); err != nil {
+					return nil, fmt.Errorf("unexpected AccessPolicy %s: %w", p.Name, err)
+				}
 				if p.Status.ObservedGeneration != p.Generation || int(p.Status.Devices.Allowed) != perGroupOf(n, j%*groups) {
 					ok = false
 					break
@@ -437,8 +439,8 @@ func convergence(c *cluster, n int) (*convResult, error) {
 	w1, f1 := c.audit.snapshot()
 	res.cpu = cpu1 - cpu0
 	res.reconciles = map[string]float64{}
-	for k, v := range m1.by("controller_runtime_reconcile_total", "controller", nil) {
-		if d := v - m0.by("controller_runtime_reconcile_total", "controller", nil)[k]; d > 0 {
+	for k, v := range m1.by("controller_runtime_reconcile_total", "controller") {
+		if d := v - m0.by("controller_runtime_reconcile_total", "controller")[k]; d > 0 {
 			res.reconciles[k] = d
 		}
 	}
@@ -453,8 +455,8 @@ func convergence(c *cluster, n int) (*convResult, error) {
 	res.opWrites = d.of(whoOperator)
 	res.opFailed = f1.sub(f0).of(whoOperator)
 	res.bodyBytes = map[string]float64{}
-	for k, v := range a1.by("apiserver_request_body_size_bytes_sum", "resource", nil) {
-		if dd := v - a0.by("apiserver_request_body_size_bytes_sum", "resource", nil)[k]; dd > 0 {
+	for k, v := range a1.by("apiserver_request_body_size_bytes_sum", "resource") {
+		if dd := v - a0.by("apiserver_request_body_size_bytes_sum", "resource")[k]; dd > 0 {
 			res.bodyBytes[k] = dd
 		}
 	}

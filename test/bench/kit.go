@@ -112,7 +112,7 @@ func parseMetrics(raw []byte) metrics {
 			continue
 		}
 		s := sample{labels: map[string]string{}}
-		rest := line
+		var rest string
 		if i := strings.IndexByte(line, '{'); i >= 0 {
 			j := strings.LastIndexByte(line, '}')
 			if j < i {
@@ -188,24 +188,14 @@ func (m metrics) sum(name string, match map[string]string) float64 {
 	return t
 }
 
-// by sums the samples called name whose labels include match, grouped by
-// the value of label.
-func (m metrics) by(name, label string, match map[string]string) map[string]float64 {
+// by sums the samples called name, grouped by the value of label.
+func (m metrics) by(name, label string) map[string]float64 {
 	out := map[string]float64{}
 	for _, s := range m {
 		if s.name != name {
 			continue
 		}
-		ok := true
-		for k, v := range match {
-			if s.labels[k] != v {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			out[s.labels[label]] += s.value
-		}
+		out[s.labels[label]] += s.value
 	}
 	return out
 }
@@ -400,9 +390,7 @@ func startCluster(parent context.Context, opts clusterOptions) (*cluster, error)
 	}}); err != nil {
 		return nil, err
 	}
-	if c.audit, err = tailAudit(c.ctx, auditPath); err != nil {
-		return nil, err
-	}
+	c.audit = tailAudit(c.ctx, auditPath)
 	c.adminCfg = rest.CopyConfig(c.env.Config)
 	c.adminCfg.QPS, c.adminCfg.Burst = 2000, 4000
 	if c.admin, err = client.NewWithWatch(c.adminCfg, client.Options{Scheme: testenv.Scheme}); err != nil {
@@ -750,10 +738,10 @@ type auditLog struct {
 	read   atomic.Int64
 }
 
-func tailAudit(ctx context.Context, path string) (*auditLog, error) {
+func tailAudit(ctx context.Context, path string) *auditLog {
 	a := &auditLog{path: path, counts: writes{}, failed: writes{}}
 	go a.run(ctx)
-	return a, nil
+	return a
 }
 
 func (a *auditLog) run(ctx context.Context) {
