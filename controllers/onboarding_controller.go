@@ -276,9 +276,10 @@ func (r *OnboardingReconciler) syncAccount(ctx context.Context, o *itmv1.Onboard
 		case w.Want == onboarding.WantGone:
 			ps.blocked = append(ps.blocked, fmt.Sprintf("AccountProvider %s: %s", w.Provider, msg))
 			keep(msg)
-		case accounts.IsConflict(err) || (accounts.IsConfig(err) && prev == nil):
+		case accounts.IsConflict(err) || (accounts.IsConfig(err) && (prev == nil || prev.ID == "")):
 			// Someone else's account, or a provider that cannot work for
-			// an account not made yet: waits for a person to act.
+			// an account not made yet (no record, or only the record of
+			// this same failure): waits for a person to act.
 			ps.permanent = append(ps.permanent, fmt.Sprintf("AccountProvider %s: %s", w.Provider, msg))
 			id := ""
 			if prev != nil {

@@ -374,6 +374,9 @@ var _ = Describe("OnboardingRequest", func() {
 		})
 		Expect(k8s.Create(ctx, r)).To(Succeed())
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseFailed))
+		// The next pass (its own status write starts one) sees the
+		// recorded failure, not a made account: the request stays Failed.
+		Consistently(phaseOf(r.Name)).WithTimeout(2 * time.Second).Should(Equal(itmv1.OnboardingPhaseFailed))
 		Expect(accountOf(r.Name, operator.Name)().Message).To(ContainSubstring("it is the operator's own"))
 		Expect(apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: r.Name}, &corev1.ServiceAccount{}))).To(BeTrue())
 	})
