@@ -161,23 +161,10 @@ func runCheckins(ctx context.Context, rep *report) error {
 		return err
 	}
 	defer c.stop()
-	names := make([]string, n)
-	for i := range names {
-		names[i] = fmt.Sprintf("agent-%05d", i)
-	}
 	mStart := c.scrape()
 	logf("creating %d Devices with agents", n)
 	t0 := time.Now()
-	if err := parallel(32, n, func(i int) error {
-		return c.admin.Create(c.ctx, &itmv1.Device{
-			ObjectMeta: metav1.ObjectMeta{Name: names[i], Labels: map[string]string{"bench": "checkins"}},
-			Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Agent: &itmv1.AgentSpec{Enabled: true},
-				OS: &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "24.04"}},
-		})
-	}); err != nil {
-		return err
-	}
-	tokens, base, ca, err := waitEnrolled(c.ctx, c.admin, n, 30*time.Minute)
+	names, tokens, base, ca, err := c.enrolAgents(n, map[string]string{"bench": "checkins"}, "24.04", 30*time.Minute)
 	if err != nil {
 		return err
 	}

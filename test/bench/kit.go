@@ -22,11 +22,13 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
@@ -587,6 +589,26 @@ func blank(s string) string {
 		s = s[:160] + "…"
 	}
 	return s
+}
+
+// enrolAgents creates n laptop Devices agent-00000… with an agent, the
+// labels and an OS target version, and waits until every one is enrolled.
+func (c *cluster) enrolAgents(n int, labels map[string]string, target string, timeout time.Duration) ([]string, map[string]string, string, []byte, error) {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("agent-%05d", i)
+	}
+	if err := parallel(32, n, func(i int) error {
+		return c.admin.Create(c.ctx, &itmv1.Device{
+			ObjectMeta: metav1.ObjectMeta{Name: names[i], Labels: labels},
+			Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Agent: &itmv1.AgentSpec{Enabled: true},
+				OS: &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: target}},
+		})
+	}); err != nil {
+		return nil, nil, "", nil, err
+	}
+	tokens, base, ca, err := waitEnrolled(c.ctx, c.admin, n, timeout)
+	return names, tokens, base, ca, err
 }
 
 // waitEnrolled waits until every device's Secret exists and its Lease holds

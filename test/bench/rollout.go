@@ -47,20 +47,7 @@ func runRollout(ctx context.Context, rep *report) error {
 		return err
 	}
 	defer c.stop()
-	names := make([]string, n)
-	for i := range names {
-		names[i] = fmt.Sprintf("agent-%05d", i)
-	}
-	if err := parallel(32, n, func(i int) error {
-		return c.admin.Create(c.ctx, &itmv1.Device{
-			ObjectMeta: metav1.ObjectMeta{Name: names[i], Labels: map[string]string{"ring": "bench"}},
-			Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Agent: &itmv1.AgentSpec{Enabled: true},
-				OS: &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "2.0"}},
-		})
-	}); err != nil {
-		return err
-	}
-	tokens, base, ca, err := waitEnrolled(c.ctx, c.admin, n, 20*time.Minute)
+	names, tokens, base, ca, err := c.enrolAgents(n, map[string]string{"ring": "bench"}, "2.0", 20*time.Minute)
 	if err != nil {
 		return err
 	}
