@@ -2,6 +2,11 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -16,8 +21,10 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
@@ -35,6 +42,8 @@ type kubelet struct {
 	node    string
 	failJob bool
 	report  string
+	// hold keeps the upgrade Job's pod pending (the Job running) while set.
+	hold atomic.Bool
 }
 
 func (k *kubelet) run(c context.Context) {
@@ -59,6 +68,9 @@ func (k *kubelet) run(c context.Context) {
 			case p.DeletionTimestamp != nil:
 				_ = k8s.Delete(c, p, client.GracePeriodSeconds(0))
 			case p.Labels[controllers.LabelUpgradeDevice] != "" && (p.Status.Phase == "" || p.Status.Phase == corev1.PodPending):
+				if k.hold.Load() {
+					break
+				}
 				p.Status.Phase = corev1.PodSucceeded
 				exit := int32(0)
 				if k.failJob {
@@ -207,25 +219,24 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 		Eventually(windowStatus(mw.Name)).Should(HaveField("Devices", itmv1.UpgradeCounts{Succeeded: 1}))
 	})
 
-	It("fails the device when the Job fails and never uncordons a node someone else cordoned", func() {
+	It("fails the device when the Job fails, and leaves a node someone else cordoned cordoned, never marked nor uncordoned (from a watch)", func() {
 		label := map[string]string{"pool": uniqueName("p")}
 		k := &kubelet{failJob: true}
 		node, dev, _ := nodeWithWorkload(label, k, true)
+		cordons := watchCordon(node.Name)
 		mw := nodeWindow(label)
 		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(dev.Name) }).WithTimeout(30 * time.Second).Should(And(
 			HaveField("State", itmv1.UpgradeStateFailed),
 			HaveField("Message", ContainSubstring("upgrade Job itm-upgrade-"+dev.Name+"-1 failed")),
 		))
-		n := getNode(node.Name)
-		Expect(n.Spec.Unschedulable).To(BeTrue(), "cordoned by someone else: stays cordoned")
-		Expect(n.Annotations).NotTo(HaveKey(controllers.AnnotationCordonedBy))
+		cordons.expectOnly(node.Name, "unschedulable=true mark=false")
 		Eventually(windowStatus(mw.Name)).Should(And(
 			HaveField("Devices", itmv1.UpgradeCounts{Failed: 1}),
 			HaveField("BlockedBy", "failure budget: 1 failed in this window (maxFailures 1)"),
 		))
 	})
 
-	It("resumes an upgrade a previous operator left under way: no second Job, the same attempt", func() {
+	It("resumes an upgrade a previous operator left cordoned and drained before it created the Job: creates the Job of the same attempt, and uncordons the node it cordoned", func() {
 		label := map[string]string{"pool": uniqueName("p")}
 		k := &kubelet{}
 		node, dev, pod := nodeWithWorkload(label, k, false)
@@ -353,5 +364,193 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 		Expect(n.Labels).To(HaveKeyWithValue(itmv1.LabelOSVersion, "1.0"), "garbage never becomes the Node's label")
 		Expect(n.Spec.Unschedulable).To(BeTrue(), "left cordoned for inspection")
 		Expect(n.Annotations).To(HaveKey(controllers.AnnotationCordonedBy))
+	})
+})
+
+// cordonState summarizes a Node's cordon, after its resourceVersion.
+func cordonState(o client.Object) string {
+	n := o.(*corev1.Node)
+	_, mark := n.Annotations[controllers.AnnotationCordonedBy]
+	return fmt.Sprintf("%s unschedulable=%t mark=%t", n.ResourceVersion, n.Spec.Unschedulable, mark)
+}
+
+// watchCordon records every version of the Node's cordon from now on.
+func watchCordon(node string) *cordonRecord {
+	GinkgoHelper()
+	return &cordonRecord{watchHistory(&corev1.NodeList{}, "", node, cordonState)}
+}
+
+type cordonRecord struct{ h *history }
+
+// expectOnly waits until the watch delivered the Node's current version,
+// then checks that every version it delivered had the cordon want.
+func (c *cordonRecord) expectOnly(node, want string) {
+	GinkgoHelper()
+	rv := getNode(node).ResourceVersion
+	Eventually(func() bool {
+		return slices.ContainsFunc(c.h.record(), func(e seen) bool { return strings.HasPrefix(e.state, rv+" ") })
+	}).Should(BeTrue(), "the watch delivers Node %s's version %s", node, rv)
+	for _, e := range c.h.record() {
+		_, state, _ := strings.Cut(e.state, " ")
+		Expect(state).To(Equal(want), "every version of Node %s:\n%s", node, c.h)
+	}
+}
+
+// jobRecord is every upgrade Job of one device added or deleted, from a
+// watch, and the last resourceVersion it delivered.
+type jobRecord struct {
+	mu      sync.Mutex
+	added   []string
+	deleted []string
+	rvs     map[string]bool
+	ended   bool
+}
+
+func watchJobs(device string) *jobRecord {
+	GinkgoHelper()
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: testenv.Scheme})
+	Expect(err).NotTo(HaveOccurred())
+	wctx, stop := context.WithCancel(ctx)
+	w, err := wc.Watch(wctx, &batchv1.JobList{}, client.InNamespace(testenv.UpgradesNamespace), client.MatchingLabels{controllers.LabelUpgradeDevice: device})
+	Expect(err).NotTo(HaveOccurred())
+	rec := &jobRecord{rvs: map[string]bool{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			j, ok := ev.Object.(*batchv1.Job)
+			rec.mu.Lock()
+			if ok {
+				rec.rvs[j.ResourceVersion] = true
+			}
+			switch {
+			case ev.Type == watch.Added && ok:
+				rec.added = append(rec.added, j.Name)
+			case ev.Type == watch.Deleted && ok:
+				rec.deleted = append(rec.deleted, j.Name)
+			case ev.Type == watch.Error:
+				rec.ended = true
+			}
+			rec.mu.Unlock()
+		}
+		rec.mu.Lock()
+		rec.ended = rec.ended || wctx.Err() == nil
+		rec.mu.Unlock()
+	}()
+	DeferCleanup(func() {
+		stop()
+		w.Stop()
+		<-done
+	})
+	return rec
+}
+
+func (r *jobRecord) created() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	Expect(r.ended).To(BeFalse(), "the Job watch ended early: the record is incomplete")
+	return slices.Clone(r.added)
+}
+
+// expectOnly waits until the watch delivered job's current version, then
+// checks that it is the one Job ever created for the device and none was
+// deleted.
+func (r *jobRecord) expectOnly(job string) {
+	GinkgoHelper()
+	j := &batchv1.Job{}
+	Expect(k8s.Get(ctx, types.NamespacedName{Namespace: testenv.UpgradesNamespace, Name: job}, j)).To(Succeed())
+	Eventually(func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.rvs[j.ResourceVersion]
+	}).Should(BeTrue(), "the watch delivers Job %s's version %s", job, j.ResourceVersion)
+	Expect(r.created()).To(Equal([]string{job}), "one Job created, once")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	Expect(r.deleted).To(BeEmpty())
+}
+
+// freshReconcile runs one pass of a newly built MaintenanceWindow
+// reconciler, as a restarted operator's first pass: nothing remembered,
+// everything read from the API server.
+func freshReconcile(window string) error {
+	r := &controllers.MaintenanceWindowReconciler{Client: k8s, APIReader: k8s, Clock: mwClock,
+		UpgradesNamespace: testenv.UpgradesNamespace, DrainPoll: 300 * time.Millisecond}
+	_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: window}})
+	return err
+}
+
+var _ = Describe("MaintenanceWindow rollout of Node devices: the cordon and the Job", func() {
+	It("creates the upgrade Job once and never a second while it runs: across the manager's passes, a pass after a crash before the step was recorded, and freshly started reconcilers (from a watch)", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{}
+		k.hold.Store(true)
+		node, dev, pod := nodeWithWorkload(label, k, false)
+		Expect(k8s.Delete(ctx, pod)).To(Succeed())
+		jobs := watchJobs(dev.Name)
+		mw := nodeWindow(label)
+		job := "itm-upgrade-" + dev.Name + "-1"
+		running := "upgrade Job " + job + " running"
+
+		By("itmanager creating the first Job, and passing over it while it runs")
+		Eventually(jobs.created).WithTimeout(20 * time.Second).Should(Equal([]string{job}))
+		Eventually(func() string { return upgradeOf(dev.Name).Message }).WithTimeout(10 * time.Second).Should(Equal(running))
+
+		By("freshly started reconcilers, each a restarted operator's first pass")
+		for range 3 {
+			Eventually(func() error { return freshReconcile(mw.Name) }).Should(Succeed())
+		}
+
+		By("the state a crash right after creating the Job leaves: the device still says cordoning")
+		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			d := getDevice(dev.Name)
+			d.Status.Upgrade.Message = "cordoning"
+			return k8s.Status().Update(ctx, d)
+		})).To(Succeed())
+		Eventually(func() error { return freshReconcile(mw.Name) }).Should(Succeed())
+		Eventually(func() string { return upgradeOf(dev.Name).Message }).Should(Equal(running), "the step finds the Job it made")
+
+		By("the Job finishing")
+		k.hold.Store(false)
+		Eventually(func() itmv1.UpgradeState { return upgradeOf(dev.Name).State }).WithTimeout(30 * time.Second).Should(Equal(itmv1.UpgradeStateSucceeded))
+		Eventually(func() error { return freshReconcile(mw.Name) }).Should(Succeed())
+		jobs.expectOnly(job)
+		Expect(upgradeOf(dev.Name).Attempts).To(BeEquivalentTo(1))
+		Eventually(func() bool { return getNode(node.Name).Spec.Unschedulable }).Should(BeFalse(), "it cordoned the node, so it uncordons it")
+	})
+
+	It("after a successful upgrade, a node someone else cordoned is still cordoned, never marked nor uncordoned (from a watch)", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{}
+		node, dev, pod := nodeWithWorkload(label, k, true)
+		Expect(k8s.Delete(ctx, pod)).To(Succeed())
+		cordons := watchCordon(node.Name)
+		nodeWindow(label)
+		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(dev.Name) }).WithTimeout(30 * time.Second).Should(And(
+			HaveField("State", itmv1.UpgradeStateSucceeded), HaveField("Message", "upgraded to 2.0")))
+		cordons.expectOnly(node.Name, "unschedulable=true mark=false")
+	})
+
+	It("after a drain timeout, a node someone else cordoned is still cordoned, never marked nor uncordoned (from a watch)", func() {
+		label := map[string]string{"pool": uniqueName("p")}
+		k := &kubelet{}
+		node, dev, pod := nodeWithWorkload(label, k, true)
+		Expect(k8s.Create(ctx, &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: "web"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+		})).To(Succeed())
+		cordons := watchCordon(node.Name)
+		window(label, func(mw *itmv1.MaintenanceWindow) {
+			mw.Spec.NodeUpgrade = &itmv1.NodeUpgrade{Image: "registry.example/os-upgrader:1"}
+			mw.Spec.Drain.Timeout = &metav1.Duration{Duration: 3 * time.Second}
+		})
+		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(dev.Name) }).WithTimeout(20 * time.Second).Should(And(
+			HaveField("State", itmv1.UpgradeStateFailed),
+			HaveField("Message", ContainSubstring("drain did not finish within 3s: pod "+pod.Namespace+"/web-1: eviction refused by PodDisruptionBudget")),
+		))
+		cordons.expectOnly(node.Name, "unschedulable=true mark=false")
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+		Expect(pod.DeletionTimestamp).To(BeNil(), "never forced")
 	})
 })
