@@ -88,9 +88,7 @@ func (r *MaintenanceWindowReconciler) progressNode(ctx context.Context, mw *itmv
 	if u := d.Status.Upgrade; u != nil && u.StartedAt != nil {
 		f.StartedAt = &u.StartedAt.Time
 	}
-	if mw.Spec.Drain.Timeout != nil {
-		f.DrainTimeout = mw.Spec.Drain.Timeout.Duration
-	}
+	f.DrainTimeout = nodeupgrade.DrainTimeout(&mw.Spec.Drain)
 	f.Job.Name = upgradeJobName(d)
 
 	var job *batchv1.Job

@@ -18,6 +18,15 @@ import (
 // DefaultDrainTimeout applies when the window sets no drain.timeout.
 const DefaultDrainTimeout = 30 * time.Minute
 
+// DrainTimeout is the window's drain.timeout, DefaultDrainTimeout when
+// unset.
+func DrainTimeout(d *itmv1.Drain) time.Duration {
+	if d.Timeout != nil {
+		return d.Timeout.Duration
+	}
+	return DefaultDrainTimeout
+}
+
 // Action is the one thing to do next.
 type Action string
 
@@ -86,7 +95,7 @@ type Facts struct {
 	NodeVersion string
 	// StartedAt is status.upgrade.startedAt (nil: unknown, never times out).
 	StartedAt *time.Time
-	// DrainTimeout is drain.timeout (zero: DefaultDrainTimeout).
+	// DrainTimeout is the window's drain timeout (see DrainTimeout).
 	DrainTimeout time.Duration
 	// TargetVersion is the device's spec.os.targetVersion; NeedsUpgrade
 	// whether its observed version still differs from it.
@@ -159,12 +168,11 @@ func drain(f Facts) Step {
 	if remaining == 0 {
 		return Step{Action: CreateJob, Message: "drained; upgrade Job " + f.Job.Name + " started"}
 	}
-	timeout := cmp.Or(f.DrainTimeout, DefaultDrainTimeout)
-	if f.StartedAt != nil && !f.Now.Before(f.StartedAt.Add(timeout)) {
+	if f.StartedAt != nil && !f.Now.Before(f.StartedAt.Add(f.DrainTimeout)) {
 		if s, ok := release(f); !ok {
 			return s
 		}
-		msg := fmt.Sprintf("drain did not finish within %s: %s", timeout, cmp.Or(blocked, fmt.Sprintf("%d pods remain", remaining)))
+		msg := fmt.Sprintf("drain did not finish within %s: %s", f.DrainTimeout, cmp.Or(blocked, fmt.Sprintf("%d pods remain", remaining)))
 		return Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout, Uncordon: f.Cordon.Ours,
 			Message: msg + "; never forced, the node is uncordoned"}
 	}

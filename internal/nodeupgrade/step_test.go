@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
 
@@ -119,11 +121,9 @@ func TestNext(t *testing.T) {
 		{"drain timeout with nothing named: count the pods", facts(at(time.Hour), noJob(goingPod, webEvicted), live(true)),
 			Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout, Uncordon: true,
 				Message: "drain did not finish within 10m0s: 2 pods remain; never forced, the node is uncordoned"}},
-		{"default drain timeout 30m: not yet at 29m", facts(func(f *Facts) { f.DrainTimeout = 0 }, at(29*time.Minute), noJob(goingPod)),
-			Step{Action: Wait, Message: "draining: 1 pods remain"}},
-		{"default drain timeout 30m: reached at 30m", facts(func(f *Facts) { f.DrainTimeout = 0 }, at(30*time.Minute), noJob(goingPod), live(true)),
+		{"a zero drain timeout times out at once (as it always did; admission refuses it)", facts(func(f *Facts) { f.DrainTimeout = 0 }, at(0), noJob(goingPod), live(true)),
 			Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout, Uncordon: true,
-				Message: "drain did not finish within 30m0s: 1 pods remain; never forced, the node is uncordoned"}},
+				Message: "drain did not finish within 0s: 1 pods remain; never forced, the node is uncordoned"}},
 		{"no startedAt: the drain never times out", facts(func(f *Facts) { f.StartedAt = nil }, at(1000*time.Hour), noJob(goingPod)),
 			Step{Action: Wait, Message: "draining: 1 pods remain"}},
 
@@ -132,7 +132,9 @@ func TestNext(t *testing.T) {
 			Step{Action: Wait, Message: "upgrade Job " + job + " running"}},
 		{"Job running past the drain timeout: the drain timeout no longer applies", facts(at(time.Hour), jobIs(func(*JobFacts) {})),
 			Step{Action: Wait, Message: "upgrade Job " + job + " running"}},
-		{"Job failed: fail, left cordoned even though ours", facts(live(true), jobIs(func(j *JobFacts) { j.Failed, j.Failure = true, "BackoffLimitExceeded Job has reached the specified backoff limit" })),
+		{"Job failed: fail, left cordoned even though ours", facts(live(true), jobIs(func(j *JobFacts) {
+			j.Failed, j.Failure = true, "BackoffLimitExceeded Job has reached the specified backoff limit"
+		})),
 			Step{Action: Fail, Reason: itmv1.ReasonUpgradeJobFailed,
 				Message: "upgrade Job " + job + " failed: BackoffLimitExceeded Job has reached the specified backoff limit; the node is left cordoned for inspection"}},
 		{"Job failed, someone else's cordon: fail, left cordoned", facts(someoneElses, jobIs(func(j *JobFacts) { j.Failed, j.Failure = true, "unknown" })),
@@ -163,6 +165,15 @@ func TestNext(t *testing.T) {
 				t.Fatalf("Next =\n  %+v\nwant\n  %+v", got, c.want)
 			}
 		})
+	}
+}
+
+func TestDrainTimeout(t *testing.T) {
+	if got := DrainTimeout(&itmv1.Drain{}); got != 30*time.Minute {
+		t.Errorf("unset: %s, want 30m", got)
+	}
+	if got := DrainTimeout(&itmv1.Drain{Timeout: &metav1.Duration{Duration: 3 * time.Second}}); got != 3*time.Second {
+		t.Errorf("3s: %s", got)
 	}
 }
 
