@@ -26,6 +26,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/kit"
 )
 
 // Annotations on the enrolment Secret recording what its url and ca.crt
@@ -100,7 +101,7 @@ func (r *EnrolmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, fmt.Errorf("check-in CA for Device %s: %w", dev.Name, err)
 	}
 	if secret != nil && secret.Labels[itmv1.LabelManagedBy] != itmv1.ManagedByValue {
-		r.event(dev, corev1.EventTypeWarning, "EnrolmentConflict", "Secret %s/%s exists and was not created by itmanager; the agent cannot be enrolled",
+		r.event(dev, corev1.EventTypeWarning, itmv1.ReasonEnrolmentConflict, "Secret %s/%s exists and was not created by itmanager; the agent cannot be enrolled",
 			r.DevicesNamespace, secretName(dev.Name))
 		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("secret %s/%s was not created by itmanager", r.DevicesNamespace, secretName(dev.Name)))
 	}
@@ -117,7 +118,7 @@ func (r *EnrolmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// of a fleet must not flood the API server with events); a rotation
 		// invalidates a credential, which an admin must be able to see.
 		if rotated {
-			r.event(dev, corev1.EventTypeNormal, "AgentTokenRotated", "enrolment Secret %s/%s rewritten with a new token; the old one no longer works",
+			r.event(dev, corev1.EventTypeNormal, itmv1.ReasonAgentTokenRotated, "enrolment Secret %s/%s rewritten with a new token; the old one no longer works",
 				r.DevicesNamespace, secretName(dev.Name))
 		}
 		log.Info("Enrolled agent", "secret", klog.KRef(r.DevicesNamespace, secretName(dev.Name)), "rotated", rotated)
@@ -278,7 +279,7 @@ func (r *EnrolmentReconciler) revoke(ctx context.Context, name string, dev *itmv
 		deleted = true
 	}
 	if deleted && dev.UID != "" && dev.DeletionTimestamp == nil {
-		r.event(dev, corev1.EventTypeNormal, "AgentRevoked", "agent disabled: enrolment Secret and Lease deleted; the token no longer works")
+		r.event(dev, corev1.EventTypeNormal, itmv1.ReasonAgentRevoked, "agent disabled: enrolment Secret and Lease deleted; the token no longer works")
 	}
 	return nil
 }
@@ -291,9 +292,7 @@ func (r *EnrolmentReconciler) deleteIfManaged(ctx context.Context, obj client.Ob
 }
 
 func (r *EnrolmentReconciler) event(dev *itmv1.Device, kind, reason, format string, args ...any) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(dev, nil, kind, reason, "Enrol", format, args...)
-	}
+	kit.Emitter{Recorder: r.Recorder}.Eventf(dev, nil, kind, reason, "Enrol", format, args...)
 }
 
 // SetupWithManager watches Devices and the Leases and (metadata of the)
