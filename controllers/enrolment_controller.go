@@ -9,18 +9,13 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -293,30 +288,4 @@ func (r *EnrolmentReconciler) deleteIfManaged(ctx context.Context, obj client.Ob
 
 func (r *EnrolmentReconciler) event(dev *itmv1.Device, kind, reason, format string, args ...any) {
 	kit.Emitter{Recorder: r.Recorder}.Eventf(dev, nil, kind, reason, "Enrol", format, args...)
-}
-
-// SetupWithManager watches Devices and the Leases and (metadata of the)
-// Secrets they own.
-func (r *EnrolmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
-		Named("enrolment").
-		For(&itmv1.Device{}, builder.WithPredicates(agentSpecChanged())).
-		Owns(&coordinationv1.Lease{}, builder.WithPredicates(tokenHashChanged())).
-		Owns(&corev1.Secret{}, builder.OnlyMetadata).
-		Complete(r)
-}
-
-func agentSpecChanged() predicate.Predicate {
-	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		o, n := e.ObjectOld.(*itmv1.Device), e.ObjectNew.(*itmv1.Device)
-		return !equality.Semantic.DeepEqual(o.Spec.Agent, n.Spec.Agent) || n.DeletionTimestamp != nil
-	}}
-}
-
-// tokenHashChanged ignores renewals: only enrolment state matters here.
-func tokenHashChanged() predicate.Predicate {
-	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		return e.ObjectOld.GetAnnotations()[checkin.AnnotationTokenHash] != e.ObjectNew.GetAnnotations()[checkin.AnnotationTokenHash]
-	}}
 }
