@@ -40,7 +40,7 @@ const NodeDiscoveryFieldManager = "itmanager-node-discovery"
 
 // ReasonNodeDeviceNameTaken is itmv1.ReasonNodeDeviceNameTaken.
 //
-// Deprecated: kept until the branches of issue 13 are merged.
+// Transitional: kept until the branches of issue 13 are merged.
 const ReasonNodeDeviceNameTaken = itmv1.ReasonNodeDeviceNameTaken
 
 // DefaultConflictRecheck is how often discovery looks again at (and

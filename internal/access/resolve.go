@@ -35,7 +35,7 @@ func InForce(r *itmv1.OnboardingRequest) bool {
 
 // IsActive is InForce.
 //
-// Deprecated: kept only until the branches of issue 13 that call it are
+// Transitional: kept only until the branches of issue 13 that call it are
 // merged.
 func IsActive(r *itmv1.OnboardingRequest) bool { return InForce(r) }
 

@@ -23,7 +23,7 @@ import (
 
 // Marks on what the providers create.
 const (
-	// Deprecated: LabelManagedBy and ManagedBy are itmv1.LabelManagedBy
+	// Transitional: LabelManagedBy and ManagedBy are itmv1.LabelManagedBy
 	// and itmv1.ManagedByValue, kept only until the branches of issue 13
 	// that still name them are merged.
 	LabelManagedBy = itmv1.LabelManagedBy
@@ -92,7 +92,7 @@ type Provider interface {
 	SetEnabled(ctx context.Context, a Account, enabled bool) (Result, error)
 	// SetActive is SetEnabled.
 	//
-	// Deprecated: kept only until the branches of issue 13 that call it
+	// Transitional: kept only until the branches of issue 13 that call it
 	// are merged.
 	SetActive(ctx context.Context, a Account, enabled bool) (Result, error)
 	// SyncGroups makes the account a member of exactly a.Groups, where the

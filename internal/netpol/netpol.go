@@ -30,7 +30,7 @@ const MaxCIDRsPerObject = 1000
 const (
 	LabelAccessPolicy = "itmanager.io/access-policy"
 
-	// Deprecated: LabelManagedBy and ManagedByValue are itmv1's, kept only
+	// Transitional: LabelManagedBy and ManagedByValue are itmv1's, kept only
 	// until the branches of issue 13 that still name them are merged.
 	LabelManagedBy = itmv1.LabelManagedBy
 	ManagedByValue = itmv1.ManagedByValue
