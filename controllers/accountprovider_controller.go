@@ -2,13 +2,12 @@ package controllers
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -19,6 +18,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/accounts"
+	"github.com/itmanager-io/itmanager/internal/kit"
 	"github.com/itmanager-io/itmanager/internal/text"
 )
 
@@ -36,6 +36,9 @@ type AccountProviderReconciler struct {
 	Clock      clock.PassiveClock
 	Recorder   recorder.EventRecorder
 	CheckEvery time.Duration
+
+	status     *kit.Status
+	statusOnce sync.Once
 }
 
 // +kubebuilder:rbac:groups=itmanager.io,resources=accountproviders,verbs=get;list;watch
@@ -55,39 +58,32 @@ func (r *AccountProviderReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	defer cancel()
 	err := checkProvider(checkCtx, r.Providers, p)
 	now := r.Clock.Now()
-	status := *p.Status.DeepCopy()
-	status.ObservedGeneration = p.Generation
-	wasReady := meta.IsStatusConditionTrue(status.Conditions, "Ready")
-	transient := false
-	if err == nil {
-		status.Message = "connected"
-		setCondition(&status.Conditions, p.Generation, now, "Ready", metav1.ConditionTrue, itmv1.AccountProviderReasonConnected, describeProvider(p))
-	} else {
-		reason := itmv1.AccountProviderReasonUnreachable
-		transient = !accounts.IsConfig(err)
-		if accounts.IsConfig(err) {
-			reason = itmv1.AccountProviderReasonInvalidConfiguration
-			if r := accounts.ConfigReason(err); r != "" {
-				reason = r
-			}
-		}
-		status.Message = text.Truncate(err.Error(), 1024)
-		setCondition(&status.Conditions, p.Generation, now, "Ready", metav1.ConditionFalse, reason, err.Error())
+	v := accounts.Judge(err, describeProvider(p))
+
+	base := p.DeepCopy()
+	wasReady := meta.IsStatusConditionTrue(p.Status.Conditions, itmv1.ConditionReady)
+	p.Status.Message = v.StatusMessage
+	kit.Summarize(&p.Status.Conditions, &p.Status.ObservedGeneration, p.Generation, now,
+		kit.Summary{Ready: v.Ready, Reason: v.Reason, Message: v.Message, Stalled: v.Stalled})
+	if _, werr := r.writer().Write(ctx, base, p); werr != nil && !apierrors.IsNotFound(werr) {
+		return ctrl.Result{}, werr
 	}
-	if !equality.Semantic.DeepEqual(status, p.Status) {
-		if err := applyStatus(ctx, r.Client, p, &status, ProviderFieldManager); err != nil && !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
-		}
+	ev := kit.Emitter{Recorder: r.Recorder}
+	switch {
+	case v.Ready && !wasReady:
+		ev.Event(p, nil, corev1.EventTypeNormal, itmv1.AccountProviderReasonConnected, "Check", describeProvider(p))
+	case !v.Ready && wasReady:
+		ev.Event(p, nil, corev1.EventTypeWarning, itmv1.AccountProviderEventCheckFailed, "Check", text.Truncate(err.Error(), accounts.MaxStatusMessage))
 	}
-	if ready := err == nil; ready != wasReady && r.Recorder != nil {
-		if ready {
-			r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "Connected", "Check", "%s", describeProvider(p))
-		} else {
-			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "CheckFailed", "Check", "%s", text.Truncate(err.Error(), 1024))
-		}
-	}
-	failingSince := meta.FindStatusCondition(status.Conditions, "Ready").LastTransitionTime.Time
-	return ctrl.Result{RequeueAfter: accounts.Recheck(now, failingSince, transient, every)}, nil
+	failingSince := meta.FindStatusCondition(p.Status.Conditions, itmv1.ConditionReady).LastTransitionTime.Time
+	return kit.After(accounts.Recheck(now, failingSince, v.Transient, every)), nil
+}
+
+// writer is the controller's one status writer (the status is the
+// operator's alone: server-side apply).
+func (r *AccountProviderReconciler) writer() *kit.Status {
+	r.statusOnce.Do(func() { r.status = &kit.Status{Client: r.Client, FieldManager: ProviderFieldManager} })
+	return r.status
 }
 
 func checkProvider(ctx context.Context, opener ProviderOpener, p *itmv1.AccountProvider) error {

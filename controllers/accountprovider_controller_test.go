@@ -24,7 +24,7 @@ var _ = Describe("AccountProvider namespaces", func() {
 			if err := k8s.Get(ctx, types.NamespacedName{Name: name}, p); err != nil {
 				return "missing"
 			}
-			c := meta.FindStatusCondition(p.Status.Conditions, "Ready")
+			c := meta.FindStatusCondition(p.Status.Conditions, itmv1.ConditionReady)
 			if c == nil {
 				return "unset"
 			}
@@ -39,6 +39,22 @@ var _ = Describe("AccountProvider namespaces", func() {
 		Expect(k8s.Create(ctx, p)).To(Succeed())
 		return p
 	}
+	// kstatus: which of Reconciling and Stalled the provider carries.
+	abnormal := func(name string) func() []string {
+		return func() []string {
+			p := &itmv1.AccountProvider{}
+			if err := k8s.Get(ctx, types.NamespacedName{Name: name}, p); err != nil {
+				return []string{"missing"}
+			}
+			var out []string
+			for _, t := range []string{itmv1.ConditionReconciling, itmv1.ConditionStalled} {
+				if c := meta.FindStatusCondition(p.Status.Conditions, t); c != nil {
+					out = append(out, t+"="+string(c.Status)+"/"+c.Reason)
+				}
+			}
+			return out
+		}
+	}
 	serviceAccount := func(ns, name string) error {
 		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &corev1.ServiceAccount{})
 	}
@@ -48,17 +64,20 @@ var _ = Describe("AccountProvider namespaces", func() {
 		ns := &corev1.Namespace{}
 		Expect(k8s.Get(ctx, types.NamespacedName{Name: p.Spec.Kubernetes.Namespace}, ns)).To(Succeed())
 		Expect(ns.Labels).To(HaveKeyWithValue(accounts.LabelManagedNamespace, "true"))
-		Expect(ns.Labels).To(HaveKeyWithValue(accounts.LabelManagedBy, accounts.ManagedBy))
+		Expect(ns.Labels).To(HaveKeyWithValue(itmv1.LabelManagedBy, itmv1.ManagedByValue))
 		Expect(readyCondition(p.Name)()).To(HavePrefix("True/" + itmv1.AccountProviderReasonConnected))
+		Expect(abnormal(p.Name)()).To(BeEmpty(), "a connected provider is neither Stalled nor Reconciling")
 	})
 
-	It("never uses an existing namespace nobody labelled: Ready=False naming the label, and a request creates nothing there; labelled by an admin, it works", func() {
+	It("never uses an existing namespace nobody labelled: Ready=False naming the label and Stalled, and a request creates nothing there; labelled by an admin, it works", func() {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("team"), Labels: map[string]string{"team": "shop"}}}
 		Expect(k8s.Create(ctx, ns)).To(Succeed())
 		p := provider(ns.Name)
 		want := fmt.Sprintf("False/%s: spec.kubernetes.namespace %q exists and is not labelled itmanager.io/managed-namespace=true",
 			itmv1.AccountProviderReasonNamespaceNotManaged, ns.Name)
 		Eventually(readyCondition(p.Name)).Should(HavePrefix(want))
+		Expect(abnormal(p.Name)()).To(Equal([]string{itmv1.ConditionStalled + "=True/" + itmv1.AccountProviderReasonNamespaceNotManaged}),
+			"only a change to the namespace fixes it: Stalled, never Reconciling")
 
 		By("a request using it fails with the reason and creates nothing in the namespace")
 		r := joiner(func(r *itmv1.OnboardingRequest) {
@@ -79,6 +98,7 @@ var _ = Describe("AccountProvider namespaces", func() {
 		got.Labels[accounts.LabelManagedNamespace] = "true"
 		Expect(k8s.Update(ctx, got)).To(Succeed())
 		Eventually(readyCondition(p.Name)).WithTimeout(20 * time.Second).Should(HavePrefix("True/" + itmv1.AccountProviderReasonConnected))
+		Expect(abnormal(p.Name)()).To(BeEmpty(), "a connected provider is neither Stalled nor Reconciling")
 		r2 := joiner(func(r *itmv1.OnboardingRequest) {
 			r.Spec.AccountProviders = []string{p.Name}
 			r.Spec.ApprovalRequired = ptr.To(false)

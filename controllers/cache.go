@@ -10,7 +10,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/itmanager-io/itmanager/internal/netpol"
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 // CacheByObject narrows the manager's cache to what the controllers need
@@ -21,9 +22,9 @@ import (
 // cluster's others are none of its business. Pods are never cached: a
 // node's are listed live while it drains.
 func CacheByObject(devicesNamespace, upgradesNamespace string) map[client.Object]cache.ByObject {
-	generated := labels.SelectorFromSet(labels.Set{netpol.LabelManagedBy: netpol.ManagedByValue})
+	generated := labels.SelectorFromSet(labels.Set{itmv1.LabelManagedBy: itmv1.ManagedByValue})
 	return map[client.Object]cache.ByObject{
-		&coordinationv1.Lease{}:       {Namespaces: map[string]cache.Config{devicesNamespace: {}, NodeLeaseNamespace: {}}},
+		&coordinationv1.Lease{}:       {Namespaces: map[string]cache.Config{devicesNamespace: {}, device.NodeLeaseNamespace: {}}},
 		&corev1.Secret{}:              {Namespaces: map[string]cache.Config{devicesNamespace: {}}},
 		&networkingv1.NetworkPolicy{}: {Label: generated},
 		&rbacv1.RoleBinding{}:         {Label: generated},

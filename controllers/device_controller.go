@@ -5,18 +5,16 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,10 +27,13 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/device"
+	"github.com/itmanager-io/itmanager/internal/device/news"
+	"github.com/itmanager-io/itmanager/internal/index"
+	"github.com/itmanager-io/itmanager/internal/kit"
 )
 
-// NodeLeaseNamespace holds the kubelets' Leases.
-const NodeLeaseNamespace = "kube-node-lease"
+// DeviceFieldManager names the Device controller's status writes.
+const DeviceFieldManager = "itmanager-device"
 
 // DeviceReconciler derives a Device's status: phase, CheckedIn from its
 // Lease, UpToDate, Ready, and for Node devices the observed facts of the
@@ -52,6 +53,17 @@ type DeviceReconciler struct {
 	RefreshEvery time.Duration
 	// AddressRanges are the manager's --agent-address-cidrs (empty: any).
 	AddressRanges []netip.Prefix
+
+	status     *kit.Status
+	statusOnce sync.Once
+}
+
+// writer is the controller's one status writer. The check-in service and
+// the upgrade steps write a Device's status too: a merge patch under an
+// optimistic lock (Shared), never an apply of a stale copy.
+func (r *DeviceReconciler) writer() *kit.Status {
+	r.statusOnce.Do(func() { r.status = &kit.Status{Client: r.Client, FieldManager: DeviceFieldManager, Shared: true} })
+	return r.status
 }
 
 // The onboarding controller sets and clears spec.assignee, which the Device
@@ -72,6 +84,7 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("Device", klog.KObj(dev))
 	if dev.DeletionTimestamp != nil {
+		r.writer().Forget(dev)
 		return ctrl.Result{}, nil
 	}
 
@@ -99,76 +112,24 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 
 	res := device.Evaluate(in)
-	if !equality.Semantic.DeepEqual(dev.Status, res.Status) {
-		base := dev.DeepCopy()
-		dev.Status = res.Status
-		// The optimistic lock keeps a concurrent write (the check-in
-		// service's facts, an upgrade step) from being overwritten.
-		if err := r.Status().Patch(ctx, dev, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
-			return ctrl.Result{}, fmt.Errorf("patch status of Device %s: %w", dev.Name, err)
-		}
-		r.recordTransitions(base, dev)
-		log.V(1).Info("Updated device status", "phase", dev.Status.Phase)
+	base := dev.DeepCopy()
+	dev.Status = res.Status
+	sent, err := r.writer().Write(ctx, base, dev)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("patch status of Device %s: %w", dev.Name, err)
 	}
-	if res.RequeueAfter == 0 {
-		return ctrl.Result{}, nil
+	if sent {
+		was, is := news.Of(&base.Status, &dev.Status)
+		kit.Emitter{Recorder: r.Recorder}.Changes(dev, was, is, news.Watches...)
+		log.V(1).Info("Updated device status", "phase", dev.Status.Phase)
 	}
 	// The requeue is the instant the device would go stale: it goes ahead
 	// of routine work (a bulk import, resyncs), so access is withdrawn on
 	// time even while the controller is busy.
-	return ctrl.Result{RequeueAfter: res.RequeueAfter, Priority: ptr.To(freshnessPriority)}, nil
-}
-
-// freshnessPriority ranks expiry requeues above event-driven reconciles
-// (priority 0) and resyncs (negative) in the controller's priority queue.
-const freshnessPriority = 1
-
-// recordTransitions emits events for news a person would act on: a device
-// that stopped checking in or came back, an OS version that changed between
-// known versions, an address conflict appearing or clearing, a phase change.
-// A device's first check-in and first reported version are not news: at
-// fleet scale they would flood the API server with events.
-func (r *DeviceReconciler) recordTransitions(before, after *itmv1.Device) {
-	if r.Recorder == nil {
-		return
+	if res.RequeueAfter <= 0 {
+		return ctrl.Result{}, nil
 	}
-	changed := func(t string, quiet ...string) (*metav1.Condition, bool) {
-		old := meta.FindStatusCondition(before.Status.Conditions, t)
-		cur := meta.FindStatusCondition(after.Status.Conditions, t)
-		if cur == nil || old == nil || (old.Status == cur.Status && old.Reason == cur.Reason) ||
-			slices.Contains(quiet, old.Reason) || slices.Contains(quiet, cur.Reason) {
-			return nil, false
-		}
-		return cur, true
-	}
-	if c, ok := changed(itmv1.DeviceConditionCheckedIn, itmv1.ReasonNeverCheckedIn); ok {
-		if c.Status == metav1.ConditionTrue {
-			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "CheckedInAgain", "CheckIn", "the device checks in again")
-		} else {
-			r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, "CheckIn", "%s", c.Message)
-		}
-	}
-	if c, ok := changed(itmv1.DeviceConditionUpToDate, itmv1.ReasonVersionUnknown); ok {
-		kind := corev1.EventTypeNormal
-		if c.Status != metav1.ConditionTrue {
-			kind = corev1.EventTypeWarning
-		}
-		r.Recorder.Eventf(after, nil, kind, c.Reason, "Version", "%s", c.Message)
-	}
-	old := meta.FindStatusCondition(before.Status.Conditions, itmv1.ConditionReady)
-	cur := meta.FindStatusCondition(after.Status.Conditions, itmv1.ConditionReady)
-	wasConflict := old != nil && old.Reason == device.ReasonAddressConflict
-	isConflict := cur != nil && cur.Reason == device.ReasonAddressConflict
-	switch {
-	case isConflict && (!wasConflict || old.Message != cur.Message):
-		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, device.ReasonAddressConflict, "Addresses", "%s", cur.Message)
-	case wasConflict && !isConflict:
-		r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, "AddressConflictResolved", "Addresses", "no other Device claims this device's addresses any more")
-	}
-	if before.Status.Phase != after.Status.Phase && before.Status.Phase != "" {
-		r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, string(after.Status.Phase), "Phase",
-			"phase changed from %s to %s", before.Status.Phase, after.Status.Phase)
-	}
+	return kit.Urgent(kit.After(res.RequeueAfter)), nil
 }
 
 // SetupWithManager watches Devices, their Leases, Nodes, and Devices that
@@ -200,13 +161,13 @@ func deviceInputsChanged() predicate.Predicate {
 
 func addressesChanged() predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		return !slices.Equal(DeviceAddresses(e.ObjectOld.(*itmv1.Device)), DeviceAddresses(e.ObjectNew.(*itmv1.Device)))
+		return !slices.Equal(device.Claims(e.ObjectOld.(*itmv1.Device)), device.Claims(e.ObjectNew.(*itmv1.Device)))
 	}}
 }
 
 func (r *DeviceReconciler) devicesSharingAddresses(ctx context.Context, o client.Object) []reconcile.Request {
 	var reqs []reconcile.Request
-	for _, addr := range DeviceAddresses(o.(*itmv1.Device)) {
+	for _, addr := range device.Claims(o.(*itmv1.Device)) {
 		// On a lookup error those Devices still get their own next reconcile.
 		others, _ := OtherClaimants(ctx, r.Client, addr, o.GetName())
 		for _, name := range others {
@@ -229,7 +190,7 @@ func (r *DeviceReconciler) freshnessChanged() predicate.Predicate {
 		if o.Spec.RenewTime == nil {
 			return true
 		}
-		return !r.Clock.Now().Before(o.Spec.RenewTime.Add(r.StaleAfter)) || n.Spec.RenewTime.Before(o.Spec.RenewTime)
+		return !device.Fresh(&o.Spec.RenewTime.Time, r.StaleAfter, r.Clock.Now()) || n.Spec.RenewTime.Before(o.Spec.RenewTime)
 	}}
 }
 
@@ -237,7 +198,7 @@ func (r *DeviceReconciler) leaseToDevices(ctx context.Context, o client.Object) 
 	switch o.GetNamespace() {
 	case r.DevicesNamespace:
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
-	case NodeLeaseNamespace:
+	case device.NodeLeaseNamespace:
 		return r.devicesOfNode(ctx, o.GetName())
 	}
 	return nil
@@ -249,7 +210,7 @@ func (r *DeviceReconciler) nodeToDevices(ctx context.Context, o client.Object) [
 
 func (r *DeviceReconciler) devicesOfNode(ctx context.Context, node string) []reconcile.Request {
 	list := &itmv1.DeviceList{}
-	if err := r.List(ctx, list, client.MatchingFields{IndexDeviceNodeName: node}); err != nil {
+	if err := r.List(ctx, list, index.DevicesOnNode(node)); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

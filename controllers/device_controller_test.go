@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
-	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/device"
 )
 
@@ -70,7 +69,7 @@ var _ = Describe("Node discovery", func() {
 
 		By("reading check-ins from the Node's Lease in kube-node-lease")
 		lease := &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Namespace: controllers.NodeLeaseNamespace, Name: node.Name},
+			ObjectMeta: metav1.ObjectMeta{Namespace: device.NodeLeaseNamespace, Name: node.Name},
 			Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node.Name), RenewTime: ptr.To(metav1.NewMicroTime(time.Now()))},
 		}
 		Expect(k8s.Create(ctx, lease)).To(Succeed())
@@ -127,7 +126,7 @@ var _ = Describe("Node discovery conflicts", func() {
 
 		node := createNode(nodeName)
 		Expect(k8s.Create(ctx, &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Namespace: controllers.NodeLeaseNamespace, Name: node.Name},
+			ObjectMeta: metav1.ObjectMeta{Namespace: device.NodeLeaseNamespace, Name: node.Name},
 			Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node.Name), RenewTime: ptr.To(metav1.NewMicroTime(time.Now()))},
 		})).To(Succeed())
 
@@ -137,7 +136,7 @@ var _ = Describe("Node discovery conflicts", func() {
 			g.Expect(k8s.List(ctx, list)).To(Succeed())
 			var found []eventsv1.Event
 			for _, e := range list.Items {
-				if e.Regarding.Kind == "Device" && e.Regarding.Name == devName && e.Reason == controllers.ReasonNodeDeviceNameTaken {
+				if e.Regarding.Kind == "Device" && e.Regarding.Name == devName && e.Reason == itmv1.ReasonNodeDeviceNameTaken {
 					found = append(found, e)
 				}
 			}
@@ -205,7 +204,7 @@ var _ = Describe("Device status", func() {
 			c := meta.FindStatusCondition(getDevice(mixed.Name).Status.Conditions, itmv1.ConditionReady)
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
-			g.Expect(c.Reason).To(Equal(device.ReasonAddressOutsideRanges))
+			g.Expect(c.Reason).To(Equal(itmv1.ReasonAddressOutsideRanges))
 			g.Expect(c.Message).To(Equal("addresses outside the allowed ranges (--agent-address-cidrs) do not count: 192.0.2.50"))
 		}).Should(Succeed())
 

@@ -9,23 +9,19 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/kit"
 )
 
 // Annotations on the enrolment Secret recording what its url and ca.crt
@@ -100,7 +96,7 @@ func (r *EnrolmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, fmt.Errorf("check-in CA for Device %s: %w", dev.Name, err)
 	}
 	if secret != nil && secret.Labels[itmv1.LabelManagedBy] != itmv1.ManagedByValue {
-		r.event(dev, corev1.EventTypeWarning, "EnrolmentConflict", "Secret %s/%s exists and was not created by itmanager; the agent cannot be enrolled",
+		r.event(dev, corev1.EventTypeWarning, itmv1.ReasonEnrolmentConflict, "Secret %s/%s exists and was not created by itmanager; the agent cannot be enrolled",
 			r.DevicesNamespace, secretName(dev.Name))
 		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("secret %s/%s was not created by itmanager", r.DevicesNamespace, secretName(dev.Name)))
 	}
@@ -117,7 +113,7 @@ func (r *EnrolmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// of a fleet must not flood the API server with events); a rotation
 		// invalidates a credential, which an admin must be able to see.
 		if rotated {
-			r.event(dev, corev1.EventTypeNormal, "AgentTokenRotated", "enrolment Secret %s/%s rewritten with a new token; the old one no longer works",
+			r.event(dev, corev1.EventTypeNormal, itmv1.ReasonAgentTokenRotated, "enrolment Secret %s/%s rewritten with a new token; the old one no longer works",
 				r.DevicesNamespace, secretName(dev.Name))
 		}
 		log.Info("Enrolled agent", "secret", klog.KRef(r.DevicesNamespace, secretName(dev.Name)), "rotated", rotated)
@@ -278,7 +274,7 @@ func (r *EnrolmentReconciler) revoke(ctx context.Context, name string, dev *itmv
 		deleted = true
 	}
 	if deleted && dev.UID != "" && dev.DeletionTimestamp == nil {
-		r.event(dev, corev1.EventTypeNormal, "AgentRevoked", "agent disabled: enrolment Secret and Lease deleted; the token no longer works")
+		r.event(dev, corev1.EventTypeNormal, itmv1.ReasonAgentRevoked, "agent disabled: enrolment Secret and Lease deleted; the token no longer works")
 	}
 	return nil
 }
@@ -291,33 +287,5 @@ func (r *EnrolmentReconciler) deleteIfManaged(ctx context.Context, obj client.Ob
 }
 
 func (r *EnrolmentReconciler) event(dev *itmv1.Device, kind, reason, format string, args ...any) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(dev, nil, kind, reason, "Enrol", format, args...)
-	}
-}
-
-// SetupWithManager watches Devices and the Leases and (metadata of the)
-// Secrets they own.
-func (r *EnrolmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
-		Named("enrolment").
-		For(&itmv1.Device{}, builder.WithPredicates(agentSpecChanged())).
-		Owns(&coordinationv1.Lease{}, builder.WithPredicates(tokenHashChanged())).
-		Owns(&corev1.Secret{}, builder.OnlyMetadata).
-		Complete(r)
-}
-
-func agentSpecChanged() predicate.Predicate {
-	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		o, n := e.ObjectOld.(*itmv1.Device), e.ObjectNew.(*itmv1.Device)
-		return !equality.Semantic.DeepEqual(o.Spec.Agent, n.Spec.Agent) || n.DeletionTimestamp != nil
-	}}
-}
-
-// tokenHashChanged ignores renewals: only enrolment state matters here.
-func tokenHashChanged() predicate.Predicate {
-	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		return e.ObjectOld.GetAnnotations()[checkin.AnnotationTokenHash] != e.ObjectNew.GetAnnotations()[checkin.AnnotationTokenHash]
-	}}
+	kit.Emitter{Recorder: r.Recorder}.Eventf(dev, nil, kind, reason, "Enrol", format, args...)
 }

@@ -11,7 +11,6 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
-	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 // Lifecycle and address conflicts end to end: the Device and AccessPolicy
@@ -174,7 +173,7 @@ var _ = Describe("Device lifecycle and address conflicts through the controllers
 				c := meta.FindStatusCondition(getDevice(name).Status.Conditions, itmv1.ConditionReady)
 				g.Expect(c).NotTo(BeNil())
 				g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
-				g.Expect(c.Reason).To(Equal(device.ReasonAddressConflict))
+				g.Expect(c.Reason).To(Equal(itmv1.ReasonAddressConflict))
 				g.Expect(c.Message).To(Equal("addresses claimed by more than one Device are denied for all of them: 10.42.0.1 (also claimed by " + other + ")"))
 			}).Should(Succeed(), "Device %s", name)
 		}

@@ -6,34 +6,19 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/device"
+	"github.com/itmanager-io/itmanager/internal/index"
 )
 
 // Lookups shared by the Device and AccessPolicy controllers: both judge a
 // device by the same live facts.
 
-// LeaseKey is the Lease whose renew time is the device's check-in: its agent
-// Lease, or for a Node device its Node's Lease. ok is false for a device that
-// does not check in, and for a Node device that discovery did not make (no
-// ownership mark): a Device that merely names a Node never borrows its
-// kubelet's check-ins.
-func LeaseKey(devicesNamespace string, dev *itmv1.Device) (key types.NamespacedName, ok bool) {
-	if dev.Spec.Class == itmv1.DeviceClassNode {
-		return types.NamespacedName{Namespace: NodeLeaseNamespace, Name: dev.Spec.NodeName}, device.MirrorsNode(dev)
-	}
-	if dev.Spec.Agent == nil || !dev.Spec.Agent.Enabled {
-		return types.NamespacedName{}, false
-	}
-	return types.NamespacedName{Namespace: devicesNamespace, Name: dev.Name}, true
-}
-
 // RenewTime is the device's live check-in; nil when it never checked in.
 func RenewTime(ctx context.Context, c client.Reader, devicesNamespace string, dev *itmv1.Device) (*time.Time, error) {
-	key, ok := LeaseKey(devicesNamespace, dev)
+	key, ok := device.LeaseKey(devicesNamespace, dev)
 	if !ok {
 		return nil, nil
 	}
@@ -51,7 +36,7 @@ func RenewTime(ctx context.Context, c client.Reader, devicesNamespace string, de
 // claim too to those Devices' sorted names.
 func AddressConflicts(ctx context.Context, c client.Reader, dev *itmv1.Device) (map[string][]string, error) {
 	var out map[string][]string
-	for _, addr := range DeviceAddresses(dev) {
+	for _, addr := range device.Claims(dev) {
 		others, err := OtherClaimants(ctx, c, addr, dev.Name)
 		if err != nil {
 			return nil, err
@@ -70,7 +55,7 @@ func AddressConflicts(ctx context.Context, c client.Reader, dev *itmv1.Device) (
 // claim addr.
 func OtherClaimants(ctx context.Context, c client.Reader, addr, self string) ([]string, error) {
 	list := &itmv1.DeviceList{}
-	if err := c.List(ctx, list, client.MatchingFields{IndexDeviceAddress: addr}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := c.List(ctx, list, index.DevicesClaiming(addr), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	var names []string

@@ -30,6 +30,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/device"
+	"github.com/itmanager-io/itmanager/internal/kit"
 	"github.com/itmanager-io/itmanager/internal/names"
 )
 
@@ -37,9 +38,10 @@ import (
 // Devices, and nothing else: users own every other field.
 const NodeDiscoveryFieldManager = "itmanager-node-discovery"
 
-// ReasonNodeDeviceNameTaken is the Warning Event on a Device named for a
-// Node that discovery did not create, and so never adopts.
-const ReasonNodeDeviceNameTaken = "NodeDeviceNameTaken"
+// ReasonNodeDeviceNameTaken is itmv1.ReasonNodeDeviceNameTaken.
+//
+// Transitional: kept until the branches of issue 13 are merged.
+const ReasonNodeDeviceNameTaken = itmv1.ReasonNodeDeviceNameTaken
 
 // DefaultConflictRecheck is how often discovery looks again at (and
 // reports again) a Node whose Device name is taken.
@@ -107,10 +109,10 @@ func (r *NodeDiscoveryReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		// Made for an earlier Node of this name: the garbage collector
 		// deletes it, and its deletion brings this Node back here (Owns).
 		log.V(1).Info("Waiting for the Device of an earlier Node of this name to be garbage-collected", "Device", klog.KObj(dev))
-		return ctrl.Result{RequeueAfter: time.Minute}, nil
+		return kit.After(time.Minute), nil
 	default:
 		r.reportConflict(ctx, node, dev)
-		return ctrl.Result{RequeueAfter: cmp.Or(r.ConflictRecheck, DefaultConflictRecheck)}, nil
+		return kit.After(cmp.Or(r.ConflictRecheck, DefaultConflictRecheck)), nil
 	}
 }
 
@@ -213,11 +215,9 @@ func (r *NodeDiscoveryReconciler) reportConflict(ctx context.Context, node *core
 	ctrl.LoggerFrom(ctx).Info("Not adopting a Device that Node discovery did not create; the Node has no Device until it is deleted",
 		"Node", klog.KObj(node), "Device", klog.KObj(dev), "class", dev.Spec.Class)
 	nodeDeviceConflicts.WithLabelValues(node.Name).Set(1)
-	if r.Recorder != nil {
-		r.Recorder.Eventf(dev, node, corev1.EventTypeWarning, ReasonNodeDeviceNameTaken, "Discover",
-			"Device %s is named for Node %s but Node discovery did not create it (no owner reference to that Node and its UID): it is never adopted, so the Node's class, facts and addresses never reach it, and the Node has no Device until this one is deleted",
-			dev.Name, node.Name)
-	}
+	kit.Emitter{Recorder: r.Recorder}.Eventf(dev, node, corev1.EventTypeWarning, itmv1.ReasonNodeDeviceNameTaken, "Discover",
+		"Device %s is named for Node %s but Node discovery did not create it (no owner reference to that Node and its UID): it is never adopted, so the Node's class, facts and addresses never reach it, and the Node has no Device until this one is deleted",
+		dev.Name, node.Name)
 }
 
 func nodeOwnerRef(node *corev1.Node) metav1.OwnerReference {

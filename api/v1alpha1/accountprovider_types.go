@@ -31,6 +31,11 @@ const (
 	AccountProviderReasonNamespaceNotManaged = "NamespaceNotManaged"
 )
 
+// AccountProviderEventCheckFailed is the reason of the Warning Event when a
+// provider that was Ready fails its check (its return is an Event with
+// reason AccountProviderReasonConnected).
+const AccountProviderEventCheckFailed = "CheckFailed"
+
 // LDAPOffboardAction is what happens to an LDAP entry on offboarding.
 // +kubebuilder:validation:Enum=Disable;Delete
 type LDAPOffboardAction string

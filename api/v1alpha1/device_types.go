@@ -93,6 +93,46 @@ const (
 	ReasonVersionUnknown  = "VersionUnknown"
 )
 
+// Reasons of a Device's Ready condition.
+const (
+	// ReasonAddressConflict: another Device claims one of its addresses;
+	// the address is denied for all of them.
+	ReasonAddressConflict = "AddressConflict"
+	// ReasonAddressOutsideRanges: a static (or recorded) address lies
+	// outside the manager's --agent-address-cidrs and does not count.
+	ReasonAddressOutsideRanges = "AddressOutsideRanges"
+	// ReasonAwaitingCheckIn: a device that should check in has not yet.
+	ReasonAwaitingCheckIn = "AwaitingCheckIn"
+	// ReasonDeviceRetired: spec.lifecycle is Retired.
+	ReasonDeviceRetired = "Retired"
+	// ReasonDeviceLost: spec.lifecycle is Lost.
+	ReasonDeviceLost = "Lost"
+	// ReasonNoCheckInNeeded: the device has no agent and is not a Node.
+	ReasonNoCheckInNeeded = "NoCheckInExpected"
+	// ReasonDeviceCheckedIn: the device checks in.
+	ReasonDeviceCheckedIn = "CheckedIn"
+)
+
+// Reasons of Events about Devices.
+const (
+	// ReasonCheckedInAgain: a device that had stopped checking in is back.
+	ReasonCheckedInAgain = "CheckedInAgain"
+	// ReasonAddressConflictResolved: no other Device claims its addresses
+	// any more.
+	ReasonAddressConflictResolved = "AddressConflictResolved"
+	// ReasonNodeDeviceNameTaken: a Device named for a Node was not made by
+	// Node discovery, which never adopts it.
+	ReasonNodeDeviceNameTaken = "NodeDeviceNameTaken"
+	// ReasonEnrolmentConflict: the enrolment Secret's name is taken by a
+	// Secret itmanager did not create.
+	ReasonEnrolmentConflict = "EnrolmentConflict"
+	// ReasonAgentTokenRotated: the enrolment was rewritten with a new
+	// token; the old one no longer works.
+	ReasonAgentTokenRotated = "AgentTokenRotated"
+	// ReasonAgentRevoked: the agent was disabled and its enrolment deleted.
+	ReasonAgentRevoked = "AgentRevoked"
+)
+
 // Hardware identifies the physical device.
 type Hardware struct {
 	// vendor is the manufacturer, for example "Lenovo".

@@ -21,8 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
@@ -61,7 +61,7 @@ func run(args []string, devicesNS, as string, out io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("no command; run kubectl itm -h")
 	}
-	cfg, err := ctrl.GetConfig()
+	cfg, err := config.GetConfig()
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func status(ctx context.Context, c client.Client, devicesNS, user string, now ti
 		return fmt.Errorf("get OnboardingRequest %s: %w", user, err)
 	}
 	fmt.Fprintf(out, "%s (%s, %s)\n", r.Name, r.Spec.Person.DisplayName, r.Spec.Person.Email)
-	ready := meta.FindStatusCondition(r.Status.Conditions, "Ready")
+	ready := meta.FindStatusCondition(r.Status.Conditions, itmv1.ConditionReady)
 	phase := cmp.Or(string(r.Status.Phase), "not reconciled yet")
 	if ready != nil && ready.Message != "" {
 		phase += ": " + ready.Message
@@ -47,7 +47,7 @@ func status(ctx context.Context, c client.Client, devicesNS, user string, now ti
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 
 	fmt.Fprintln(out, "\nConditions:")
-	for _, t := range []string{itmv1.OnboardingConditionAccountsReady, itmv1.OnboardingConditionDevicesAssigned, "Ready"} {
+	for _, t := range []string{itmv1.OnboardingConditionAccountsReady, itmv1.OnboardingConditionDevicesAssigned, itmv1.ConditionReady} {
 		if c := meta.FindStatusCondition(r.Status.Conditions, t); c != nil {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", t, c.Status, c.Reason, c.Message)
 		}

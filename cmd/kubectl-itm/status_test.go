@@ -24,7 +24,7 @@ func TestStatus(t *testing.T) {
 			Phase: itmv1.OnboardingPhaseActive,
 			Conditions: []metav1.Condition{
 				{Type: itmv1.OnboardingConditionApproved, Status: metav1.ConditionTrue, Reason: "Approved", Message: "ok by it", LastTransitionTime: approvedAt},
-				{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Active", Message: "accounts provisioned, devices assigned"},
+				{Type: itmv1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Active", Message: "accounts provisioned, devices assigned"},
 			},
 			Accounts:          []itmv1.AccountStatus{{Provider: "kube", ID: "ada", State: itmv1.AccountStateProvisioned}},
 			Devices:           []string{"lt-1"},

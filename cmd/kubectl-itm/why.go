@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
-	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/access"
+	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 // why explains an AccessPolicy's verdict on one Device with the operator's
@@ -57,12 +57,12 @@ func why(ctx context.Context, c client.Client, devicesNS, deviceName, policyName
 	if err := c.List(ctx, others); err != nil {
 		return fmt.Errorf("list Devices: %w", err)
 	}
-	mine := controllers.DeviceAddresses(dev)
+	mine := device.Claims(dev)
 	for _, o := range others.Items {
 		if o.Name == dev.Name {
 			continue
 		}
-		for _, addr := range controllers.DeviceAddresses(&o) {
+		for _, addr := range device.Claims(&o) {
 			if slices.Contains(mine, addr) {
 				if cand.Conflicts == nil {
 					cand.Conflicts = map[string][]string{}
@@ -143,7 +143,7 @@ func selection(dev *itmv1.Device, p *itmv1.AccessPolicy, people map[string]bool,
 	switch {
 	case a == "":
 		return false, "not assigned to anyone, and no deviceSelector matches its labels"
-	case r != nil && !access.IsActive(r):
+	case r != nil && !access.InForce(r):
 		return false, fmt.Sprintf("assigned to %s, whose OnboardingRequest is %s, not Active", a, cmp.Or(string(r.Status.Phase), "without a phase"))
 	default:
 		return false, fmt.Sprintf("assigned to %s, who is not among the policy's users or groups", a)
@@ -154,7 +154,7 @@ func selection(dev *itmv1.Device, p *itmv1.AccessPolicy, people map[string]bool,
 // caller may not read Leases, from status.lastCheckIn (with a note saying
 // so).
 func lastCheckIn(ctx context.Context, c client.Client, devicesNS string, dev *itmv1.Device) (*time.Time, string, error) {
-	key, ok := controllers.LeaseKey(devicesNS, dev)
+	key, ok := device.LeaseKey(devicesNS, dev)
 	if !ok {
 		return nil, "", nil
 	}

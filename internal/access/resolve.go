@@ -25,11 +25,19 @@ import (
 // MaxDeniedInStatus bounds status.denied.
 const MaxDeniedInStatus = 20
 
-// IsActive reports whether an OnboardingRequest's person currently counts:
-// phase Active and not being deleted (offboarding has begun).
-func IsActive(r *itmv1.OnboardingRequest) bool {
+// InForce reports whether an OnboardingRequest grants its person access
+// now: phase Active, and neither offboarding (spec.offboard) nor being
+// deleted. (Phase Active alone is not enough: it lags an offboarding that
+// has begun.)
+func InForce(r *itmv1.OnboardingRequest) bool {
 	return r.Status.Phase == itmv1.OnboardingPhaseActive && r.DeletionTimestamp == nil && !r.Spec.Offboard
 }
+
+// IsActive is InForce.
+//
+// Transitional: kept only until the branches of issue 13 that call it are
+// merged.
+func IsActive(r *itmv1.OnboardingRequest) bool { return InForce(r) }
 
 // People are the usernames a policy's subjects name: members of its groups
 // (people of Active OnboardingRequests) and the users it lists. A listed user
@@ -40,13 +48,13 @@ func IsActive(r *itmv1.OnboardingRequest) bool {
 func People(s itmv1.Subjects, requests map[string]*itmv1.OnboardingRequest) map[string]bool {
 	out := map[string]bool{}
 	for _, u := range s.Users {
-		if r, ok := requests[u]; !ok || IsActive(r) {
+		if r, ok := requests[u]; !ok || InForce(r) {
 			out[u] = true
 		}
 	}
 	if len(s.Groups) > 0 {
 		for name, r := range requests {
-			if IsActive(r) && slices.ContainsFunc(r.Spec.Groups, func(g string) bool { return slices.Contains(s.Groups, g) }) {
+			if InForce(r) && slices.ContainsFunc(r.Spec.Groups, func(g string) bool { return slices.Contains(s.Groups, g) }) {
 				out[name] = true
 			}
 		}

@@ -23,9 +23,11 @@ import (
 
 // Marks on what the providers create.
 const (
-	// LabelManagedBy and ManagedBy mark Kubernetes objects itmanager created.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	ManagedBy      = "itmanager"
+	// Transitional: LabelManagedBy and ManagedBy are itmv1.LabelManagedBy
+	// and itmv1.ManagedByValue, kept only until the branches of issue 13
+	// that still name them are merged.
+	LabelManagedBy = itmv1.LabelManagedBy
+	ManagedBy      = itmv1.ManagedByValue
 	// LabelUser names the person a Kubernetes object belongs to.
 	LabelUser = "itmanager.io/user"
 	// AnnotationOwnerUID records the UID of the OnboardingRequest that
@@ -56,8 +58,8 @@ type Observed struct {
 	Exists bool
 	// ID names the account in the provider: a ServiceAccount, a DN.
 	ID string
-	// Active is true when the person can sign in.
-	Active bool
+	// Enabled is true when the person can sign in.
+	Enabled bool
 	// Groups the account is a member of, where the provider keeps groups.
 	Groups []string
 }
@@ -85,9 +87,14 @@ type Provider interface {
 	// Ensure creates the account, disabled, when it is missing and brings
 	// its attributes up to date.
 	Ensure(ctx context.Context, a Account) (Result, error)
-	// SetActive enables (issuing or renewing credentials) or disables
+	// SetEnabled enables (issuing or renewing credentials) or disables
 	// (revoking them) the account.
-	SetActive(ctx context.Context, a Account, active bool) (Result, error)
+	SetEnabled(ctx context.Context, a Account, enabled bool) (Result, error)
+	// SetActive is SetEnabled.
+	//
+	// Transitional: kept only until the branches of issue 13 that call it
+	// are merged.
+	SetActive(ctx context.Context, a Account, enabled bool) (Result, error)
 	// SyncGroups makes the account a member of exactly a.Groups, where the
 	// provider keeps groups.
 	SyncGroups(ctx context.Context, a Account) error

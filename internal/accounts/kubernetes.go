@@ -62,7 +62,7 @@ type Kubernetes struct {
 	CAData []byte
 
 	// checked is set once Check passed in this session: Ensure and
-	// SetActive create nothing before it has.
+	// SetEnabled create nothing before it has.
 	checked bool
 }
 
@@ -87,7 +87,7 @@ func (k *Kubernetes) Check(ctx context.Context) error {
 	err := k.Reader.Get(ctx, client.ObjectKey{Name: ns}, &got)
 	if apierrors.IsNotFound(err) {
 		create := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns,
-			Labels: map[string]string{LabelManagedBy: ManagedBy, LabelManagedNamespace: ManagedNamespace}}}
+			Labels: map[string]string{itmv1.LabelManagedBy: itmv1.ManagedByValue, LabelManagedNamespace: ManagedNamespace}}}
 		if err := k.Client.Create(ctx, create); err != nil {
 			if apierrors.IsAlreadyExists(err) {
 				// Someone created it since the read: judged by its label
@@ -147,7 +147,7 @@ func (k *Kubernetes) serviceAccount(ctx context.Context, a Account) (*corev1.Ser
 }
 
 func markOf(m *metav1.ObjectMeta) string {
-	if m.Labels[LabelManagedBy] != ManagedBy {
+	if m.Labels[itmv1.LabelManagedBy] != itmv1.ManagedByValue {
 		return ""
 	}
 	return m.Annotations[AnnotationOwnerUID]
@@ -181,13 +181,13 @@ func (k *Kubernetes) Observe(ctx context.Context, a Account) (Observed, error) {
 	if err != nil {
 		return Observed{}, err
 	}
-	return Observed{Exists: true, ID: a.User, Active: s != nil}, nil
+	return Observed{Exists: true, ID: a.User, Enabled: s != nil}, nil
 }
 
 func (k *Kubernetes) meta(name string, a Account) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
 		Name: name, Namespace: k.Namespace,
-		Labels:      map[string]string{LabelManagedBy: ManagedBy, LabelUser: a.User},
+		Labels:      map[string]string{itmv1.LabelManagedBy: itmv1.ManagedByValue, LabelUser: a.User},
 		Annotations: map[string]string{AnnotationOwnerUID: string(a.Owner)},
 		// The request is cluster-scoped, so it can own namespaced objects:
 		// should its finalizer ever be removed by force, garbage
@@ -220,11 +220,11 @@ func (k *Kubernetes) Ensure(ctx context.Context, a Account) (Result, error) {
 	return Result{ID: a.User}, nil
 }
 
-// SetActive issues (or renews, when 80% of its lifetime has passed) the
+// SetEnabled issues (or renews, when 80% of its lifetime has passed) the
 // token in the credentials Secret, or deletes the Secret, which revokes
 // every token bound to it.
-func (k *Kubernetes) SetActive(ctx context.Context, a Account, active bool) (Result, error) {
-	if !active {
+func (k *Kubernetes) SetEnabled(ctx context.Context, a Account, enabled bool) (Result, error) {
+	if !enabled {
 		return Result{ID: a.User}, k.deleteSecret(ctx, a)
 	}
 	if err := k.ready(ctx); err != nil {
@@ -349,3 +349,8 @@ func (k *Kubernetes) OffboardDeletes() bool { return true }
 
 // Close does nothing.
 func (k *Kubernetes) Close() error { return nil }
+
+// SetActive is SetEnabled (transitional, see Provider).
+func (k *Kubernetes) SetActive(ctx context.Context, a Account, enabled bool) (Result, error) {
+	return k.SetEnabled(ctx, a, enabled)
+}

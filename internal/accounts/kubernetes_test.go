@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/accounts"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
@@ -49,7 +50,7 @@ func TestKubernetesCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := &corev1.Namespace{}
-	if err := c.Get(ctx, types.NamespacedName{Name: "itmanager-users"}, ns); err != nil || ns.Labels[accounts.LabelManagedBy] != accounts.ManagedBy ||
+	if err := c.Get(ctx, types.NamespacedName{Name: "itmanager-users"}, ns); err != nil || ns.Labels[itmv1.LabelManagedBy] != itmv1.ManagedByValue ||
 		ns.Labels[accounts.LabelManagedNamespace] != "true" {
 		t.Fatalf("namespace not created with the marks (managed-by, managed-namespace=true): %v %v", ns.Labels, err)
 	}
@@ -57,7 +58,7 @@ func TestKubernetesCheck(t *testing.T) {
 
 // TestKubernetesUsesOnlyManagedNamespaces: an existing namespace is used only
 // when it carries itmanager.io/managed-namespace=true; otherwise Check says
-// so with its own reason, and Ensure and SetActive create nothing there.
+// so with its own reason, and Ensure and SetEnabled create nothing there.
 func TestKubernetesUsesOnlyManagedNamespaces(t *testing.T) {
 	ctx := context.Background()
 	for name, tc := range map[string]struct {
@@ -65,7 +66,7 @@ func TestKubernetesUsesOnlyManagedNamespaces(t *testing.T) {
 		ok     bool
 	}{
 		"no labels":                      {nil, false},
-		"only managed-by itmanager":      {map[string]string{accounts.LabelManagedBy: accounts.ManagedBy}, false},
+		"only managed-by itmanager":      {map[string]string{itmv1.LabelManagedBy: itmv1.ManagedByValue}, false},
 		"managed-namespace=false":        {map[string]string{accounts.LabelManagedNamespace: "false"}, false},
 		"managed-namespace=true (admin)": {map[string]string{accounts.LabelManagedNamespace: "true"}, true},
 	} {
@@ -74,7 +75,7 @@ func TestKubernetesUsesOnlyManagedNamespaces(t *testing.T) {
 			a := accounts.Account{User: "ada", Owner: "uid-a"}
 			err := k.Check(ctx)
 			_, ensureErr := k.Ensure(ctx, a)
-			_, activeErr := k.SetActive(ctx, a, true)
+			_, activeErr := k.SetEnabled(ctx, a, true)
 			saErr := c.Get(ctx, types.NamespacedName{Namespace: "itmanager-users", Name: "ada"}, &corev1.ServiceAccount{})
 			secretErr := c.Get(ctx, types.NamespacedName{Namespace: "itmanager-users", Name: "ada-kubeconfig"}, &corev1.Secret{})
 			if tc.ok {
@@ -88,7 +89,7 @@ func TestKubernetesUsesOnlyManagedNamespaces(t *testing.T) {
 				t.Errorf("Check = %v (reason %q), want a ConfigError with reason NamespaceNotManaged naming the field and the label", err, accounts.ConfigReason(err))
 			}
 			if !accounts.IsConfig(ensureErr) || !accounts.IsConfig(activeErr) {
-				t.Errorf("Ensure %v, SetActive %v: want both refused with the same ConfigError", ensureErr, activeErr)
+				t.Errorf("Ensure %v, SetEnabled %v: want both refused with the same ConfigError", ensureErr, activeErr)
 			}
 			if !apierrors.IsNotFound(saErr) || !apierrors.IsNotFound(secretErr) {
 				t.Errorf("something was created in an unmanaged namespace: ServiceAccount %v, Secret %v", saErr, secretErr)
@@ -101,7 +102,7 @@ func TestKubernetesNeverAdopts(t *testing.T) {
 	ctx := context.Background()
 	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "itmanager-users", Name: "ada"}}
 	marked := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "itmanager-users", Name: "bob",
-		Labels:      map[string]string{accounts.LabelManagedBy: accounts.ManagedBy},
+		Labels:      map[string]string{itmv1.LabelManagedBy: itmv1.ManagedByValue},
 		Annotations: map[string]string{accounts.AnnotationOwnerUID: "old-uid"}}}
 	k, c := kube(foreign, marked)
 	for _, a := range []accounts.Account{{User: "ada", Owner: "uid-a"}, {User: "bob", Owner: "new-uid"}} {
@@ -111,8 +112,8 @@ func TestKubernetesNeverAdopts(t *testing.T) {
 		if _, err := k.Ensure(ctx, a); !accounts.IsConflict(err) {
 			t.Errorf("Ensure %s: %v, want a conflict", a.User, err)
 		}
-		if _, err := k.SetActive(ctx, a, true); !accounts.IsConflict(err) {
-			t.Errorf("SetActive %s: %v, want a conflict", a.User, err)
+		if _, err := k.SetEnabled(ctx, a, true); !accounts.IsConflict(err) {
+			t.Errorf("SetEnabled %s: %v, want a conflict", a.User, err)
 		}
 		if err := k.Delete(ctx, a); !accounts.IsConflict(err) {
 			t.Errorf("Delete %s: %v, want a conflict", a.User, err)
@@ -129,8 +130,8 @@ func TestKubernetesNeverAdopts(t *testing.T) {
 	if _, err := k.Ensure(ctx, cy); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := k.SetActive(ctx, cy, true); !accounts.IsConflict(err) {
-		t.Fatalf("SetActive over a foreign Secret: %v, want a conflict", err)
+	if _, err := k.SetEnabled(ctx, cy, true); !accounts.IsConflict(err) {
+		t.Fatalf("SetEnabled over a foreign Secret: %v, want a conflict", err)
 	}
 }
 
@@ -152,10 +153,10 @@ func TestKubernetesLifecycle(t *testing.T) {
 		sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
 		t.Fatalf("ServiceAccount %+v", sa.ObjectMeta)
 	}
-	if o, _ := k.Observe(ctx, a); !o.Exists || o.Active {
+	if o, _ := k.Observe(ctx, a); !o.Exists || o.Enabled {
 		t.Fatalf("created: %+v, want existing and disabled", o)
 	}
-	res, err := k.SetActive(ctx, a, true)
+	res, err := k.SetEnabled(ctx, a, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestKubernetesLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.Clock = clocktesting.NewFakePassiveClock(expires.Add(-13 * time.Minute))
-	if res, err = k.SetActive(ctx, a, true); err != nil || !res.RenewAt.Equal(expires.Add(-12*time.Minute)) {
+	if res, err = k.SetEnabled(ctx, a, true); err != nil || !res.RenewAt.Equal(expires.Add(-12*time.Minute)) {
 		t.Fatalf("before renewal: %+v %v, want renewal at 80%%", res, err)
 	}
 	_ = c.Get(ctx, client.ObjectKeyFromObject(s), s)
@@ -191,7 +192,7 @@ func TestKubernetesLifecycle(t *testing.T) {
 		t.Fatal("renewed too early")
 	}
 	k.Clock = clocktesting.NewFakePassiveClock(expires.Add(-12 * time.Minute))
-	if _, err = k.SetActive(ctx, a, true); err != nil {
+	if _, err = k.SetEnabled(ctx, a, true); err != nil {
 		t.Fatal(err)
 	}
 	_ = c.Get(ctx, client.ObjectKeyFromObject(s), s)
@@ -200,7 +201,7 @@ func TestKubernetesLifecycle(t *testing.T) {
 	}
 
 	// Disabling deletes the Secret; deleting removes the ServiceAccount.
-	if _, err := k.SetActive(ctx, a, false); err != nil {
+	if _, err := k.SetEnabled(ctx, a, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(s), s); !apierrors.IsNotFound(err) {

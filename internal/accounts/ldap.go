@@ -213,7 +213,7 @@ func (l *LDAP) Observe(_ context.Context, a Account) (Observed, error) {
 		names = append(names, g.GetAttributeValue("cn"))
 	}
 	slices.Sort(names)
-	return Observed{Exists: true, ID: e.DN, Active: e.GetAttributeValue(lockedAttr) == "", Groups: names}, nil
+	return Observed{Exists: true, ID: e.DN, Enabled: e.GetAttributeValue(lockedAttr) == "", Groups: names}, nil
 }
 
 // Ensure adds the entry, locked, with the ownership mark, or brings its
@@ -266,8 +266,8 @@ func (l *LDAP) Ensure(_ context.Context, a Account) (Result, error) {
 	return Result{ID: dn}, nil
 }
 
-// SetActive unlocks or locks the entry; it writes only on a change.
-func (l *LDAP) SetActive(_ context.Context, a Account, active bool) (Result, error) {
+// SetEnabled unlocks or locks the entry; it writes only on a change.
+func (l *LDAP) SetEnabled(_ context.Context, a Account, enabled bool) (Result, error) {
 	e, err := l.entry(a)
 	if err != nil {
 		return Result{}, err
@@ -276,17 +276,17 @@ func (l *LDAP) SetActive(_ context.Context, a Account, active bool) (Result, err
 		return Result{}, fmt.Errorf("%s does not exist", l.UserDN(a.User))
 	}
 	locked := e.GetAttributeValue(lockedAttr) != ""
-	if locked == !active {
+	if locked == !enabled {
 		return Result{ID: e.DN}, nil
 	}
 	mod := ldap.NewModifyRequest(e.DN, nil)
-	if active {
+	if enabled {
 		mod.Delete(lockedAttr, nil)
 	} else {
 		mod.Replace(lockedAttr, []string{lockedForever})
 	}
 	if err := l.conn.Modify(mod); err != nil {
-		return Result{}, fmt.Errorf("%s %s: %w", map[bool]string{true: "unlock", false: "lock"}[active], e.DN, err)
+		return Result{}, fmt.Errorf("%s %s: %w", map[bool]string{true: "unlock", false: "lock"}[enabled], e.DN, err)
 	}
 	return Result{ID: e.DN}, nil
 }
@@ -403,4 +403,9 @@ func (l *LDAP) Delete(ctx context.Context, a Account) error {
 		return fmt.Errorf("delete %s: %w", e.DN, err)
 	}
 	return nil
+}
+
+// SetActive is SetEnabled (transitional, see Provider).
+func (l *LDAP) SetActive(ctx context.Context, a Account, enabled bool) (Result, error) {
+	return l.SetEnabled(ctx, a, enabled)
 }

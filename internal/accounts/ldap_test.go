@@ -137,14 +137,14 @@ func TestLDAPLifecycle(t *testing.T) {
 	if err != nil || r.ID != dn {
 		t.Fatalf("Ensure: %+v %v", r, err)
 	}
-	if o, _ := l.Observe(ctx, a); !o.Exists || o.Active || o.ID != dn {
+	if o, _ := l.Observe(ctx, a); !o.Exists || o.Enabled || o.ID != dn {
 		t.Fatalf("created: %+v, want existing and locked", o)
 	}
 	// The person sets a password (ppolicy unlocks an account whose
 	// password an administrator resets), and the account is locked again,
 	// as the controller would while the start date is ahead.
 	setPassword(t, dn, "pw")
-	if _, err := l.SetActive(ctx, a, false); err != nil {
+	if _, err := l.SetEnabled(ctx, a, false); err != nil {
 		t.Fatal(err)
 	}
 	if canBind(t, dn, "pw") {
@@ -153,13 +153,13 @@ func TestLDAPLifecycle(t *testing.T) {
 	if _, err := l.Ensure(ctx, a); err != nil {
 		t.Fatalf("Ensure again: %v", err)
 	}
-	if _, err := l.SetActive(ctx, a, true); err != nil {
+	if _, err := l.SetEnabled(ctx, a, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.SyncGroups(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if o, _ := l.Observe(ctx, a); !o.Active || !slices.Equal(o.Groups, []string{"eng"}) {
+	if o, _ := l.Observe(ctx, a); !o.Enabled || !slices.Equal(o.Groups, []string{"eng"}) {
 		t.Fatalf("enabled: %+v", o)
 	}
 	if !canBind(t, dn, "pw") {
@@ -185,7 +185,7 @@ func TestLDAPLifecycle(t *testing.T) {
 	}
 
 	// Offboarding by disabling: locked and out of every group.
-	if _, err := l.SetActive(ctx, a, false); err != nil {
+	if _, err := l.SetEnabled(ctx, a, false); err != nil {
 		t.Fatal(err)
 	}
 	left := a
@@ -196,7 +196,7 @@ func TestLDAPLifecycle(t *testing.T) {
 	if canBind(t, dn, "pw") {
 		t.Fatal("a disabled account can still sign in")
 	}
-	if o, _ := l.Observe(ctx, a); !o.Exists || o.Active || len(o.Groups) != 0 {
+	if o, _ := l.Observe(ctx, a); !o.Exists || o.Enabled || len(o.Groups) != 0 {
 		t.Fatalf("disabled: %+v", o)
 	}
 	if m := members(t, "eng"); m != nil {
@@ -279,10 +279,10 @@ func TestLDAPNeverAdopts(t *testing.T) {
 	_ = c.Close()
 	carol := account("carol", "c1")
 	for name, op := range map[string]func() error{
-		"Observe":   func() error { _, err := l.Observe(ctx, carol); return err },
-		"Ensure":    func() error { _, err := l.Ensure(ctx, carol); return err },
-		"SetActive": func() error { _, err := l.SetActive(ctx, carol, false); return err },
-		"Delete":    func() error { return l.Delete(ctx, carol) },
+		"Observe":    func() error { _, err := l.Observe(ctx, carol); return err },
+		"Ensure":     func() error { _, err := l.Ensure(ctx, carol); return err },
+		"SetEnabled": func() error { _, err := l.SetEnabled(ctx, carol, false); return err },
+		"Delete":     func() error { return l.Delete(ctx, carol) },
 	} {
 		if err := op(); !accounts.IsConflict(err) {
 			t.Errorf("%s on a foreign entry: got %v, want a conflict", name, err)

@@ -98,6 +98,24 @@ func Addresses(d *itmv1.Device, ranges []netip.Prefix) (usable, outside []string
 	return usable, outside
 }
 
+// Claims are the addresses an Active Device claims against every other
+// Device (the address index, conflicts between Devices): all it has,
+// static and observed, whether or not they count inside the address
+// ranges, in Addresses' canonical, deduplicated, sorted form. A Retired or
+// Lost device claims none (it never gets access).
+func Claims(d *itmv1.Device) []string {
+	if !Active(d) {
+		return nil
+	}
+	usable, outside := Addresses(d, nil)
+	if len(outside) == 0 {
+		return usable
+	}
+	out := append(slices.Clone(usable), outside...)
+	slices.Sort(out)
+	return out
+}
+
 // NodeOwner is the ownership mark Node discovery puts on the Device it makes
 // for a Node (DESIGN §2): a controller owner reference to a Node, carrying
 // that Node's name and UID. nil for any other Device, however it is named.

@@ -24,19 +24,6 @@ import (
 // writing a time to come.
 const MaxClockSkew = 5 * time.Second
 
-// Condition reasons specific to Device readiness.
-const (
-	ReasonAddressConflict = "AddressConflict"
-	// ReasonAddressOutsideRanges: a static (or recorded) address lies
-	// outside the manager's --agent-address-cidrs and does not count.
-	ReasonAddressOutsideRanges = "AddressOutsideRanges"
-	ReasonAwaitingCheckIn      = "AwaitingCheckIn"
-	ReasonDeviceRetired        = "Retired"
-	ReasonDeviceLost           = "Lost"
-	ReasonNoCheckInNeeded      = "NoCheckInExpected"
-	ReasonDeviceCheckedIn      = "CheckedIn"
-)
-
 // Input is everything the status of one Device depends on.
 type Input struct {
 	Device *itmv1.Device
@@ -107,25 +94,36 @@ func Evaluate(in Input) Result {
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
 
-	// The effective check-in: the Lease, unless it claims a time to come.
-	var checkIn *time.Time
-	if in.RenewTime != nil && !in.RenewTime.After(in.Now.Add(MaxClockSkew)) {
-		checkIn = in.RenewTime
-	} else if st.LastCheckIn != nil {
-		checkIn = &st.LastCheckIn.Time
+	// The effective check-in: the Lease, unless it has none or claims a
+	// time to come; then the last one recorded.
+	checkIn := in.RenewTime
+	verdict, expires := JudgeCheckIn(checkIn, in.StaleAfter, in.Now)
+	if verdict == NeverCheckedIn || verdict == CheckInInFuture {
+		checkIn, verdict, expires = nil, NeverCheckedIn, time.Time{}
+		if st.LastCheckIn != nil {
+			checkIn = &st.LastCheckIn.Time
+			verdict, expires = JudgeCheckIn(checkIn, in.StaleAfter, in.Now)
+		}
 	}
 
 	var res Result
 	wasFresh := meta.IsStatusConditionTrue(d.Status.Conditions, itmv1.DeviceConditionCheckedIn)
-	fresh := checkIn != nil && in.Now.Before(checkIn.Add(in.StaleAfter))
-	switch {
-	case checkIn == nil:
+	fresh := verdict == CheckInFresh
+	switch verdict {
+	case NeverCheckedIn:
 		set(metav1.Condition{Type: itmv1.DeviceConditionCheckedIn, Status: metav1.ConditionFalse,
 			Reason: itmv1.ReasonNeverCheckedIn, Message: "no check-in has been received"})
-	case fresh:
+	case CheckInFresh:
 		set(metav1.Condition{Type: itmv1.DeviceConditionCheckedIn, Status: metav1.ConditionTrue,
 			Reason: itmv1.ReasonCheckInFresh, Message: fmt.Sprintf("checked in within %s", in.StaleAfter)})
-		res.RequeueAfter = checkIn.Add(in.StaleAfter).Sub(in.Now)
+		res.RequeueAfter = expires.Sub(in.Now)
+	case CheckInInFuture:
+		// Only a status.lastCheckIn ahead of this clock gets here (a Lease
+		// renew time ahead of it is never used): it does not count.
+		checkIn = nil
+		set(metav1.Condition{Type: itmv1.DeviceConditionCheckedIn, Status: metav1.ConditionFalse,
+			Reason:  itmv1.ReasonCheckInStale,
+			Message: fmt.Sprintf("last check-in %s lies in the future", st.LastCheckIn.UTC().Format(time.RFC3339))})
 	default:
 		set(metav1.Condition{Type: itmv1.DeviceConditionCheckedIn, Status: metav1.ConditionFalse,
 			Reason:  itmv1.ReasonCheckInStale,
@@ -191,24 +189,24 @@ func ready(d *itmv1.Device, fresh bool, conflicts map[string][]string, outside [
 		for _, a := range addrs {
 			parts = append(parts, fmt.Sprintf("%s (also claimed by %s)", a, strings.Join(conflicts[a], ", ")))
 		}
-		c.Status, c.Reason = metav1.ConditionFalse, ReasonAddressConflict
+		c.Status, c.Reason = metav1.ConditionFalse, itmv1.ReasonAddressConflict
 		c.Message = "addresses claimed by more than one Device are denied for all of them: " + strings.Join(parts, "; ")
 		if outsideMsg != "" {
 			c.Message += "; " + outsideMsg
 		}
 		c.Message = text.Truncate(c.Message, 32768)
 	case outsideMsg != "":
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, ReasonAddressOutsideRanges, outsideMsg
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, itmv1.ReasonAddressOutsideRanges, outsideMsg
 	case d.Spec.Lifecycle == itmv1.DeviceLifecycleRetired:
-		c.Reason, c.Message = ReasonDeviceRetired, "the device is retired; it gets no access and is never assigned"
+		c.Reason, c.Message = itmv1.ReasonDeviceRetired, "the device is retired; it gets no access and is never assigned"
 	case d.Spec.Lifecycle == itmv1.DeviceLifecycleLost:
-		c.Reason, c.Message = ReasonDeviceLost, "the device is lost; it gets no access and is never assigned"
+		c.Reason, c.Message = itmv1.ReasonDeviceLost, "the device is lost; it gets no access and is never assigned"
 	case !ExpectsCheckIns(d):
-		c.Reason, c.Message = ReasonNoCheckInNeeded, "the device has no agent; its static addresses are used"
+		c.Reason, c.Message = itmv1.ReasonNoCheckInNeeded, "the device has no agent; its static addresses are used"
 	case fresh:
-		c.Reason, c.Message = ReasonDeviceCheckedIn, "the device checks in"
+		c.Reason, c.Message = itmv1.ReasonDeviceCheckedIn, "the device checks in"
 	default:
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, ReasonAwaitingCheckIn, "the device has not checked in recently"
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, itmv1.ReasonAwaitingCheckIn, "the device has not checked in recently"
 	}
 	return c
 }

@@ -94,6 +94,16 @@ func TestEvaluateCheckedIn(t *testing.T) {
 		"future renew time and no history is never checked in": {
 			device: laptop(nil), renew: at(time.Hour), wantStatus: metav1.ConditionFalse, wantReason: itmv1.ReasonNeverCheckedIn,
 		},
+		"no renew time falls back to the recorded lastCheckIn": {
+			device:     laptop(withCheckedIn(metav1.ConditionTrue, now.Add(-time.Minute))),
+			wantStatus: metav1.ConditionTrue, wantReason: itmv1.ReasonCheckInFresh,
+			wantRequeue: 4 * time.Minute, wantLast: at(-time.Minute),
+		},
+		"a recorded lastCheckIn beyond the clock skew does not count": {
+			device: laptop(withCheckedIn(metav1.ConditionTrue, now.Add(time.Hour))), renew: at(2 * time.Hour),
+			wantStatus: metav1.ConditionFalse, wantReason: itmv1.ReasonCheckInStale, wantLast: at(time.Hour),
+			wantMessage: "last check-in 2026-11-22T11:00:00Z lies in the future",
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -184,38 +194,38 @@ func TestUpToDateAndReady(t *testing.T) {
 		"observed equals target": {
 			device: laptop(func(d *itmv1.Device) { d.Status.Observed = &itmv1.ObservedFacts{OSVersion: "24.04"} }), renew: at(-time.Second),
 			wantUpToDate: metav1.ConditionTrue, wantUpToDateReason: itmv1.ReasonVersionMatches,
-			wantReady: metav1.ConditionTrue, wantReadyReason: ReasonDeviceCheckedIn,
+			wantReady: metav1.ConditionTrue, wantReadyReason: itmv1.ReasonDeviceCheckedIn,
 		},
 		"observed differs": {
 			device: laptop(func(d *itmv1.Device) { d.Status.Observed = &itmv1.ObservedFacts{OSVersion: "22.04"} }), renew: at(-time.Second),
 			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionDiffers,
-			wantReady: metav1.ConditionTrue, wantReadyReason: ReasonDeviceCheckedIn,
+			wantReady: metav1.ConditionTrue, wantReadyReason: itmv1.ReasonDeviceCheckedIn,
 		},
 		"unknown observed version fails closed": {
 			device: laptop(nil), renew: at(-time.Second),
 			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
-			wantReady: metav1.ConditionTrue, wantReadyReason: ReasonDeviceCheckedIn,
+			wantReady: metav1.ConditionTrue, wantReadyReason: itmv1.ReasonDeviceCheckedIn,
 		},
 		"no target is up to date": {
 			device:       laptop(func(d *itmv1.Device) { d.Spec.OS = nil }),
 			wantUpToDate: metav1.ConditionTrue, wantUpToDateReason: itmv1.ReasonNoTargetVersion,
-			wantReady: metav1.ConditionFalse, wantReadyReason: ReasonAwaitingCheckIn,
+			wantReady: metav1.ConditionFalse, wantReadyReason: itmv1.ReasonAwaitingCheckIn,
 		},
 		"server without agent is ready without check-ins": {
 			device:       laptop(func(d *itmv1.Device) { d.Spec.Class = itmv1.DeviceClassServer; d.Spec.Agent = nil }),
 			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
-			wantReady: metav1.ConditionTrue, wantReadyReason: ReasonNoCheckInNeeded,
+			wantReady: metav1.ConditionTrue, wantReadyReason: itmv1.ReasonNoCheckInNeeded,
 		},
 		"retired": {
 			device:       laptop(func(d *itmv1.Device) { d.Spec.Lifecycle = itmv1.DeviceLifecycleRetired }),
 			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
-			wantReady: metav1.ConditionTrue, wantReadyReason: ReasonDeviceRetired,
+			wantReady: metav1.ConditionTrue, wantReadyReason: itmv1.ReasonDeviceRetired,
 		},
 		"address conflict": {
 			device: laptop(nil), renew: at(-time.Second),
 			conflicts:    map[string][]string{"10.0.0.9": {"lt-7"}, "10.0.0.5": {"lt-2", "lt-3"}},
 			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
-			wantReady: metav1.ConditionFalse, wantReadyReason: ReasonAddressConflict,
+			wantReady: metav1.ConditionFalse, wantReadyReason: itmv1.ReasonAddressConflict,
 			wantReadyMessageParts: []string{"10.0.0.5 (also claimed by lt-2, lt-3); 10.0.0.9 (also claimed by lt-7)"},
 		},
 		"a static address outside --agent-address-cidrs is not ready and named": {
@@ -224,7 +234,7 @@ func TestUpToDateAndReady(t *testing.T) {
 			}),
 			ranges:       prefixes("10.0.0.0/8"),
 			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
-			wantReady: metav1.ConditionFalse, wantReadyReason: ReasonAddressOutsideRanges,
+			wantReady: metav1.ConditionFalse, wantReadyReason: itmv1.ReasonAddressOutsideRanges,
 			wantReadyMessageParts: []string{"addresses outside the allowed ranges (--agent-address-cidrs) do not count: 192.0.2.7"},
 		},
 		"the same static address without ranges is fine": {
@@ -232,7 +242,7 @@ func TestUpToDateAndReady(t *testing.T) {
 				d.Spec.Class, d.Spec.Agent, d.Spec.Addresses = itmv1.DeviceClassServer, nil, []string{"192.0.2.7", "10.0.0.7"}
 			}),
 			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
-			wantReady: metav1.ConditionTrue, wantReadyReason: ReasonNoCheckInNeeded,
+			wantReady: metav1.ConditionTrue, wantReadyReason: itmv1.ReasonNoCheckInNeeded,
 		},
 		"a conflict and an address outside the ranges are both said": {
 			device:       laptop(func(d *itmv1.Device) { d.Spec.Addresses = []string{"192.0.2.7", "10.0.0.5"} }),
@@ -240,14 +250,14 @@ func TestUpToDateAndReady(t *testing.T) {
 			conflicts:    map[string][]string{"10.0.0.5": {"lt-2"}},
 			ranges:       prefixes("10.0.0.0/8"),
 			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
-			wantReady: metav1.ConditionFalse, wantReadyReason: ReasonAddressConflict,
+			wantReady: metav1.ConditionFalse, wantReadyReason: itmv1.ReasonAddressConflict,
 			wantReadyMessageParts: []string{"10.0.0.5 (also claimed by lt-2)", "do not count: 192.0.2.7"},
 		},
 		"a discovered Node's own addresses are not judged by the agent ranges": {
 			device: nodeDevice("worker-1", "a", nil), renew: at(-time.Second),
 			ranges:       prefixes("10.0.0.0/8"),
 			wantUpToDate: metav1.ConditionTrue, wantUpToDateReason: itmv1.ReasonNoTargetVersion,
-			wantReady: metav1.ConditionTrue, wantReadyReason: ReasonDeviceCheckedIn,
+			wantReady: metav1.ConditionTrue, wantReadyReason: itmv1.ReasonDeviceCheckedIn,
 		},
 	}
 	for name, tc := range tests {

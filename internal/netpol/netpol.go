@@ -26,11 +26,14 @@ import (
 // enough for every CNI to program quickly.
 const MaxCIDRsPerObject = 1000
 
-// Labels on every generated object.
+// Labels on every generated object (besides itmv1.LabelManagedBy).
 const (
-	LabelManagedBy    = "app.kubernetes.io/managed-by"
-	ManagedByValue    = "itmanager"
 	LabelAccessPolicy = "itmanager.io/access-policy"
+
+	// Transitional: LabelManagedBy and ManagedByValue are itmv1's, kept only
+	// until the branches of issue 13 that still name them are merged.
+	LabelManagedBy = itmv1.LabelManagedBy
+	ManagedByValue = itmv1.ManagedByValue
 )
 
 // Target is one destination namespace with the destinations that name it.
@@ -198,7 +201,7 @@ func object(owner *itmv1.AccessPolicy, ns string, n int, g *group, from []networ
 
 // Labels are the labels of every object generated for a policy.
 func Labels(policy string) map[string]string {
-	return map[string]string{LabelManagedBy: ManagedByValue, LabelAccessPolicy: policy}
+	return map[string]string{itmv1.LabelManagedBy: itmv1.ManagedByValue, LabelAccessPolicy: policy}
 }
 
 // OwnerReference makes the policy the controller of a generated object, so

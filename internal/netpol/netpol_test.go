@@ -115,7 +115,7 @@ func TestCompile(t *testing.T) {
 						t.Errorf("%s: empty from allows everyone", np.Name)
 					}
 				}
-				if np.Labels[LabelManagedBy] != ManagedByValue || np.Labels[LabelAccessPolicy] != "wiki" {
+				if np.Labels[itmv1.LabelManagedBy] != itmv1.ManagedByValue || np.Labels[LabelAccessPolicy] != "wiki" {
 					t.Errorf("%s: labels %v", np.Name, np.Labels)
 				}
 				if len(np.OwnerReferences) != 1 || np.OwnerReferences[0].UID != "u-1" || !ptr.Deref(np.OwnerReferences[0].Controller, false) {

@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	// Aliased: the package's tests name a helper device.
+	devicefacts "github.com/itmanager-io/itmanager/internal/device"
 )
 
 // The finalizer of OnboardingRequests.
@@ -320,11 +322,13 @@ func spread(user string, i, n int) int {
 
 // available is an Active device assigned to nobody.
 func available(d *itmv1.Device) bool {
-	return d.Spec.Assignee == "" && lifecycle(d) == itmv1.DeviceLifecycleActive && d.DeletionTimestamp == nil
+	return d.Spec.Assignee == "" && devicefacts.Active(d) && d.DeletionTimestamp == nil
 }
 
+// lifecycle is the device's lifecycle as a person reads it (unset is
+// Active).
 func lifecycle(d *itmv1.Device) itmv1.DeviceLifecycle {
-	if d.Spec.Lifecycle == "" {
+	if devicefacts.Active(d) {
 		return itmv1.DeviceLifecycleActive
 	}
 	return d.Spec.Lifecycle

@@ -17,7 +17,7 @@ import (
 
 // Requirement names, as `kubectl itm why` prints them.
 const (
-	RequireActive         = "lifecycle"
+	RequireLifecycle      = "lifecycle"
 	RequireCheckIn        = "maxCheckInAge"
 	RequireUpToDate       = "requireUpToDate"
 	RequireDiskEncryption = "requireDiskEncryption"
@@ -84,11 +84,10 @@ func Evaluate(in Input) Result {
 		r.Checks = append(r.Checks, Check{Requirement: req, Passed: ok, Detail: text.Truncate(fmt.Sprintf(format, args...), MaxReason)})
 	}
 
-	switch lc := d.Spec.Lifecycle; lc {
-	case itmv1.DeviceLifecycleActive, "":
-		add(RequireActive, true, "device is Active")
-	default:
-		add(RequireActive, false, "device is %s", lc)
+	if device.Active(d) {
+		add(RequireLifecycle, true, "device is Active")
+	} else {
+		add(RequireLifecycle, false, "device is %s", d.Spec.Lifecycle)
 	}
 
 	p := in.Posture
@@ -103,15 +102,15 @@ func Evaluate(in Input) Result {
 	if p.MaxCheckInAge != nil {
 		maxAge := p.MaxCheckInAge.Duration
 		last := in.LastCheckIn
-		switch {
-		case last == nil:
+		switch verdict, expires := device.JudgeCheckIn(last, maxAge, in.Now); verdict {
+		case device.NeverCheckedIn:
 			add(RequireCheckIn, false, "no check-in recorded")
-		case last.After(in.Now.Add(device.MaxClockSkew)):
+		case device.CheckInInFuture:
 			add(RequireCheckIn, false, "last check-in %s lies in the future", stamp(*last))
-		case !in.Now.Before(last.Add(maxAge)):
+		case device.CheckInStale:
 			add(RequireCheckIn, false, "last check-in %s is older than %s", stamp(*last), maxAge)
 		default:
-			r.ExpiresAt = last.Add(maxAge)
+			r.ExpiresAt = expires
 			add(RequireCheckIn, true, "last check-in %s is within %s", stamp(*last), maxAge)
 		}
 	}

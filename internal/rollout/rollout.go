@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 // Defaults of the contract, used when the API server has not defaulted
@@ -79,11 +80,6 @@ func NeedsUpgrade(d *itmv1.Device) bool {
 func InFlight(d *itmv1.Device) bool {
 	u := d.Status.Upgrade
 	return u != nil && (u.State == itmv1.UpgradeStateAuthorized || u.State == itmv1.UpgradeStateInProgress)
-}
-
-// Active reports whether a device can be upgraded at all: lifecycle Active.
-func Active(d *itmv1.Device) bool {
-	return d.Spec.Lifecycle == "" || d.Spec.Lifecycle == itmv1.DeviceLifecycleActive
 }
 
 // CheckedIn reports the device's CheckedIn condition: a silent device is
@@ -162,7 +158,7 @@ func Compute(in Input) Plan {
 				if !in.WindowStart.IsZero() {
 					failuresNow++
 				}
-			} else if Active(d) {
+			} else if device.Active(d) {
 				p.Counts.Pending++ // failed in an earlier window: tried again
 				candidates = append(candidates, d)
 			}
@@ -174,7 +170,7 @@ func Compute(in Input) Plan {
 			if !in.WindowStart.IsZero() {
 				failuresNow++
 			}
-		case NeedsUpgrade(d) && Active(d):
+		case NeedsUpgrade(d) && device.Active(d):
 			p.Counts.Pending++
 			candidates = append(candidates, d)
 		}
