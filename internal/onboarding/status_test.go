@@ -173,7 +173,7 @@ func TestStatusCredentialsOnlyWhileActive(t *testing.T) {
 		p     Pass
 		want  *itmv1.ObjectReference
 	}{
-		"active, issued":                          {Active, Pass{Credentials: fresh}, fresh},
+		"active, issued": {Active, Pass{Credentials: fresh}, fresh},
 		"active, a provider did not answer: kept": {Active, Pass{Transient: []string{"x"}}, old},
 		"active, none issued, no failure: none":   {Active, Pass{}, nil},
 		"active, permanent failure: none":         {Active, Pass{Permanent: []string{"x"}}, nil},
