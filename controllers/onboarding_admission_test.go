@@ -184,8 +184,11 @@ func createUnstamped(r *itmv1.OnboardingRequest) {
 			probe = r.DeepCopy()
 			probe.Name = uniqueName("probe")
 			probe.Spec.ApprovalRequired = ptr.To(false)
-			if err := requester.Create(ctx, probe, client.DryRunAll); err == nil || !strings.Contains(err.Error(), "spec.approvalRequired") {
-				return fmt.Errorf("approval skipped without the verb is not refused by the policy yet: %v", err)
+			switch err := requester.Create(ctx, probe, client.DryRunAll); {
+			case err == nil:
+				return fmt.Errorf("approval skipped without the verb is admitted")
+			case !strings.Contains(err.Error(), "spec.approvalRequired"):
+				return fmt.Errorf("approval skipped without the verb is not refused by the policy yet: %w", err)
 			}
 			return nil
 		}).WithTimeout(30 * time.Second).Should(Succeed())
