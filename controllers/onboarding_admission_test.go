@@ -1,13 +1,19 @@
 package controllers_test
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
@@ -89,7 +95,7 @@ var _ = Describe("OnboardingRequest approval admission", func() {
 		Expect(updateAs(approver, r.Name, addAdmins)).To(Succeed(), "another approver may change an approved request")
 	})
 
-	It("lets only approvers skip approval or force an offboarding, and never decides an unstamped request", func() {
+	It("lets only approvers skip approval or force an offboarding", func() {
 		requester := impersonate(uniqueName("dave@example.com"), write)
 		approver := impersonate(uniqueName("erin@example.com"), write, approve)
 		Eventually(func() error {
@@ -105,7 +111,105 @@ var _ = Describe("OnboardingRequest approval admission", func() {
 		Expect(updateAs(requester, r.Name, force)).To(MatchError(ContainSubstring("itmanager.io/force-offboard")))
 		Expect(updateAs(approver, r.Name, force)).To(Succeed())
 	})
+
+	It("never decides an unstamped request: an approver can neither approve nor deny it, and nothing is provisioned for it", Serial, func() {
+		p := kubeProvider()
+		ns := p.Spec.Kubernetes.Namespace
+		approverName := uniqueName("grace@example.com")
+		approver := impersonate(approverName, write, approve)
+		waitAllowed(approverName, authorizationv1.ResourceAttributes{Group: "itmanager.io", Resource: "onboardingrequests", Verb: "approve"})
+		waitAllowed(approverName, authorizationv1.ResourceAttributes{Group: "itmanager.io", Resource: "onboardingrequests", Subresource: "status", Verb: "update"})
+		r := newRequest(func(r *itmv1.OnboardingRequest) { r.Spec.AccountProviders = []string{p.Name} })
+		accounts := watchHistory(&corev1.ServiceAccountList{}, ns, r.Name, func(client.Object) string { return "exists" })
+		statuses := watchHistory(&itmv1.OnboardingRequestList{}, "", r.Name, func(o client.Object) string {
+			st := o.(*itmv1.OnboardingRequest).Status
+			return fmt.Sprintf("%s accounts=%d credentials=%v", st.Phase, len(st.Accounts), st.CredentialsSecret != nil)
+		})
+		createUnstamped(r)
+		Expect(request(r.Name).Annotations).NotTo(HaveKey(itmv1.AnnotationRequestedBy))
+		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseAwaitingApproval))
+
+		By("an approver, who could decide a stamped request, can neither approve nor deny it")
+		for _, t := range []string{itmv1.OnboardingConditionApproved, itmv1.OnboardingConditionDenied} {
+			Expect(decide(approver, r, t)).To(MatchError(ContainSubstring("a request without the itmanager.io/requested-by stamp cannot be approved or denied")), t)
+		}
+
+		By("nothing is provisioned: every version of the request stays AwaitingApproval with no account, and no ServiceAccount ever exists")
+		Consistently(phaseOf(r.Name)).WithTimeout(2 * time.Second).Should(Equal(itmv1.OnboardingPhaseAwaitingApproval))
+		Expect(accounts.record()).To(BeEmpty())
+		for _, v := range statuses.record() {
+			Expect(v.state).To(BeElementOf(" accounts=0 credentials=false", "AwaitingApproval accounts=0 credentials=false"), statuses.String())
+		}
+		got := request(r.Name)
+		Expect(meta.FindStatusCondition(got.Status.Conditions, itmv1.OnboardingConditionApproved)).To(BeNil())
+		Expect(meta.FindStatusCondition(got.Status.Conditions, itmv1.OnboardingConditionDenied)).To(BeNil())
+	})
 })
+
+// createUnstamped stores r without the requester stamp, as a request
+// stored before the stamp was in force (an older itmanager, a restore from
+// a backup) is: the only way the API allows is with the stamping policy
+// and the creation rules unbound for a moment, so the caller must be
+// Serial. Both bindings are back, and in force, when it returns.
+func createUnstamped(r *itmv1.OnboardingRequest) {
+	GinkgoHelper()
+	objs, err := testenv.AdmissionPolicies()
+	Expect(err).NotTo(HaveOccurred())
+	var bindings []*unstructured.Unstructured
+	for _, o := range objs {
+		if (o.GetKind() == "MutatingAdmissionPolicyBinding" && strings.HasSuffix(o.GetName(), "onboarding-requester")) ||
+			(o.GetKind() == "ValidatingAdmissionPolicyBinding" && strings.HasSuffix(o.GetName(), "onboarding-approval")) {
+			bindings = append(bindings, o)
+		}
+	}
+	Expect(bindings).To(HaveLen(2))
+	requester := impersonate(uniqueName("probe@example.com"), rbacv1.PolicyRule{APIGroups: []string{"itmanager.io"}, Resources: []string{"onboardingrequests"}, Verbs: []string{"create"}})
+	restore := func() {
+		for _, b := range bindings {
+			if err := k8s.Create(ctx, b.DeepCopy()); !apierrors.IsAlreadyExists(err) {
+				Expect(err).NotTo(HaveOccurred())
+			}
+		}
+		// In force again: a create is stamped, and one that skips approval
+		// without the verb is refused.
+		Eventually(func() error {
+			probe := r.DeepCopy()
+			probe.Name = uniqueName("probe")
+			if err := k8s.Create(ctx, probe, client.DryRunAll); err != nil {
+				return err
+			}
+			if probe.Annotations[itmv1.AnnotationRequestedBy] == "" {
+				return fmt.Errorf("a create is not stamped yet")
+			}
+			probe = r.DeepCopy()
+			probe.Name = uniqueName("probe")
+			probe.Spec.ApprovalRequired = ptr.To(false)
+			switch err := requester.Create(ctx, probe, client.DryRunAll); {
+			case err == nil:
+				return fmt.Errorf("approval skipped without the verb is admitted")
+			case !strings.Contains(err.Error(), "spec.approvalRequired"):
+				return fmt.Errorf("approval skipped without the verb is not refused by the policy yet: %w", err)
+			}
+			return nil
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	}
+	DeferCleanup(restore)
+	for _, b := range bindings {
+		Expect(client.IgnoreNotFound(k8s.Delete(ctx, b.DeepCopy()))).To(Succeed())
+	}
+	Eventually(func() error {
+		probe := r.DeepCopy()
+		if err := k8s.Create(ctx, probe, client.DryRunAll); err != nil {
+			return err
+		}
+		if _, stamped := probe.Annotations[itmv1.AnnotationRequestedBy]; stamped {
+			return fmt.Errorf("a create is still stamped")
+		}
+		return nil
+	}).WithTimeout(30 * time.Second).Should(Succeed())
+	Expect(k8s.Create(ctx, r)).To(Succeed())
+	restore()
+}
 
 // decideAt sets condType on name's status as c, claiming generation gen
 // was reviewed; it retries only when a status write of the controller
@@ -231,6 +335,8 @@ var _ = Describe("OnboardingRequest decision, status and finalizer admission", f
 		requester := impersonate(uniqueName("erin@example.com"), write)
 		approverName := uniqueName("frank@example.com")
 		approver := impersonate(approverName, write, approve)
+		// Its role may reach the authorizer after the first write below.
+		waitAllowed(approverName, authorizationv1.ResourceAttributes{Group: "itmanager.io", Resource: "onboardingrequests", Subresource: "status", Verb: "update"})
 		r := newRequest()
 		create(requester, r)
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseAwaitingApproval))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,6 +133,39 @@ func accountOf(name, provider string) func() itmv1.AccountStatus {
 	}
 }
 
+// tokenExpiries polls the token expiry annotation of a credentials Secret
+// until the spec ends and returns each distinct value seen, in order, with
+// the onboarding clock's time when a poll first saw it.
+func tokenExpiries(namespace, name string) func() []seen {
+	var mu sync.Mutex
+	var values []seen
+	pctx, cancel := context.WithCancel(ctx)
+	DeferCleanup(cancel)
+	go func() {
+		for pctx.Err() == nil {
+			s := &corev1.Secret{}
+			if err := k8s.Get(pctx, types.NamespacedName{Namespace: namespace, Name: name}, s); err == nil {
+				if v := s.Annotations[accounts.AnnotationTokenExpires]; v != "" {
+					mu.Lock()
+					if len(values) == 0 || values[len(values)-1].state != v {
+						values = append(values, seen{state: v, at: onbClock.Now()})
+					}
+					mu.Unlock()
+				}
+			}
+			select {
+			case <-pctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return func() []seen {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(values)
+	}
+}
+
 // pokeRequest makes the controllers look at a request again (as a requeue at a
 // moved clock's instant would).
 func pokeRequest(name string) {
@@ -223,10 +257,19 @@ var _ = Describe("OnboardingRequest", func() {
 		Expect(request(r.Name).Finalizers).To(ContainElement("itmanager.io/offboarding"))
 
 		By("the requester cannot approve; an approver can")
+		// The controller's clock moves before the approval so that the
+		// renewal instant of the token about to be issued (80% of its hour)
+		// falls renewLead after its issuance: the renewal below is the
+		// controller's own requeue, with no write to the request.
+		const renewLead = 5 * time.Second
+		onbClock.setNow(time.Now().Add(48*time.Minute - renewLead))
+		DeferCleanup(onbClock.reset)
 		joined := max(gauge("itmanager_onboarding_joiners_total", nil), 0)
 		Expect(decide(requester, r.Name, itmv1.OnboardingConditionApproved)).To(MatchError(ContainSubstring("may not approve")))
 		Expect(decide(approver, r.Name, itmv1.OnboardingConditionApproved)).To(Succeed())
+		expiries := tokenExpiries(ns, r.Name+"-kubeconfig")
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseActive))
+		generation := request(r.Name).Generation
 		// Counted right after the status write the test just saw.
 		Eventually(func() float64 { return gauge("itmanager_onboarding_joiners_total", nil) }).Should(BeNumerically(">=", joined+1))
 		got := request(r.Name)
@@ -255,16 +298,15 @@ var _ = Describe("OnboardingRequest", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(expires).To(BeTemporally("~", time.Now().Add(time.Hour), time.Minute), "tokenTTL")
 
-		By("the token is renewed once 80% of its life has passed")
-		onbClock.setNow(expires.Add(-time.Hour / 10))
-		DeferCleanup(onbClock.reset)
-		pokeRequest(r.Name)
-		Eventually(func() string {
-			s := &corev1.Secret{}
-			Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: r.Name + "-kubeconfig"}, s)).To(Succeed())
-			return s.Annotations[accounts.AnnotationTokenExpires]
-		}).ShouldNot(Equal(secret.Annotations[accounts.AnnotationTokenExpires]))
+		By("the controller requeues itself at the renewal instant and renews the token once 80% of its life has passed")
+		Eventually(func() int { return len(expiries()) }).Should(BeNumerically(">=", 2))
 		onbClock.reset()
+		tokens := expiries()
+		first, err := time.Parse(time.RFC3339, tokens[0].state)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(first).To(BeTemporally("~", time.Now().Add(time.Hour), time.Minute), "the first token, issued at approval")
+		Expect(tokens[1].at).To(BeTemporally(">=", first.Add(-time.Hour/5)), "renewed once 80 percent of the token's life had passed, never before")
+		Expect(request(r.Name).Generation).To(Equal(generation), "nothing changed the request in between")
 
 		By("offboarding (open to the requester) deletes the Secret and the ServiceAccount; the token stops working")
 		left := max(gauge("itmanager_onboarding_leavers_total", nil), 0)
@@ -291,18 +333,32 @@ var _ = Describe("OnboardingRequest", func() {
 		Eventually(requestGone(r.Name)).Should(BeTrue())
 	})
 
-	It("creates accounts disabled before startDate, enables them at it, and offboards at endDate (fake clock)", func() {
+	It("creates accounts disabled before startDate, enables them at it, and offboards at endDate, each instant reached by the controller's own requeue (fake clock)", func() {
 		p := kubeProvider()
 		ns := p.Spec.Kubernetes.Namespace
+		// The dates are two days away; the controller's clock is moved
+		// before the request exists so that startDate is lead away and
+		// endDate lead after it. Nothing writes the request in between: each
+		// instant is acted on because the controller asked to be woken then.
+		const lead = 6 * time.Second
 		start := time.Now().Add(48 * time.Hour).Truncate(time.Second)
+		end := start.Add(lead)
+		name := uniqueName("joiner")
+
+		By("a laptop assigned by hand (no device request, no record) is part of what offboarding undoes")
+		laptop := &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("lt")}, Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Assignee: name}}
+		Expect(k8s.Create(ctx, laptop)).To(Succeed())
+
+		onbClock.setNow(start.Add(-lead))
+		DeferCleanup(onbClock.reset)
 		r := joiner(func(r *itmv1.OnboardingRequest) {
+			r.Name = name
 			r.Spec.AccountProviders = []string{p.Name}
 			r.Spec.ApprovalRequired = ptr.To(false)
 			r.Spec.StartDate = &metav1.Time{Time: start}
-			r.Spec.EndDate = &metav1.Time{Time: start.Add(24 * time.Hour)}
+			r.Spec.EndDate = &metav1.Time{Time: end}
 		})
 		Expect(k8s.Create(ctx, r)).To(Succeed())
-		DeferCleanup(onbClock.reset)
 
 		By("Scheduled: the ServiceAccount exists, without credentials")
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseScheduled))
@@ -311,21 +367,15 @@ var _ = Describe("OnboardingRequest", func() {
 		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: r.Name}, &corev1.ServiceAccount{})).To(Succeed())
 		Expect(apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: r.Name + "-kubeconfig"}, &corev1.Secret{}))).To(BeTrue())
 		Expect(request(r.Name).Status.CredentialsSecret).To(BeNil())
+		generation := request(r.Name).Generation
 
-		By("at startDate: Active, with credentials")
-		onbClock.setNow(start.Add(time.Second))
-		pokeRequest(r.Name)
+		By("at startDate, by the controller's own requeue: Active, with credentials")
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseActive))
+		Expect(onbClock.Now()).To(BeTemporally(">=", start))
 		Expect(accountOf(r.Name, p.Name)().State).To(Equal(itmv1.AccountStateProvisioned))
 		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: r.Name + "-kubeconfig"}, &corev1.Secret{})).To(Succeed())
 
-		By("a laptop assigned by hand (no device request, no record) is part of what offboarding undoes")
-		laptop := &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("lt")}, Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Assignee: r.Name}}
-		Expect(k8s.Create(ctx, laptop)).To(Succeed())
-
-		By("at endDate: offboarding stops at the laptop, whose assignee another field manager set, and says so")
-		onbClock.setNow(start.Add(24*time.Hour + time.Second))
-		pokeRequest(r.Name)
+		By("at endDate, by the controller's own requeue: offboarding stops at the laptop, whose assignee another field manager set, and says so")
 		Eventually(func() string {
 			c := meta.FindStatusCondition(request(r.Name).Status.Conditions, itmv1.OnboardingConditionDevicesAssigned)
 			if c == nil {
@@ -333,7 +383,9 @@ var _ = Describe("OnboardingRequest", func() {
 			}
 			return c.Reason + ": " + c.Message
 		}).Should(Equal("ReleaseBlocked: Device " + laptop.Name + ": spec.assignee is set by another field manager (GitOps, kubectl apply); remove it there"))
+		Expect(onbClock.Now()).To(BeTemporally(">=", end))
 		Expect(phaseOf(r.Name)()).To(Equal(itmv1.OnboardingPhaseOffboarding))
+		Expect(request(r.Name).Generation).To(Equal(generation), "nothing changed the request in between")
 		updateDevice(laptop.Name, func(d *itmv1.Device) { d.Spec.Assignee = "" })
 		Eventually(phaseOf(r.Name)).Should(Equal(itmv1.OnboardingPhaseOffboarded))
 		Expect(apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: r.Name}, &corev1.ServiceAccount{}))).To(BeTrue())

@@ -59,6 +59,68 @@ const (
 	OnboardingConditionDevicesAssigned = "DevicesAssigned"
 )
 
+// OnboardingRequest condition reasons. A Ready reason that names a phase in
+// progress (Pending, Provisioning, Offboarding) is the phase itself.
+const (
+	// AccountsReady reasons.
+
+	// OnboardingReasonProvisioningFailed: a provider failed or refused.
+	OnboardingReasonProvisioningFailed = "ProvisioningFailed"
+	// OnboardingReasonOffboardingBlocked: an account could not be undone.
+	OnboardingReasonOffboardingBlocked = "OffboardingBlocked"
+	// OnboardingReasonProviderNotFound: a named AccountProvider does not
+	// exist (and nothing else failed).
+	OnboardingReasonProviderNotFound = "ProviderNotFound"
+	// OnboardingReasonForceOffboarded: offboarding finished by
+	// itmanager.io/force-offboard, skipping what it names.
+	OnboardingReasonForceOffboarded = "ForceOffboarded"
+	// OnboardingReasonCreatedDisabled: accounts exist, disabled until
+	// spec.startDate.
+	OnboardingReasonCreatedDisabled = "CreatedDisabled"
+	// OnboardingReasonProvisioned: every account is provisioned.
+	OnboardingReasonProvisioned = "Provisioned"
+
+	// DevicesAssigned reasons.
+
+	// OnboardingReasonDeviceUnavailable: a device request has no device.
+	OnboardingReasonDeviceUnavailable = "DeviceUnavailable"
+	// OnboardingReasonReleaseBlocked: another field manager holds a
+	// device's spec.assignee.
+	OnboardingReasonReleaseBlocked = "ReleaseBlocked"
+	// OnboardingReasonReleasing: devices are still assigned while leaving.
+	OnboardingReasonReleasing = "Releasing"
+	// OnboardingReasonReleased: no device is assigned any more.
+	OnboardingReasonReleased = "Released"
+	// OnboardingReasonAssigned: every device request is satisfied.
+	OnboardingReasonAssigned = "Assigned"
+
+	// Reasons of AccountsReady, DevicesAssigned and Ready.
+
+	// OnboardingReasonAwaitingApproval: nothing is done before approval.
+	OnboardingReasonAwaitingApproval = "AwaitingApproval"
+	// OnboardingReasonDenied: an approver denied the request.
+	OnboardingReasonDenied = "Denied"
+	// OnboardingReasonOffboarded: everything is undone.
+	OnboardingReasonOffboarded = "Offboarded"
+
+	// Ready reasons.
+
+	// OnboardingReasonActive: accounts provisioned, devices assigned.
+	OnboardingReasonActive = "Active"
+	// OnboardingReasonDegraded: Active, with a problem status names (the
+	// person keeps the access they have).
+	OnboardingReasonDegraded = "Degraded"
+	// OnboardingReasonScheduled: before spec.startDate.
+	OnboardingReasonScheduled = "Scheduled"
+	// OnboardingReasonFailed: a permanent problem that waits for a person.
+	OnboardingReasonFailed = "Failed"
+
+	// Stalled reason.
+
+	// OnboardingReasonNeedsAttention: nothing moves until a person acts.
+	OnboardingReasonNeedsAttention = "NeedsAttention"
+)
+
 // Person describes the person joining.
 type Person struct {
 	// displayName is the person's full name.
