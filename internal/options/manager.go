@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -219,7 +219,7 @@ func (o *Manager) Complete() error {
 		{"bindable-cluster-roles", o.BindableRoles}, {"cluster-wide-roles", o.ClusterWideRoles},
 	} {
 		for _, r := range SplitList(roles.value) {
-			if msgs := path.IsValidPathSegmentName(r); len(msgs) > 0 {
+			if msgs := content.IsPathSegmentName(r); len(msgs) > 0 {
 				bad(roles.flag, "%q is not a ClusterRole name: %s", r, strings.Join(msgs, "; "))
 			}
 		}
