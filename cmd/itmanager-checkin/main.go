@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"net"
 	"net/http"
@@ -30,70 +29,23 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
-	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 func main() {
-	var (
-		addr         string
-		probeAddr    string
-		metricsAddr  string
-		certFile     string
-		keyFile      string
-		devicesNS    string
-		staleAfter   time.Duration
-		interval     time.Duration
-		minInterval  time.Duration
-		maxInFlight  int
-		addressCIDRs string
-		apiQPS       float64
-		apiBurst     int
-	)
-	flag.StringVar(&addr, "checkin-bind-address", ":9444", "Address the check-in service (HTTPS) binds to.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health (/healthz) and readiness (/readyz) probes bind to (plain HTTP).")
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics (plain HTTP, check-in counts only); \"0\" disables them.")
-	flag.StringVar(&certFile, "tls-cert-file", "/etc/itmanager-checkin/tls/tls.crt", "Serving certificate (PEM); reloaded when it changes, e.g. a mounted Secret the manager rotates.")
-	flag.StringVar(&keyFile, "tls-key-file", "/etc/itmanager-checkin/tls/tls.key", "Private key of the serving certificate (PEM); reloaded when it changes.")
-	flag.StringVar(&devicesNS, "devices-namespace", "itmanager-devices", "Namespace of the per-device Leases.")
-	flag.DurationVar(&staleAfter, "checkin-stale-after", 5*time.Minute, "The manager's --checkin-stale-after; written to each Lease as its duration.")
-	flag.DurationVar(&interval, "agent-interval", time.Minute, "How often agents are asked to check in.")
-	flag.DurationVar(&minInterval, "checkin-min-interval", checkin.DefaultMinInterval, "A device checking in more often is answered 429 with Retry-After, and a sequence may advance by at most one per this interval, plus one; judged from the device's Lease, so it holds across replicas.")
-	flag.IntVar(&maxInFlight, "checkin-max-inflight", checkin.DefaultMaxInFlight, "Check-ins answered at once by this replica; more are answered 503 with Retry-After.")
-	flag.StringVar(&addressCIDRs, "agent-address-cidrs", "", "Comma-separated CIDRs that reported device addresses must fall in (default: any).")
-	flag.Float64Var(&apiQPS, "kube-api-qps", 300, "Client-side rate limit of the API requests per second. Each accepted check-in reads a Lease and a Device and renews the Lease: N devices at one check-in a minute need about 3N/60.")
-	flag.IntVar(&apiBurst, "kube-api-burst", 600, "Burst above --kube-api-qps.")
-	opts := zap.Options{Development: false}
-	opts.BindFlags(flag.CommandLine)
+	o := newOptions()
+	o.addFlags(flag.CommandLine)
 	flag.Parse()
 
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
-	log := ctrl.Log.WithName("setup")
-	if err := run(ctrl.SetupSignalHandler(), config{
-		addr: addr, probeAddr: probeAddr, metricsAddr: metricsAddr, certFile: certFile, keyFile: keyFile,
-		devicesNS: devicesNS, staleAfter: staleAfter, interval: interval, minInterval: minInterval,
-		maxInFlight: maxInFlight, addressCIDRs: addressCIDRs, apiQPS: apiQPS, apiBurst: apiBurst,
-	}); err != nil {
-		log.Error(err, "Check-in service stopped")
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	if err := run(ctrl.SetupSignalHandler(), o); err != nil {
+		ctrl.Log.WithName("setup").Error(err, "Check-in service stopped")
 		os.Exit(1)
 	}
 }
 
-type config struct {
-	addr, probeAddr, metricsAddr, certFile, keyFile, devicesNS, addressCIDRs string
-	staleAfter, interval, minInterval                                        time.Duration
-	maxInFlight, apiBurst                                                    int
-	apiQPS                                                                   float64
-}
-
-func run(ctx context.Context, c config) error {
+func run(ctx context.Context, c *options) error {
 	log := ctrl.Log.WithName("checkin")
-	if c.minInterval <= 0 || c.interval < c.minInterval*10/9 {
-		// The agent jitters its interval by ±10%: an interval too close to
-		// the minimum would have agents refused for checking in too often.
-		return errors.New("--checkin-min-interval must be positive and at most 90% of --agent-interval")
-	}
-	cidrs, err := device.ParseRanges(c.addressCIDRs)
-	if err != nil {
+	if err := c.validate(); err != nil {
 		return err
 	}
 	scheme := runtime.NewScheme()
@@ -121,7 +73,7 @@ func run(ctx context.Context, c config) error {
 	server := &checkin.Server{
 		Reader: cl, Writer: cl, Clock: clock.RealClock{}, DevicesNamespace: c.devicesNS,
 		StaleAfter: c.staleAfter, Interval: c.interval, MinInterval: c.minInterval, MaxInFlight: c.maxInFlight,
-		AddressCIDRs: cidrs, Log: log,
+		AddressCIDRs: c.addressRanges, Log: log,
 	}
 	var serving atomic.Bool
 	probes := http.NewServeMux()

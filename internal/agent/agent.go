@@ -19,7 +19,7 @@ import (
 	"time"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
-	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/checkin/wire"
 	"github.com/itmanager-io/itmanager/internal/text"
 )
 
@@ -48,8 +48,8 @@ type Agent struct {
 	MaxBackoff time.Duration
 
 	seq      uint64
-	upgrade  *checkin.UpgradeReport // a report still to deliver
-	upgraded string                 // target already run (or skipped) in this run
+	upgrade  *wire.UpgradeReport // a report still to deliver
+	upgraded string              // target already run (or skipped) in this run
 }
 
 type enrolment struct {
@@ -61,19 +61,19 @@ func (a *Agent) loadEnrolment() (*enrolment, error) {
 	read := func(key string) ([]byte, error) {
 		return os.ReadFile(filepath.Join(a.EnrolmentDir, key))
 	}
-	u, err := read(checkin.SecretKeyURL)
+	u, err := read(wire.SecretKeyURL)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := read(checkin.SecretKeyToken)
+	tok, err := read(wire.SecretKeyToken)
 	if err != nil {
 		return nil, err
 	}
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
-	if ca, err := read(checkin.SecretKeyCA); err == nil && len(bytes.TrimSpace(ca)) > 0 {
+	if ca, err := read(wire.SecretKeyCA); err == nil && len(bytes.TrimSpace(ca)) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(ca) {
-			return nil, fmt.Errorf("%s: no PEM certificate", filepath.Join(a.EnrolmentDir, checkin.SecretKeyCA))
+			return nil, fmt.Errorf("%s: no PEM certificate", filepath.Join(a.EnrolmentDir, wire.SecretKeyCA))
 		}
 		tlsConfig.RootCAs = pool
 	}
@@ -149,12 +149,12 @@ func (e *StatusError) Error() string {
 }
 
 // CheckIn gathers facts and reports them once.
-func (a *Agent) CheckIn(ctx context.Context) (*checkin.Response, error) {
+func (a *Agent) CheckIn(ctx context.Context) (*wire.Response, error) {
 	enr, err := a.loadEnrolment()
 	if err != nil {
 		return nil, fmt.Errorf("read enrolment from %s: %w", a.EnrolmentDir, err)
 	}
-	req := checkin.Request{Sequence: a.nextSequence(), Facts: a.System.Gather(a.Version), Upgrade: a.upgrade}
+	req := wire.Request{Sequence: a.nextSequence(), Facts: a.System.Gather(a.Version), Upgrade: a.upgrade}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -176,7 +176,7 @@ func (a *Agent) CheckIn(ctx context.Context) (*checkin.Response, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e checkin.Error
+		var e wire.Error
 		_ = json.Unmarshal(data, &e)
 		se := &StatusError{Code: resp.StatusCode, Message: e.Error, LastSequence: e.LastSequence}
 		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
@@ -184,7 +184,7 @@ func (a *Agent) CheckIn(ctx context.Context) (*checkin.Response, error) {
 		}
 		return nil, se
 	}
-	out := &checkin.Response{}
+	out := &wire.Response{}
 	if err := json.Unmarshal(data, out); err != nil {
 		return nil, fmt.Errorf("malformed answer: %w", err)
 	}
@@ -251,7 +251,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // answers InProgress, that is it recorded the start, does it run the
 // upgrade and queue the outcome. A refused report is simply sent again, and
 // an agent restarted mid-upgrade resumes it.
-func (a *Agent) handleUpgrade(ctx context.Context, auth *checkin.UpgradeAuthorization) {
+func (a *Agent) handleUpgrade(ctx context.Context, auth *wire.UpgradeAuthorization) {
 	if auth == nil || a.upgraded == auth.TargetVersion || a.upgrade != nil {
 		return
 	}
@@ -262,14 +262,14 @@ func (a *Agent) handleUpgrade(ctx context.Context, auth *checkin.UpgradeAuthoriz
 			a.upgraded = auth.TargetVersion
 			return
 		}
-		a.upgrade = &checkin.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: auth.TargetVersion, Message: "upgrade started"}
+		a.upgrade = &wire.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: auth.TargetVersion, Message: "upgrade started"}
 	case itmv1.UpgradeStateInProgress:
 		if a.Upgrader == nil {
 			return
 		}
 		a.upgraded = auth.TargetVersion
 		a.Log.Info("Upgrading", "target", auth.TargetVersion, "window", auth.Window)
-		report := &checkin.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: auth.TargetVersion, Message: "upgrade finished"}
+		report := &wire.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: auth.TargetVersion, Message: "upgrade finished"}
 		if err := a.Upgrader.Upgrade(ctx, auth.TargetVersion); err != nil {
 			report.State, report.Message = itmv1.UpgradeStateFailed, text.Truncate(err.Error(), 1024)
 			a.Log.Error("Upgrade failed", "target", auth.TargetVersion, "error", err)
@@ -281,7 +281,7 @@ func (a *Agent) handleUpgrade(ctx context.Context, auth *checkin.UpgradeAuthoriz
 // CheckInOnce checks in once, retrying once after a refusal that tells how
 // to succeed: a sequence out of step (continuing from the service's) or a
 // Retry-After of at most maxWait.
-func (a *Agent) CheckInOnce(ctx context.Context, maxWait time.Duration) (*checkin.Response, error) {
+func (a *Agent) CheckInOnce(ctx context.Context, maxWait time.Duration) (*wire.Response, error) {
 	resp, err := a.CheckIn(ctx)
 	if err == nil {
 		return resp, nil

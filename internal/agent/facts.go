@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/checkin/wire"
 )
 
 // System is where facts come from. Root is "/" on a real device; tests point
@@ -28,8 +28,8 @@ type System struct {
 
 // Gather collects what is known; anything that cannot be determined is left
 // unknown (empty, or nil for DiskEncrypted), never guessed.
-func (s System) Gather(agentVersion string) checkin.Facts {
-	f := checkin.Facts{AgentVersion: agentVersion, OSVersion: s.osVersion(), DiskEncrypted: s.rootEncrypted()}
+func (s System) Gather(agentVersion string) wire.Facts {
+	f := wire.Facts{AgentVersion: agentVersion, OSVersion: s.osVersion(), DiskEncrypted: s.rootEncrypted()}
 	hostname := s.Hostname
 	if hostname == nil {
 		hostname = os.Hostname

@@ -1,0 +1,44 @@
+package wire
+
+import (
+	"encoding/json"
+	"testing"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
+
+// TestTheWireFormatIsVersion1: agents already in the field speak these
+// exact JSON names; renaming a field breaks them, so it must break this.
+func TestTheWireFormatIsVersion1(t *testing.T) {
+	yes, seq := true, uint64(41)
+	for _, c := range []struct {
+		name string
+		v    any
+		want string
+	}{
+		{"a full check-in", Request{
+			Sequence: 42,
+			Facts: Facts{OSVersion: "24.04", Hostname: "jdoe", Addresses: []string{"10.0.0.7"}, DiskEncrypted: &yes,
+				AgentVersion: "v1", Attributes: map[string]string{"k": "v"}},
+			Upgrade: &UpgradeReport{State: itmv1.UpgradeStateFailed, TargetVersion: "24.10", Message: "disk full"},
+		}, `{"sequence":42,"facts":{"osVersion":"24.04","hostname":"jdoe","addresses":["10.0.0.7"],"diskEncrypted":true,"agentVersion":"v1","attributes":{"k":"v"}},"upgrade":{"state":"Failed","targetVersion":"24.10","message":"disk full"}}`},
+		{"an empty check-in", Request{}, `{"sequence":0,"facts":{}}`},
+		{"an answer with an upgrade", Response{
+			NextCheckInSeconds: 60, Upgrade: &UpgradeAuthorization{State: itmv1.UpgradeStateAuthorized, TargetVersion: "24.10", Window: "w"},
+			Warnings: []string{"x"},
+		}, `{"nextCheckInSeconds":60,"upgrade":{"state":"Authorized","targetVersion":"24.10","window":"w"},"warnings":["x"]}`},
+		{"a refused sequence", Error{Error: "replay", LastSequence: &seq}, `{"error":"replay","lastSequence":41}`},
+		{"another error", Error{Error: "busy"}, `{"error":"busy"}`},
+	} {
+		got, err := json.Marshal(c.v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.name, got, c.want)
+		}
+	}
+	if got := Endpoint("https://checkin.example.com/", "laptop-1"); got != "https://checkin.example.com/v1/devices/laptop-1/checkin" {
+		t.Errorf("endpoint: %s", got)
+	}
+}
