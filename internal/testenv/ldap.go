@@ -53,7 +53,7 @@ func slapdPath() (string, error) {
 	if p, err := exec.LookPath("slapd"); err == nil {
 		return p, nil
 	}
-	if _, err := os.Stat("/usr/sbin/slapd"); err == nil {
+	if fi, err := os.Stat("/usr/sbin/slapd"); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 		return "/usr/sbin/slapd", nil
 	}
 	return "", errors.New("slapd not found")
