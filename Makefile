@@ -19,9 +19,17 @@ KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUBECTL ?= $(LOCALBIN)/kubectl
 
-# Tests: the real control plane built from source (hack/control-plane.sh).
+# Tests. Pure tests need nothing; integration tests need the real control
+# plane built from source (hack/control-plane.sh) and a real slapd, and are
+# the packages controllers/, api/ and test/ plus, under internal/, the files
+# built only with the integration tag (//go:build integration). make test runs
+# both; make test-unit only the pure ones (UNIT_PKGS: no integration tag, and
+# ITMANAGER_UNIT_ONLY makes a test that still reaches for a server fail).
 GO_TEST_FLAGS ?= -race -count=1
 TEST_TIMEOUT ?= 20m
+UNIT_PKGS ?= ./internal/... ./cmd/... ./hack/...
+# make fuzz: how long each fuzz target runs after its seed corpus.
+FUZZTIME ?= 10s
 
 .PHONY: all
 all: build
@@ -54,8 +62,8 @@ fmt: ## Run go fmt.
 	go fmt ./...
 
 .PHONY: vet
-vet: ## Run go vet.
-	go vet ./...
+vet: ## Run go vet (on the integration tests too).
+	go vet -tags integration ./...
 
 .PHONY: verify
 verify: $(CONTROLLER_GEN) ## Fail when generated files (CRDs, RBAC, webhooks, deepcopy, chart copies) are stale.
@@ -71,10 +79,18 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubect
 	hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run unit and integration tests against the real control plane built from source (and a real slapd).
+test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run every test: the pure ones and the integration ones against the real control plane built from source (and a real slapd).
 	hack/install-slapd.sh
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
-		go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+		go test -tags integration $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-unit
+test-unit: ## Run the pure tests only (no control plane, no slapd; under a minute).
+	ITMANAGER_UNIT_ONLY=1 go test $(GO_TEST_FLAGS) $(UNIT_PKGS)
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 10s) after its seed corpus.
+	hack/fuzz.sh $(FUZZTIME)
 
 # The benchmark suite (test/bench): one program, one report. SCENARIOS picks
 # a subset, BENCH_FLAGS adds flags (e.g. -devices 1000 -steady 2m).

@@ -130,7 +130,7 @@ func startOnboarding(wrap func(controllers.ProviderOpener, context.CancelFunc) c
 
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "Controllers")
+	RunSpecs(t, "Controllers", Label("integration"))
 }
 
 func freePort() int {

@@ -23,7 +23,7 @@ var (
 
 func TestAPIValidation(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "API validation (CRD schema and CEL)")
+	RunSpecs(t, "API validation (CRD schema and CEL)", Label("integration"))
 }
 
 var _ = BeforeSuite(func() {

@@ -217,16 +217,17 @@ func sprintf(format string, args ...any) string { return fmt.Sprintf(format, arg
 // FuzzSchedule checks, for arbitrary schedules, zones and instants, that
 // Next is strictly after now and monotonic, that a window is current at its
 // own start, that Open agrees with Current and Blackout, and that nothing
-// changes between now and NextBoundary.
+// changes between now and NextBoundary. Its seeds include every DST
+// transition of its zones in 2026 and 2027 (addDSTSeeds).
 func FuzzSchedule(f *testing.F) {
 	f.Add(uint8(0), uint8(30), uint8(2), int64(0), uint16(60), uint32(1000))
 	f.Add(uint8(1), uint8(0), uint8(1), int64(1e6), uint16(180), uint32(86400))
 	f.Add(uint8(2), uint8(45), uint8(23), int64(5e7), uint16(600), uint32(7*86400))
-	zones := []string{"Europe/Berlin", "America/Los_Angeles", "Australia/Lord_Howe", "UTC", "Asia/Kathmandu"}
+	addDSTSeeds(f)
 	f.Fuzz(func(t *testing.T, zone, minute, hour uint8, offset int64, durMin uint16, step uint32) {
 		cron := []string{"%d %d * * *", "%d %d * * SUN", "%d %d 1,15 * *"}[int(zone)%3]
 		s, err := New(&itmv1.MaintenanceWindowSpec{
-			TimeZone: zones[int(zone)%len(zones)],
+			TimeZone: fuzzZones[int(zone)%len(fuzzZones)],
 			Windows:  []itmv1.Window{win(sprintf(cron, int(minute)%60, int(hour)%24), time.Duration(int(durMin)%2000+1)*time.Minute)},
 			Blackouts: []itmv1.Blackout{{Schedule: sprintf("%d %d * * MON", int(minute)%60, int(hour+1)%24),
 				Duration: &metav1.Duration{Duration: 40 * time.Minute}}},
@@ -234,11 +235,8 @@ func FuzzSchedule(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// 2026 with both DST transitions of every zone.
-		now := utc("2026-01-01T00:00:00Z").Add(time.Duration(offset%(365*86400)) * time.Second).Add(time.Duration(offset%1000) * time.Millisecond)
-		if now.Before(utc("2026-01-01T00:00:00Z")) {
-			now = now.Add(365 * 24 * time.Hour)
-		}
+		// 2026 and 2027, with both DST transitions of every zone each year.
+		now := fuzzNow(offset)
 		later := now.Add(time.Duration(step%(30*86400)) * time.Second)
 
 		n1, ok1 := s.Next(now)

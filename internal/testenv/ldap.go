@@ -53,38 +53,24 @@ func slapdPath() (string, error) {
 	if p, err := exec.LookPath("slapd"); err == nil {
 		return p, nil
 	}
-	if _, err := os.Stat("/usr/sbin/slapd"); err == nil {
+	if fi, err := os.Stat("/usr/sbin/slapd"); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 		return "/usr/sbin/slapd", nil
 	}
 	return "", errors.New("slapd not found")
 }
 
-// ensureSLAPD installs slapd with hack/install-slapd.sh when it is missing,
-// holding a lock so that test packages running in parallel install once.
-func ensureSLAPD() (string, error) {
-	if p, err := slapdPath(); err == nil {
-		return p, nil
-	}
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "itmanager-install-slapd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
+// findSLAPD finds slapd or says how to install it. Tests never install
+// packages themselves: make test (and make bench) run hack/install-slapd.sh
+// first.
+func findSLAPD() (string, error) {
+	if err := refuseInUnitRun("OpenLDAP's slapd"); err != nil {
 		return "", err
 	}
-	defer func() { _ = lock.Close() }()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", err
-	}
-	if p, err := slapdPath(); err == nil {
-		return p, nil
-	}
-	root, err := RepoRoot()
+	p, err := slapdPath()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: this test needs OpenLDAP's slapd; install it with hack/install-slapd.sh (as root; make test runs it) or apt-get install slapd", err)
 	}
-	out, err := exec.Command(filepath.Join(root, "hack", "install-slapd.sh")).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("install slapd: %w: %s", err, out)
-	}
-	return slapdPath()
+	return p, nil
 }
 
 // LDAPOptions configure StartLDAP.
@@ -99,7 +85,7 @@ type LDAPOptions struct {
 // StartLDAP starts slapd on a free loopback port; Stop ends it and removes
 // its files, Halt ends it and keeps them for Restart.
 func StartLDAP(opts LDAPOptions) (*LDAPServer, error) {
-	bin, err := ensureSLAPD()
+	bin, err := findSLAPD()
 	if err != nil {
 		return nil, err
 	}

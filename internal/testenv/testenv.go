@@ -70,6 +70,9 @@ func RepoRoot() (string, error) {
 // set (make test sets it), otherwise the versioned directory in bin/.
 func BinaryDir() (string, error) {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "kube-apiserver")); err != nil {
+			return "", fmt.Errorf("KUBEBUILDER_ASSETS=%s holds no control plane (make control-plane builds it; make test sets KUBEBUILDER_ASSETS): %w", dir, err)
+		}
 		return dir, nil
 	}
 	root, err := RepoRoot()
@@ -127,6 +130,9 @@ type Environment struct {
 // Start starts etcd, kube-apiserver with itmanager's CRDs installed, and
 // whatever opts asks for.
 func Start(opts Options) (*Environment, error) {
+	if err := refuseInUnitRun("a control plane (etcd, kube-apiserver)"); err != nil {
+		return nil, err
+	}
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err

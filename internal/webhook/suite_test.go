@@ -1,3 +1,5 @@
+//go:build integration
+
 package webhook_test
 
 import (
@@ -32,7 +34,7 @@ var (
 
 func TestWebhook(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "Admission webhook")
+	RunSpecs(t, "Admission webhook", Label("integration"))
 }
 
 var _ = BeforeSuite(func() {

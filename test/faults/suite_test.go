@@ -68,7 +68,7 @@ var (
 
 func TestFaults(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "Faults")
+	RunSpecs(t, "Faults", Label("integration"))
 }
 
 var _ = ReportAfterEach(func(r SpecReport) {
