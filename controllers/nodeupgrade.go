@@ -101,6 +101,8 @@ func (r *MaintenanceWindowReconciler) progressNode(ctx context.Context, mw *itmv
 				return poll, err
 			}
 			f.Cordon.Unschedulable, f.Cordon.Ours = true, true
+			// The pods are listed once the node is cordoned.
+			f.Job.Observed = false
 		case nodeupgrade.Observe:
 			var err error
 			if job, drain, err = r.observeUpgrade(ctx, mw, node, &f); err != nil {
@@ -165,6 +167,10 @@ func (r *MaintenanceWindowReconciler) observeUpgrade(ctx context.Context, mw *it
 	switch {
 	case apierrors.IsNotFound(err):
 		f.Job.Observed = true
+		if !f.Cordon.Unschedulable {
+			// The next step is the cordon; the pods are listed after it.
+			return nil, nil, nil
+		}
 		drain, err := r.drainPods(ctx, mw, node)
 		if err != nil {
 			return nil, nil, err

@@ -34,7 +34,9 @@ const (
 	// Cordon: make the node unschedulable under itmanager's mark.
 	Cordon Action = "Cordon"
 	// Observe: look up the upgrade Job and, as it stands, the pods on the
-	// node (no Job yet) or the Job's version report (Job complete).
+	// node (no Job yet, node cordoned: pods listed before the cordon could
+	// miss one scheduled just before it) or the Job's version report (Job
+	// complete). After a Cordon the facts are observed again.
 	Observe Action = "Observe"
 	// EvictPods: send an eviction for each of Step.Pods.
 	EvictPods Action = "Evict"
@@ -132,20 +134,30 @@ func Next(f Facts) Step {
 	if !f.NodeFound {
 		return Step{Action: Fail, Reason: itmv1.ReasonNodeGone, Message: "node " + f.NodeName + " is gone"}
 	}
-	// Cordon, unless someone else already did (then it is theirs to undo).
-	if !f.Cordon.Unschedulable {
-		return Step{Action: Cordon}
-	}
+	// Cordon, unless someone else already did (then it is theirs to undo),
+	// or the upgrade Job of this attempt has already ended: a reconcile on
+	// a cache that has not yet seen our own record of the finish, or a
+	// restart between the uncordon and that record, would otherwise take
+	// a node whose upgrade is over out of service a second time. The Job
+	// is looked up first for that (the pods only once the node is
+	// cordoned: see Observe).
 	if !f.Job.Observed {
 		return Step{Action: Observe}
+	}
+	if !f.Cordon.Unschedulable && !(f.Job.Exists && (f.Job.Failed || f.Job.Complete)) {
+		return Step{Action: Cordon}
 	}
 	if !f.Job.Exists {
 		return drain(f)
 	}
 	switch {
 	case f.Job.Failed:
+		left := "the node is left cordoned for inspection"
+		if !f.Cordon.Unschedulable {
+			left = "the node is not cordoned (someone uncordoned it)"
+		}
 		return Step{Action: Fail, Reason: itmv1.ReasonUpgradeJobFailed,
-			Message: fmt.Sprintf("upgrade Job %s failed: %s; the node is left cordoned for inspection", f.Job.Name, f.Job.Failure)}
+			Message: fmt.Sprintf("upgrade Job %s failed: %s; %s", f.Job.Name, f.Job.Failure, left)}
 	case f.Job.Complete:
 		return complete(f)
 	}

@@ -78,8 +78,22 @@ func TestNext(t *testing.T) {
 			Step{Action: Fail, Reason: itmv1.ReasonNodeGone, Message: "node node-a is gone"}},
 		{"node gone wins over everything", facts(func(f *Facts) { f.NodeFound, f.Cordon = false, CordonFacts{} }, noJob(webPod)),
 			Step{Action: Fail, Reason: itmv1.ReasonNodeGone, Message: "node node-a is gone"}},
-		{"schedulable: cordon first", facts(func(f *Facts) { f.Cordon = CordonFacts{} }),
+		{"schedulable, Job not looked up: look it up before cordoning", facts(func(f *Facts) { f.Cordon = CordonFacts{} }),
+			Step{Action: Observe}},
+		{"schedulable, no Job: cordon first", facts(func(f *Facts) { f.Cordon = CordonFacts{} }, noJob()),
 			Step{Action: Cordon}},
+		{"schedulable, Job still running: cordon again", facts(func(f *Facts) { f.Cordon = CordonFacts{} }, jobIs(func(*JobFacts) {})),
+			Step{Action: Cordon}},
+		{"schedulable, Job of this attempt succeeded (a cache behind our finish): never cordons again, finishes once the mark was read live",
+			facts(func(f *Facts) { f.Cordon = CordonFacts{} }, upToDate, jobIs(completed(""))),
+			Step{Action: ReadCordon}},
+		{"schedulable, Job succeeded, mark read live (none): finish without uncordoning",
+			facts(func(f *Facts) { f.Cordon = CordonFacts{} }, upToDate, jobIs(completed("")), live(false)),
+			Step{Action: Finish, Reason: itmv1.ReasonNodeUpgraded, Message: "upgraded to 2.0"}},
+		{"schedulable, Job failed: fail without cordoning, saying the node is not cordoned",
+			facts(func(f *Facts) { f.Cordon = CordonFacts{} }, jobIs(func(j *JobFacts) { j.Failed, j.Failure = true, "BackoffLimitExceeded" })),
+			Step{Action: Fail, Reason: itmv1.ReasonUpgradeJobFailed,
+				Message: "upgrade Job " + job + " failed: BackoffLimitExceeded; the node is not cordoned (someone uncordoned it)"}},
 		{"our mark but uncordoned meanwhile: cordon again", facts(func(f *Facts) { f.Cordon.Unschedulable = false }, noJob()),
 			Step{Action: Cordon}},
 		{"cordoned by someone else: not cordoned again, observed", facts(someoneElses),
@@ -222,6 +236,7 @@ func TestMachineRunsToTheEnd(t *testing.T) {
 			switch s.Action {
 			case Cordon:
 				w.f.Cordon.Unschedulable, w.f.Cordon.Ours = true, true
+				w.f.Job.Observed = false
 			case Observe:
 				if job == nil {
 					noJob(pods...)(&w.f)
@@ -246,10 +261,15 @@ func TestMachineRunsToTheEnd(t *testing.T) {
 	}
 	succeeded := &JobFacts{Observed: true, Exists: true, Name: job, Complete: true, Report: "itmanager.io/os-version=2.0"}
 
-	w := &world{f: facts(func(f *Facts) { f.Cordon = CordonFacts{} }, upToDate)}
+	w := &world{f: facts(upToDate)}
 	if s := run(w, true, nil, succeeded); s.Action != Finish || !w.uncordon ||
-		!reflect.DeepEqual(w.did, []Action{Cordon, Observe, LabelNode, ReadCordon, Finish}) {
+		!reflect.DeepEqual(w.did, []Action{Observe, LabelNode, ReadCordon, Finish}) {
 		t.Errorf("cordoned by us, succeeded: %v, uncordon=%t", w.did, w.uncordon)
+	}
+	w = &world{f: facts(func(f *Facts) { f.Cordon = CordonFacts{} }, upToDate)}
+	if s := run(w, false, nil, succeeded); s.Action != Finish || w.uncordon ||
+		!reflect.DeepEqual(w.did, []Action{Observe, LabelNode, ReadCordon, Finish}) {
+		t.Errorf("uncordoned already (our finish not yet in the cache), succeeded: %v, uncordon=%t; want no second cordon", w.did, w.uncordon)
 	}
 	w = &world{f: facts(someoneElses, upToDate)}
 	if s := run(w, false, nil, succeeded); s.Action != Finish || w.uncordon {
@@ -257,7 +277,7 @@ func TestMachineRunsToTheEnd(t *testing.T) {
 	}
 	w = &world{f: facts(func(f *Facts) { f.Cordon = CordonFacts{} }, at(time.Hour))}
 	if s := run(w, true, []Pod{webPod}, nil); s.Action != Fail || s.Reason != itmv1.ReasonDrainTimeout || !w.uncordon ||
-		!reflect.DeepEqual(w.did, []Action{Cordon, Observe, EvictPods, ReadCordon, Fail}) {
+		!reflect.DeepEqual(w.did, []Action{Observe, Cordon, Observe, EvictPods, ReadCordon, Fail}) {
 		t.Errorf("cordoned by us, drain timeout: %v, uncordon=%t", w.did, w.uncordon)
 	}
 	w = &world{f: facts(someoneElses, at(time.Hour))}
