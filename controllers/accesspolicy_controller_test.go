@@ -159,7 +159,7 @@ var _ = Describe("AccessPolicy", func() {
 			HaveField("AddressBlocks", BeEquivalentTo(2)),
 			HaveField("ObservedGeneration", p.Generation),
 		))
-		Eventually(readyOf(p.Name)).Should(Equal("True/" + controllers.ReasonEnforced))
+		Eventually(readyOf(p.Name)).Should(Equal("True/" + itmv1.ReasonEnforced))
 
 		By("requiring disk encryption, which no device has reported: every device is denied and the pods are isolated")
 		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) { p.Spec.Posture = &itmv1.Posture{RequireDiskEncryption: true} })
@@ -253,7 +253,7 @@ var _ = Describe("AccessPolicy", func() {
 			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{nsA, nsD, testenv.OperatorNamespace}}}
 		})
 		Eventually(ingressCIDRs(nsC, name)).Should(Equal([]string{"absent"}))
-		Eventually(readyOf(p.Name)).Should(Equal("False/" + controllers.ReasonForbiddenDestination))
+		Eventually(readyOf(p.Name)).Should(Equal("False/" + itmv1.ReasonForbiddenDestination))
 		c := meta.FindStatusCondition(policyStatus(p.Name)().Conditions, itmv1.ConditionReady)
 		Expect(c.Message).To(ContainSubstring("spec.destinations[0].namespaces: itmanager-system is the operator's namespace"))
 		Expect(c.Message).To(ContainSubstring("NetworkPolicy " + nsD + "/" + name + " exists and was not created by this policy"))
@@ -288,7 +288,7 @@ var _ = Describe("AccessPolicy", func() {
 		})
 		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"isolated"}))
 		Consistently(ingressCIDRs(ns, name)).WithTimeout(2*time.Second).Should(Equal([]string{"isolated"}), "withdrawing access never opens pods")
-		Eventually(readyOf(p.Name)).Should(Equal("False/" + controllers.ReasonInvalidSpec))
+		Eventually(readyOf(p.Name)).Should(Equal("False/" + itmv1.ReasonInvalidSpec))
 		st := policyStatus(p.Name)()
 		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReady).Message).To(ContainSubstring("spec.subjects.deviceSelector"))
 		Expect(meta.IsStatusConditionTrue(st.Conditions, itmv1.ConditionStalled)).To(BeTrue())
@@ -333,7 +333,7 @@ var _ = Describe("AccessPolicy", func() {
 			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}}}
 		})
 		name := "itm-" + p.Name
-		Eventually(readyOf(p.Name)).Should(Equal("True/" + controllers.ReasonAudited))
+		Eventually(readyOf(p.Name)).Should(Equal("True/" + itmv1.ReasonAudited))
 		Expect(policyStatus(p.Name)()).To(And(
 			HaveField("Devices", itmv1.DeviceCounts{Matched: 1, Allowed: 1}),
 			HaveField("NetworkPolicies", BeEquivalentTo(1)),
