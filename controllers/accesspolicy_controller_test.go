@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -292,10 +293,66 @@ var _ = Describe("AccessPolicy", func() {
 		st := policyStatus(p.Name)()
 		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReady).Message).To(ContainSubstring("spec.subjects.deviceSelector"))
 		Expect(meta.IsStatusConditionTrue(st.Conditions, itmv1.ConditionStalled)).To(BeTrue())
+		cur := &itmv1.AccessPolicy{}
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(p), cur)).To(Succeed())
+		Expect(st.ObservedGeneration).To(Equal(cur.Generation), "Stalled counts for kstatus only at the current generation")
 
 		By("fixing the spec brings the access back")
 		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) { p.Spec.Subjects.DeviceSelector.MatchExpressions = nil })
 		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"10.28.0.1/32"}))
+	})
+
+	It("reports a write the API server refuses as ApplyFailed and Reconciling, keeps the generation unobserved, and converges once the write goes through", func() {
+		mark := uniqueName("deny")
+		ns := newNamespace(map[string]string{"itmanager-test/deny-netpol": mark})
+		// An admission policy refusing NetworkPolicy creates in that namespace.
+		vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: mark},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Rule:       admissionregistrationv1.Rule{APIGroups: []string{"networking.k8s.io"}, APIVersions: []string{"v1"}, Resources: []string{"networkpolicies"}},
+					},
+				}}},
+				Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: "refused by " + mark}},
+			},
+		}
+		Expect(k8s.Create(ctx, vap)).To(Succeed())
+		DeferCleanup(func() { _ = k8s.Delete(ctx, vap) })
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: mark},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName:        mark,
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+				MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+					MatchLabels: map[string]string{"itmanager-test/deny-netpol": mark}}},
+			},
+		}
+		Expect(k8s.Create(ctx, binding)).To(Succeed())
+		probe := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "probe-"}}
+		Eventually(func() error { return k8s.Create(ctx, probe.DeepCopy()) }).Should(MatchError(ContainSubstring("refused by "+mark)),
+			"the API server refuses NetworkPolicies there before the policy exists")
+
+		label := map[string]string{"fleet": uniqueName("f")}
+		staticDevice("", label, "10.29.0.1")
+		p := accessPolicy(func(p *itmv1.AccessPolicy) {
+			p.Spec.Subjects.DeviceSelector = &metav1.LabelSelector{MatchLabels: label}
+			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}}}
+		})
+		Eventually(readyOf(p.Name)).Should(Equal("False/" + itmv1.ReasonApplyFailed))
+		st := policyStatus(p.Name)()
+		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReady).Message).To(ContainSubstring("create NetworkPolicy " + ns + "/itm-" + p.Name))
+		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReconciling)).To(HaveField("Status", metav1.ConditionTrue))
+		Expect(st.ObservedGeneration).To(BeZero(), "a generation whose objects were not written is not observed")
+
+		Expect(k8s.Delete(ctx, binding)).To(Succeed())
+		Eventually(ingressCIDRs(ns, "itm-"+p.Name)).WithTimeout(30 * time.Second).Should(Equal([]string{"10.29.0.1/32"}))
+		Eventually(readyOf(p.Name)).Should(Equal("True/" + itmv1.ReasonEnforced))
+		st = policyStatus(p.Name)()
+		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReconciling)).To(BeNil())
+		Expect(st.ObservedGeneration).To(Equal(p.Generation))
 	})
 
 	It("hands a recreated policy of the same name its own objects, never two controllers", func() {
