@@ -239,10 +239,9 @@ func (r *AccessPolicyReconciler) leaseHandler() handler.EventHandler {
 			if equality.Semantic.DeepEqual(o.Spec.RenewTime, n.Spec.RenewTime) {
 				return
 			}
-			now := r.Clock.Now()
+			now, before, after := r.Clock.Now(), renewTime(o), renewTime(n)
 			flips := func(p *itmv1.AccessPolicy) bool {
-				maxAge := p.Spec.Posture.MaxCheckInAge.Duration
-				return access.CheckInFlips(renewTime(o), renewTime(n), maxAge, now)
+				return access.CheckInFlips(before, after, p.Spec.Posture.MaxCheckInAge.Duration, now)
 			}
 			// The common renewal flips no verdict of any policy: say so from
 			// one uncopied list, before looking up the device and whom it

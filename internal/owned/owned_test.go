@@ -31,8 +31,9 @@ const ownerLabel = "itmanager.io/access-policy"
 
 var ctx = context.Background()
 
-func owner(name, uid string) *itmv1.AccessPolicy {
-	return &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(uid)}}
+// owner is a policy named "ap" (as in every generated name here) of a UID.
+func owner(uid string) *itmv1.AccessPolicy {
+	return &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: "ap", UID: types.UID(uid)}}
 }
 
 func ref(o *itmv1.AccessPolicy) metav1.OwnerReference {
@@ -87,11 +88,12 @@ func newSet(t *testing.T, w *writes, objs ...client.Object) (*Set[*networkingv1.
 	}), c
 }
 
-func get(t *testing.T, c client.Client, ns, name string) *networkingv1.NetworkPolicy {
+// get reads the policy's NetworkPolicy itm-ap in ns.
+func get(t *testing.T, c client.Client, ns string) *networkingv1.NetworkPolicy {
 	t.Helper()
 	out := &networkingv1.NetworkPolicy{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, out); err != nil {
-		t.Fatalf("get %s/%s: %v", ns, name, err)
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "itm-ap"}, out); err != nil {
+		t.Fatalf("get %s/itm-ap: %v", ns, err)
 	}
 	return out
 }
@@ -107,7 +109,7 @@ func cidrs(p *networkingv1.NetworkPolicy) []string {
 }
 
 func TestApplyCreatesWhatIsAbsentAndUpdatesOnlyWhatDiffers(t *testing.T) {
-	p := owner("ap", "u1")
+	p := owner("u1")
 	same := np(p, "a", "itm-ap", "10.0.0.1/32")
 	stale := np(p, "b", "itm-ap", "10.0.0.9/32")
 	stale.Labels["team"] = "theirs" // someone else's label stays
@@ -126,17 +128,17 @@ func TestApplyCreatesWhatIsAbsentAndUpdatesOnlyWhatDiffers(t *testing.T) {
 	if w != (writes{create: 1, update: 1}) {
 		t.Fatalf("writes %+v, want one create (c) and one update (b)", w)
 	}
-	b := get(t, c, "b", "itm-ap")
+	b := get(t, c, "b")
 	if !slices.Equal(cidrs(b), []string{"10.0.0.1/32"}) || b.Labels["team"] != "theirs" || b.Annotations["note"] != "kept" {
 		t.Fatalf("updated object %+v: content replaced, foreign labels and annotations kept", b)
 	}
-	if !slices.Equal(cidrs(get(t, c, "c", "itm-ap")), []string{"10.0.0.1/32"}) {
+	if !slices.Equal(cidrs(get(t, c, "c")), []string{"10.0.0.1/32"}) {
 		t.Fatal("c not created as desired")
 	}
 }
 
 func TestApplyDoesNotRewriteItsOwnWriteTheCacheHasNotShownYet(t *testing.T) {
-	p := owner("ap", "u1")
+	p := owner("u1")
 	var w writes
 	s, c := newSet(t, &w, np(p, "a", "itm-ap", "10.0.0.9/32"))
 	stale, _ := s.List(ctx, p.Name) // the cache's view, before our write
@@ -147,25 +149,25 @@ func TestApplyDoesNotRewriteItsOwnWriteTheCacheHasNotShownYet(t *testing.T) {
 		t.Fatalf("%d updates over the same cached version, want 1", w.update)
 	}
 	// Once the cache shows a newer version, a hand edit is put back.
-	edited := get(t, c, "a", "itm-ap")
+	edited := get(t, c, "a")
 	edited.Spec.Ingress = nil
 	if err := c.Update(ctx, edited); err != nil {
 		t.Fatal(err)
 	}
 	fresh, _ := s.List(ctx, p.Name)
 	s.Apply(ctx, p, desired, fresh)
-	if got := cidrs(get(t, c, "a", "itm-ap")); !slices.Equal(got, []string{"10.0.0.1/32"}) {
+	if got := cidrs(get(t, c, "a")); !slices.Equal(got, []string{"10.0.0.1/32"}) {
 		t.Fatalf("hand edit not put back: %v", got)
 	}
 }
 
 func TestApplyRetriesAConflictOnTheLiveObject(t *testing.T) {
-	p := owner("ap", "u1")
+	p := owner("u1")
 	var w writes
 	s, c := newSet(t, &w, np(p, "a", "itm-ap", "10.0.0.9/32"))
 	stale, _ := s.List(ctx, p.Name)
 	// Someone writes after our cache read: our update conflicts.
-	other := get(t, c, "a", "itm-ap")
+	other := get(t, c, "a")
 	other.Labels["x"] = "y"
 	if err := c.Update(ctx, other); err != nil {
 		t.Fatal(err)
@@ -174,14 +176,14 @@ func TestApplyRetriesAConflictOnTheLiveObject(t *testing.T) {
 	if _, errs := s.Apply(ctx, p, []*networkingv1.NetworkPolicy{np(p, "a", "itm-ap", "10.0.0.1/32")}, stale); len(errs) != 0 {
 		t.Fatalf("errors %v", errs)
 	}
-	got := get(t, c, "a", "itm-ap")
+	got := get(t, c, "a")
 	if w.update != 2 || !slices.Equal(cidrs(got), []string{"10.0.0.1/32"}) || got.Labels["x"] != "y" {
 		t.Fatalf("%d updates, object %+v: want the conflict retried once on the live object", w.update, got)
 	}
 }
 
 func TestApplyReportsANameSomeoneElseHoldsAndNeverAdoptsIt(t *testing.T) {
-	p := owner("ap", "u1")
+	p := owner("u1")
 	foreign := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "itm-ap"}}
 	var w writes
 	s, c := newSet(t, &w, foreign)
@@ -189,27 +191,27 @@ func TestApplyReportsANameSomeoneElseHoldsAndNeverAdoptsIt(t *testing.T) {
 	if len(errs) != 0 || len(taken) != 1 || taken[0] != "NetworkPolicy a/itm-ap exists and was not created by this policy; it is left alone" {
 		t.Fatalf("taken %q, errors %v", taken, errs)
 	}
-	if got := get(t, c, "a", "itm-ap"); w != (writes{}) || len(got.OwnerReferences) != 0 || len(got.Spec.Ingress) != 0 {
+	if got := get(t, c, "a"); w != (writes{}) || len(got.OwnerReferences) != 0 || len(got.Spec.Ingress) != 0 {
 		t.Fatalf("foreign object touched: writes %+v, object %+v", w, got)
 	}
 }
 
 func TestApplyReplacesWhatADeletedPredecessorOfTheSameNameLeft(t *testing.T) {
-	first, second := owner("ap", "u1"), owner("ap", "u2")
+	first, second := owner("u1"), owner("u2")
 	var w writes
 	s, c := newSet(t, &w, np(first, "a", "itm-ap", "10.0.0.9/32"))
 	existing, _ := s.List(ctx, second.Name)
 	if _, errs := s.Apply(ctx, second, []*networkingv1.NetworkPolicy{np(second, "a", "itm-ap", "10.0.0.1/32")}, existing); len(errs) != 0 {
 		t.Fatal(errs)
 	}
-	got := get(t, c, "a", "itm-ap")
+	got := get(t, c, "a")
 	if w != (writes{create: 1, del: 1}) || len(got.OwnerReferences) != 1 || got.OwnerReferences[0].UID != "u2" {
 		t.Fatalf("writes %+v, owners %+v: want the predecessor's deleted and ours created, one controller", w, got.OwnerReferences)
 	}
 }
 
 func TestPruneDeletesWithdrawsInPlaceAndLeavesOthersAlone(t *testing.T) {
-	p := owner("ap", "u1")
+	p := owner("u1")
 	unmarked := np(p, "x", "itm-ap")
 	unmarked.Labels = map[string]string{ownerLabel: p.Name} // not managed by itmanager
 	var w writes
@@ -226,11 +228,11 @@ func TestPruneDeletesWithdrawsInPlaceAndLeavesOthersAlone(t *testing.T) {
 	if err := c.Get(ctx, types.NamespacedName{Namespace: "gone", Name: "itm-ap"}, &networkingv1.NetworkPolicy{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("unwanted object not deleted: %v", err)
 	}
-	if got := get(t, c, "stays", "itm-ap"); len(got.Spec.Ingress) != 0 {
+	if got := get(t, c, "stays"); len(got.Spec.Ingress) != 0 {
 		t.Fatalf("claimed object not withdrawn in place: %+v", got.Spec)
 	}
-	get(t, c, "keep", "itm-ap")
-	get(t, c, "x", "itm-ap")
+	get(t, c, "keep")
+	get(t, c, "x")
 	if w != (writes{update: 1, del: 1}) {
 		t.Fatalf("writes %+v", w)
 	}
@@ -242,18 +244,18 @@ func TestPruneDeletesWithdrawsInPlaceAndLeavesOthersAlone(t *testing.T) {
 			t.Fatalf("%s not pruned: %v", ns, err)
 		}
 	}
-	get(t, c, "x", "itm-ap")
+	get(t, c, "x")
 }
 
 func TestEchoFilterDropsOnlyTheEventOfOurOwnWrite(t *testing.T) {
-	p := owner("ap", "u1")
+	p := owner("u1")
 	var w writes
 	s, c := newSet(t, &w)
 	if _, errs := s.Apply(ctx, p, []*networkingv1.NetworkPolicy{np(p, "a", "itm-ap", "10.0.0.1/32")}, nil); len(errs) != 0 {
 		t.Fatal(errs)
 	}
 	pred := s.Echoes().NotEcho()
-	ours := get(t, c, "a", "itm-ap")
+	ours := get(t, c, "a")
 	if pred.Create(event.CreateEvent{Object: ours}) {
 		t.Fatal("the echo of our create started a reconcile")
 	}
@@ -264,7 +266,7 @@ func TestEchoFilterDropsOnlyTheEventOfOurOwnWrite(t *testing.T) {
 	if err := c.Update(ctx, ours); err != nil {
 		t.Fatal(err)
 	}
-	if !pred.Update(event.UpdateEvent{ObjectOld: ours, ObjectNew: get(t, c, "a", "itm-ap")}) {
+	if !pred.Update(event.UpdateEvent{ObjectOld: ours, ObjectNew: get(t, c, "a")}) {
 		t.Fatal("someone else's update filtered")
 	}
 }
