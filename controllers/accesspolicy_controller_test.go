@@ -336,7 +336,7 @@ var _ = Describe("AccessPolicy", func() {
 			"the API server refuses NetworkPolicies there before the policy exists")
 
 		label := map[string]string{"fleet": uniqueName("f")}
-		staticDevice("", label, "10.29.0.1")
+		staticDevice("", label, "10.22.0.1")
 		p := accessPolicy(func(p *itmv1.AccessPolicy) {
 			p.Spec.Subjects.DeviceSelector = &metav1.LabelSelector{MatchLabels: label}
 			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}}}
@@ -348,7 +348,7 @@ var _ = Describe("AccessPolicy", func() {
 		Expect(st.ObservedGeneration).To(BeZero(), "a generation whose objects were not written is not observed")
 
 		Expect(k8s.Delete(ctx, binding)).To(Succeed())
-		Eventually(ingressCIDRs(ns, "itm-"+p.Name)).WithTimeout(30 * time.Second).Should(Equal([]string{"10.29.0.1/32"}))
+		Eventually(ingressCIDRs(ns, "itm-"+p.Name)).WithTimeout(30 * time.Second).Should(Equal([]string{"10.22.0.1/32"}))
 		Eventually(readyOf(p.Name)).Should(Equal("True/" + itmv1.ReasonEnforced))
 		st = policyStatus(p.Name)()
 		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReconciling)).To(BeNil())
