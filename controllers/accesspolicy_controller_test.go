@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -159,7 +160,7 @@ var _ = Describe("AccessPolicy", func() {
 			HaveField("AddressBlocks", BeEquivalentTo(2)),
 			HaveField("ObservedGeneration", p.Generation),
 		))
-		Eventually(readyOf(p.Name)).Should(Equal("True/" + controllers.ReasonEnforced))
+		Eventually(readyOf(p.Name)).Should(Equal("True/" + itmv1.ReasonEnforced))
 
 		By("requiring disk encryption, which no device has reported: every device is denied and the pods are isolated")
 		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) { p.Spec.Posture = &itmv1.Posture{RequireDiskEncryption: true} })
@@ -253,7 +254,7 @@ var _ = Describe("AccessPolicy", func() {
 			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{nsA, nsD, testenv.OperatorNamespace}}}
 		})
 		Eventually(ingressCIDRs(nsC, name)).Should(Equal([]string{"absent"}))
-		Eventually(readyOf(p.Name)).Should(Equal("False/" + controllers.ReasonForbiddenDestination))
+		Eventually(readyOf(p.Name)).Should(Equal("False/" + itmv1.ReasonForbiddenDestination))
 		c := meta.FindStatusCondition(policyStatus(p.Name)().Conditions, itmv1.ConditionReady)
 		Expect(c.Message).To(ContainSubstring("spec.destinations[0].namespaces: itmanager-system is the operator's namespace"))
 		Expect(c.Message).To(ContainSubstring("NetworkPolicy " + nsD + "/" + name + " exists and was not created by this policy"))
@@ -288,14 +289,70 @@ var _ = Describe("AccessPolicy", func() {
 		})
 		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"isolated"}))
 		Consistently(ingressCIDRs(ns, name)).WithTimeout(2*time.Second).Should(Equal([]string{"isolated"}), "withdrawing access never opens pods")
-		Eventually(readyOf(p.Name)).Should(Equal("False/" + controllers.ReasonInvalidSpec))
+		Eventually(readyOf(p.Name)).Should(Equal("False/" + itmv1.ReasonInvalidSpec))
 		st := policyStatus(p.Name)()
 		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReady).Message).To(ContainSubstring("spec.subjects.deviceSelector"))
 		Expect(meta.IsStatusConditionTrue(st.Conditions, itmv1.ConditionStalled)).To(BeTrue())
+		cur := &itmv1.AccessPolicy{}
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(p), cur)).To(Succeed())
+		Expect(st.ObservedGeneration).To(Equal(cur.Generation), "Stalled counts for kstatus only at the current generation")
 
 		By("fixing the spec brings the access back")
 		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) { p.Spec.Subjects.DeviceSelector.MatchExpressions = nil })
 		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"10.28.0.1/32"}))
+	})
+
+	It("reports a write the API server refuses as ApplyFailed and Reconciling, keeps the generation unobserved, and converges once the write goes through", func() {
+		mark := uniqueName("deny")
+		ns := newNamespace(map[string]string{"itmanager-test/deny-netpol": mark})
+		// An admission policy refusing NetworkPolicy creates in that namespace.
+		vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: mark},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Rule:       admissionregistrationv1.Rule{APIGroups: []string{"networking.k8s.io"}, APIVersions: []string{"v1"}, Resources: []string{"networkpolicies"}},
+					},
+				}}},
+				Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: "refused by " + mark}},
+			},
+		}
+		Expect(k8s.Create(ctx, vap)).To(Succeed())
+		DeferCleanup(func() { _ = k8s.Delete(ctx, vap) })
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: mark},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName:        mark,
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+				MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+					MatchLabels: map[string]string{"itmanager-test/deny-netpol": mark}}},
+			},
+		}
+		Expect(k8s.Create(ctx, binding)).To(Succeed())
+		probe := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "probe-"}}
+		Eventually(func() error { return k8s.Create(ctx, probe.DeepCopy()) }).Should(MatchError(ContainSubstring("refused by "+mark)),
+			"the API server refuses NetworkPolicies there before the policy exists")
+
+		label := map[string]string{"fleet": uniqueName("f")}
+		staticDevice("", label, "10.22.0.1")
+		p := accessPolicy(func(p *itmv1.AccessPolicy) {
+			p.Spec.Subjects.DeviceSelector = &metav1.LabelSelector{MatchLabels: label}
+			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}}}
+		})
+		Eventually(readyOf(p.Name)).Should(Equal("False/" + itmv1.ReasonApplyFailed))
+		st := policyStatus(p.Name)()
+		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReady).Message).To(ContainSubstring("create NetworkPolicy " + ns + "/itm-" + p.Name))
+		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReconciling)).To(HaveField("Status", metav1.ConditionTrue))
+		Expect(st.ObservedGeneration).To(BeZero(), "a generation whose objects were not written is not observed")
+
+		Expect(k8s.Delete(ctx, binding)).To(Succeed())
+		Eventually(ingressCIDRs(ns, "itm-"+p.Name)).WithTimeout(30 * time.Second).Should(Equal([]string{"10.22.0.1/32"}))
+		Eventually(readyOf(p.Name)).Should(Equal("True/" + itmv1.ReasonEnforced))
+		st = policyStatus(p.Name)()
+		Expect(meta.FindStatusCondition(st.Conditions, itmv1.ConditionReconciling)).To(BeNil())
+		Expect(st.ObservedGeneration).To(Equal(p.Generation))
 	})
 
 	It("hands a recreated policy of the same name its own objects, never two controllers", func() {
@@ -333,7 +390,7 @@ var _ = Describe("AccessPolicy", func() {
 			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}}}
 		})
 		name := "itm-" + p.Name
-		Eventually(readyOf(p.Name)).Should(Equal("True/" + controllers.ReasonAudited))
+		Eventually(readyOf(p.Name)).Should(Equal("True/" + itmv1.ReasonAudited))
 		Expect(policyStatus(p.Name)()).To(And(
 			HaveField("Devices", itmv1.DeviceCounts{Matched: 1, Allowed: 1}),
 			HaveField("NetworkPolicies", BeEquivalentTo(1)),

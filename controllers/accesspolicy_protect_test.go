@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
-	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
@@ -81,7 +80,7 @@ var _ = Describe("AccessPolicy protected namespaces", func() {
 		Expect(k8s.Create(ctx, provider)).To(Succeed())
 		Eventually(ingressCIDRs(ns, name)).Should(Equal([]string{"isolated"}))
 		Consistently(ingressCIDRs(ns, name)).WithTimeout(2*time.Second).Should(Equal([]string{"isolated"}), "withdrawing access never opens pods")
-		Eventually(readyOf(p.Name)).Should(Equal("False/" + controllers.ReasonForbiddenDestination))
+		Eventually(readyOf(p.Name)).Should(Equal("False/" + itmv1.ReasonForbiddenDestination))
 		Expect(meta.FindStatusCondition(policyStatus(p.Name)().Conditions, itmv1.ConditionReady).Message).
 			To(ContainSubstring("spec.destinations[0].namespaces: " + ns + " is the namespace of AccountProvider " + provider.Name))
 		Eventually(roleBindingSubjects(ns, name+".edit")).Should(BeEmpty(), "the RoleBinding stays and binds no one there")

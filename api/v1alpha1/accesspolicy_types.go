@@ -35,6 +35,20 @@ const (
 	// ReasonRoleNotAllowed means kubernetesAccess names a ClusterRole the
 	// installation does not allow the operator to bind.
 	ReasonRoleNotAllowed = "RoleNotAllowed"
+	// ReasonEnforced means every generated object is as computed.
+	ReasonEnforced = "Enforced"
+	// ReasonAudited means the policy is in Audit mode: computed and
+	// reported, nothing written.
+	ReasonAudited = "Audited"
+	// ReasonForbiddenDestination means a destination or kubernetesAccess
+	// namespace is one of itmanager's own (never a destination).
+	ReasonForbiddenDestination = "ForbiddenDestination"
+	// ReasonApplyFailed means writing a generated object failed; it is
+	// retried.
+	ReasonApplyFailed = "ApplyFailed"
+	// ReasonNameTaken means an object itmanager did not create holds a
+	// generated name; it is reported, never taken over.
+	ReasonNameTaken = "NameTaken"
 )
 
 // Subjects are who an AccessPolicy is for.

@@ -234,8 +234,7 @@ func TestBindings(t *testing.T) {
 	protected := Protected{Operator: "itmanager-system", Devices: "itmanager-devices", Upgrades: "itmanager-upgrades", Providers: map[string]string{"itmanager-users": "k8s"}}
 	crbs, rbs, problems := Bindings(BindingInput{
 		Owner: p, ServiceAccounts: sas, AllowedRoles: []string{"view", "edit"}, ClusterWideRoles: []string{"view"},
-		Protected: protected,
-		Exists:    func(ns string) bool { return ns != "not-yet" },
+		Protected: protected, Namespaces: []string{"default", "shop", "itmanager-system"},
 	})
 	if len(crbs) != 1 || crbs[0].Name != "itm-ops.view" || crbs[0].RoleRef.Name != "view" {
 		t.Fatalf("cluster role bindings %+v", crbs)

@@ -88,13 +88,13 @@ type BindingInput struct {
 	// ClusterRoleBinding; any other is bound by a RoleBinding in each of
 	// Namespaces that Protected lets a cluster-wide grant reach.
 	ClusterWideRoles []string
-	// Namespaces are the existing, non-terminating namespaces.
+	// Namespaces are the existing, non-terminating namespaces: at least
+	// every one an entry names, and all of them when an entry spreads over
+	// namespaces (SpreadsOverNamespaces). The bindings of a named namespace
+	// not among them are left out until it appears.
 	Namespaces []string
 	// Protected never receive bindings.
 	Protected Protected
-	// Exists reports whether a namespace exists and is not terminating; the
-	// bindings of one that does not are left out until it does. Nil: all do.
-	Exists func(namespace string) bool
 }
 
 // Bindings compiles spec.kubernetesAccess into ClusterRoleBindings and
@@ -110,6 +110,10 @@ func Bindings(in BindingInput) ([]*rbacv1.ClusterRoleBinding, []*rbacv1.RoleBind
 	slices.SortFunc(subjects, compareSubjects)
 	subjects = slices.Compact(subjects)
 
+	usable := make(map[string]bool, len(in.Namespaces))
+	for _, ns := range in.Namespaces {
+		usable[ns] = true
+	}
 	var crbs []*rbacv1.ClusterRoleBinding
 	var rbs []*rbacv1.RoleBinding
 	var problems []string
@@ -153,7 +157,7 @@ func Bindings(in BindingInput) ([]*rbacv1.ClusterRoleBinding, []*rbacv1.RoleBind
 				problems = append(problems, fmt.Sprintf("spec.kubernetesAccess[%d].namespaces: %s", i, why))
 				continue
 			}
-			if in.Exists != nil && !in.Exists(ns) {
+			if !usable[ns] {
 				continue
 			}
 			rbs = append(rbs, &rbacv1.RoleBinding{
@@ -175,4 +179,13 @@ func Bindings(in BindingInput) ([]*rbacv1.ClusterRoleBinding, []*rbacv1.RoleBind
 // than a name may be.
 func BindingName(policy, role string) string {
 	return names.Derive("itm-"+policy+".", role, 253)
+}
+
+// SpreadsOverNamespaces reports whether some kubernetesAccess entry binds a
+// role without namespaces that is not a cluster-wide role: it becomes a
+// RoleBinding in every namespace, so resolution needs them all.
+func SpreadsOverNamespaces(spec *itmv1.AccessPolicySpec, clusterWideRoles []string) bool {
+	return slices.ContainsFunc(spec.KubernetesAccess, func(ka itmv1.KubernetesAccess) bool {
+		return len(ka.Namespaces) == 0 && !slices.Contains(clusterWideRoles, ka.ClusterRole)
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 // ReportOnly reports whether a Device update changed nothing but facts it
@@ -41,4 +42,12 @@ func VerdictChanged(old, cur Candidate, p *itmv1.Posture, now time.Time) bool {
 	a, b := Evaluate(old, p, now), Evaluate(cur, p, now)
 	return a.Allowed != b.Allowed || !slices.Equal(a.Reasons, b.Reasons) ||
 		!slices.Equal(a.Addresses, b.Addresses) || !a.Posture.ExpiresAt.Equal(b.Posture.ExpiresAt)
+}
+
+// CheckInFlips reports whether a check-in (a Lease renewal) moving from
+// old to cur changes the verdict of a policy requiring maxAge at now:
+// device.Fresh, the rule posture judges maxCheckInAge by. Renewals of a
+// device that stays fresh change nothing and need no reconcile.
+func CheckInFlips(old, cur *time.Time, maxAge time.Duration, now time.Time) bool {
+	return device.Fresh(old, maxAge, now) != device.Fresh(cur, maxAge, now)
 }
