@@ -21,7 +21,6 @@ import (
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/checkin"
-	"github.com/itmanager-io/itmanager/internal/netpol"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
@@ -149,7 +148,7 @@ var _ = Describe("AccessPolicy", func() {
 		Expect(np.Spec.PolicyTypes).To(Equal([]networkingv1.PolicyType{networkingv1.PolicyTypeIngress}))
 		Expect(np.Spec.Ingress[0].Ports).To(HaveLen(1))
 		Expect(np.Spec.Ingress[0].Ports[0].Port.IntVal).To(BeEquivalentTo(443))
-		Expect(np.Labels).To(HaveKeyWithValue(netpol.LabelManagedBy, netpol.ManagedByValue))
+		Expect(np.Labels).To(HaveKeyWithValue(itmv1.LabelManagedBy, itmv1.ManagedByValue))
 		Expect(metav1.IsControlledBy(np, &metav1.ObjectMeta{UID: p.UID})).To(BeTrue())
 		Expect(np.ManagedFields).To(ContainElement(HaveField("Manager", controllers.AccessFieldManager)))
 

@@ -13,6 +13,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/access"
+	"github.com/itmanager-io/itmanager/internal/index"
 )
 
 // policySnapshot is everything one reconcile of a policy reads, gathered
@@ -86,7 +87,7 @@ func (r *AccessPolicyReconciler) requests(ctx context.Context, s itmv1.Subjects)
 	}
 	for _, g := range s.Groups {
 		list := &itmv1.OnboardingRequestList{}
-		if err := r.List(ctx, list, client.MatchingFields{IndexOnboardingGroup: g}); err != nil {
+		if err := r.List(ctx, list, client.MatchingFields{index.OnboardingGroupField: g}); err != nil {
 			return nil, err
 		}
 		for i := range list.Items {
@@ -102,7 +103,7 @@ func (r *AccessPolicyReconciler) candidates(ctx context.Context, people map[stri
 	var devs []itmv1.Device
 	for person := range people {
 		list := &itmv1.DeviceList{}
-		if err := r.List(ctx, list, client.MatchingFields{IndexDeviceAssignee: person}, client.UnsafeDisableDeepCopy); err != nil {
+		if err := r.List(ctx, list, client.MatchingFields{index.DeviceAssigneeField: person}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
 		devs = append(devs, list.Items...)

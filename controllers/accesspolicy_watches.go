@@ -19,6 +19,8 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/access"
+	"github.com/itmanager-io/itmanager/internal/device"
+	"github.com/itmanager-io/itmanager/internal/index"
 )
 
 // Event mapping of the AccessPolicy controller: each event of a kind that
@@ -37,7 +39,7 @@ func deviceAccessChanged() predicate.Predicate {
 func requestAccessChanged() predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld.(*itmv1.OnboardingRequest), e.ObjectNew.(*itmv1.OnboardingRequest)
-		return access.IsActive(o) != access.IsActive(n) || !slices.Equal(o.Spec.Groups, n.Spec.Groups) ||
+		return access.InForce(o) != access.InForce(n) || !slices.Equal(o.Spec.Groups, n.Spec.Groups) ||
 			o.Status.Phase != n.Status.Phase || !equality.Semantic.DeepEqual(o.Status.Accounts, n.Status.Accounts)
 	}}
 }
@@ -63,19 +65,19 @@ func (r *AccessPolicyReconciler) policiesForDevice(ctx context.Context, d *itmv1
 			}
 		}
 	}
-	keys = append(keys, PolicyKeyDeviceSelector)
+	keys = append(keys, index.KeyDeviceSelector)
 	seen := map[string]bool{}
 	var out []itmv1.AccessPolicy
 	for _, k := range keys {
 		list := &itmv1.AccessPolicyList{}
-		if err := r.List(ctx, list, client.MatchingFields{IndexPolicySubject: k}, client.UnsafeDisableDeepCopy); err != nil {
+		if err := r.List(ctx, list, client.MatchingFields{index.PolicySubjectField: k}, client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
 		for _, p := range list.Items {
 			if seen[p.Name] {
 				continue
 			}
-			if k == PolicyKeyDeviceSelector {
+			if k == index.KeyDeviceSelector {
 				sel, err := access.Selector(p.Spec.Subjects)
 				if err != nil || sel == nil || !sel.Matches(labels.Set(d.Labels)) {
 					continue
@@ -103,7 +105,7 @@ func requestsFor(ps []itmv1.AccessPolicy) []reconcile.Request {
 func (r *AccessPolicyReconciler) deviceToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
 	d := o.(*itmv1.Device)
 	ps := r.policiesForDevice(ctx, d)
-	for _, addr := range DeviceAddresses(d) {
+	for _, addr := range device.Claims(d) {
 		others, _ := OtherClaimants(ctx, r.Client, addr, d.Name)
 		for _, name := range others {
 			other := &itmv1.Device{}
@@ -166,11 +168,11 @@ func (r *AccessPolicyReconciler) requestToPolicies(ctx context.Context, o client
 	for _, g := range req.Spec.Groups {
 		keys = append(keys, "group:"+g)
 	}
-	return r.policiesByKeys(ctx, IndexPolicySubject, keys)
+	return r.policiesByKeys(ctx, index.PolicySubjectField, keys)
 }
 
 func (r *AccessPolicyReconciler) namespaceToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.policiesByKeys(ctx, IndexPolicyNamespace, []string{"ns:" + o.GetName(), PolicyKeyNamespaceSelector, PolicyKeyAllNamespaces})
+	return r.policiesByKeys(ctx, index.PolicyNamespaceField, []string{"ns:" + o.GetName(), index.KeyNamespaceSelector, index.KeyAllNamespaces})
 }
 
 func (r *AccessPolicyReconciler) policiesByKeys(ctx context.Context, index string, keys []string) []reconcile.Request {
@@ -206,9 +208,9 @@ func (r *AccessPolicyReconciler) leaseHandler() handler.EventHandler {
 				return nil
 			}
 			return []itmv1.Device{*d}
-		case NodeLeaseNamespace:
+		case device.NodeLeaseNamespace:
 			list := &itmv1.DeviceList{}
-			if err := r.List(ctx, list, client.MatchingFields{IndexDeviceNodeName: l.GetName()}); err != nil {
+			if err := r.List(ctx, list, client.MatchingFields{index.DeviceNodeNameField: l.GetName()}); err != nil {
 				return nil
 			}
 			return list.Items

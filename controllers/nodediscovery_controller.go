@@ -38,11 +38,6 @@ import (
 // Devices, and nothing else: users own every other field.
 const NodeDiscoveryFieldManager = "itmanager-node-discovery"
 
-// ReasonNodeDeviceNameTaken is itmv1.ReasonNodeDeviceNameTaken.
-//
-// Transitional: kept until the branches of issue 13 are merged.
-const ReasonNodeDeviceNameTaken = itmv1.ReasonNodeDeviceNameTaken
-
 // DefaultConflictRecheck is how often discovery looks again at (and
 // reports again) a Node whose Device name is taken.
 const DefaultConflictRecheck = 5 * time.Minute

@@ -29,6 +29,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/controllers"
+	"github.com/itmanager-io/itmanager/internal/device"
 	"github.com/itmanager-io/itmanager/internal/names"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
@@ -51,7 +52,7 @@ func (k *kubelet) run(c context.Context) {
 	for c.Err() == nil {
 		// The Lease: the Node device's check-in.
 		lease := &coordinationv1.Lease{}
-		key := types.NamespacedName{Namespace: controllers.NodeLeaseNamespace, Name: k.node}
+		key := types.NamespacedName{Namespace: device.NodeLeaseNamespace, Name: k.node}
 		now := metav1.NewMicroTime(time.Now())
 		if err := k8s.Get(c, key, lease); apierrors.IsNotFound(err) {
 			_ = k8s.Create(c, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},

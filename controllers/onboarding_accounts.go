@@ -78,8 +78,8 @@ func (r *OnboardingReconciler) callProvider(ctx context.Context, o *itmv1.Onboar
 			}
 			return c
 		}
-		if _, err := prov.SetActive(opCtx, a, false); err != nil {
-			c.Step, c.Err = onboarding.StepSetActive, err
+		if _, err := prov.SetEnabled(opCtx, a, false); err != nil {
+			c.Step, c.Err = onboarding.StepSetEnabled, err
 			return c
 		}
 		if err := prov.SyncGroups(opCtx, a); err != nil {
@@ -95,9 +95,9 @@ func (r *OnboardingReconciler) callProvider(ctx context.Context, o *itmv1.Onboar
 	if _, err := prov.Ensure(opCtx, a); err != nil {
 		return onboarding.Call{Step: onboarding.StepEnsure, Err: err}
 	}
-	res, err := prov.SetActive(opCtx, a, want == onboarding.WantEnabled)
+	res, err := prov.SetEnabled(opCtx, a, want == onboarding.WantEnabled)
 	if err != nil {
-		return onboarding.Call{Step: onboarding.StepSetActive, Err: err}
+		return onboarding.Call{Step: onboarding.StepSetEnabled, Err: err}
 	}
 	c := onboarding.Call{ID: res.ID, Credentials: res.Credentials, RenewAt: res.RenewAt}
 	if err := prov.SyncGroups(opCtx, a); err != nil {

@@ -12,6 +12,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/index"
 	"github.com/itmanager-io/itmanager/internal/onboarding"
 )
 
@@ -31,7 +32,7 @@ func (r *OnboardingReconciler) syncDevices(ctx context.Context, o *itmv1.Onboard
 		}
 	default:
 		// Nothing is assigned: only the person's own devices matter.
-		if err := r.List(ctx, &list, client.MatchingFields{IndexDeviceAssignee: o.Name}); err != nil {
+		if err := r.List(ctx, &list, client.MatchingFields{index.DeviceAssigneeField: o.Name}); err != nil {
 			return err
 		}
 	}

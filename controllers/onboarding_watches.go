@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/index"
 	"github.com/itmanager-io/itmanager/internal/kit"
 	"github.com/itmanager-io/itmanager/internal/onboarding"
 )
@@ -78,7 +79,7 @@ func (r *OnboardingReconciler) providerToRequests(ctx context.Context, o client.
 	// Requests whose defaults are not fixed yet hear of every provider: one
 	// that stops being default, or stops being too many, changes their set.
 	p := o.(*itmv1.AccountProvider)
-	return r.requestsByIndex(ctx, IndexOnboardingProvider, []string{p.Name, ProviderKeyDefault})
+	return r.requestsByIndex(ctx, index.OnboardingProviderField, []string{p.Name, index.KeyDefaultProvider})
 }
 
 // deviceToRequests enqueues the request of the device's assignee, and every
@@ -89,7 +90,7 @@ func (r *OnboardingReconciler) deviceToRequests(ctx context.Context, o client.Ob
 	if d.Spec.Assignee != "" {
 		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: d.Spec.Assignee}})
 	}
-	return append(out, r.requestsByIndex(ctx, IndexOnboardingWaiting, []string{"true"})...)
+	return append(out, r.requestsByIndex(ctx, index.OnboardingWaitingField, []string{"true"})...)
 }
 
 func (r *OnboardingReconciler) requestsByIndex(ctx context.Context, index string, keys []string) []reconcile.Request {

@@ -159,7 +159,7 @@ func TestSelectorError(t *testing.T) {
 }
 
 func owned(uid string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Labels: map[string]string{accounts.LabelManagedBy: accounts.ManagedBy}, Annotations: map[string]string{accounts.AnnotationOwnerUID: uid}}
+	return metav1.ObjectMeta{Labels: map[string]string{itmv1.LabelManagedBy: itmv1.ManagedByValue}, Annotations: map[string]string{accounts.AnnotationOwnerUID: uid}}
 }
 
 func TestServiceAccountsBindOnlyWhatCarriesTheRequestsMark(t *testing.T) {
@@ -184,7 +184,7 @@ func TestServiceAccountsBindOnlyWhatCarriesTheRequestsMark(t *testing.T) {
 		return types.NamespacedName{Namespace: "itmanager-users", Name: name}
 	}
 	unmarked := owned("uid-mallory")
-	delete(unmarked.Labels, accounts.LabelManagedBy)
+	delete(unmarked.Labels, itmv1.LabelManagedBy)
 	found := map[types.NamespacedName]metav1.ObjectMeta{
 		key("alice"): owned("uid-alice"), key("bob"): owned("uid-bob"),
 		key("handmade"): unmarked, // right UID, but not created by itmanager

@@ -36,7 +36,7 @@ func AccountRefs(people map[string]bool, requests map[string]*itmv1.OnboardingRe
 	var out []AccountRef
 	for name := range people {
 		r, ok := requests[name]
-		if !ok || !IsActive(r) {
+		if !ok || !InForce(r) {
 			continue
 		}
 		for _, a := range r.Status.Accounts {
@@ -63,7 +63,7 @@ func ServiceAccounts(refs []AccountRef, found map[types.NamespacedName]metav1.Ob
 	var out []rbacv1.Subject
 	for _, ref := range refs {
 		m, ok := found[types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}]
-		if !ok || ref.Owner == "" || m.Labels[accounts.LabelManagedBy] != accounts.ManagedBy ||
+		if !ok || ref.Owner == "" || m.Labels[itmv1.LabelManagedBy] != itmv1.ManagedByValue ||
 			m.Annotations[accounts.AnnotationOwnerUID] != string(ref.Owner) || m.DeletionTimestamp != nil {
 			continue
 		}

@@ -174,8 +174,8 @@ func TestComputeResolvesCompilesAndBindsFromTheSnapshotAlone(t *testing.T) {
 		Namespaces: nsMap(namespace("shop", nil), namespace("itmanager-devices", nil), namespace("itmanager-users", nil)),
 		// alice's ServiceAccount carries her request's mark; bob's a forged one.
 		ServiceAccounts: map[types.NamespacedName]metav1.ObjectMeta{
-			{Namespace: "itmanager-users", Name: "alice"}: {Labels: map[string]string{accounts.LabelManagedBy: accounts.ManagedBy}, Annotations: map[string]string{accounts.AnnotationOwnerUID: "r-alice"}},
-			{Namespace: "itmanager-users", Name: "bob"}:   {Labels: map[string]string{accounts.LabelManagedBy: accounts.ManagedBy}, Annotations: map[string]string{accounts.AnnotationOwnerUID: "someone"}},
+			{Namespace: "itmanager-users", Name: "alice"}: {Labels: map[string]string{itmv1.LabelManagedBy: itmv1.ManagedByValue}, Annotations: map[string]string{accounts.AnnotationOwnerUID: "r-alice"}},
+			{Namespace: "itmanager-users", Name: "bob"}:   {Labels: map[string]string{itmv1.LabelManagedBy: itmv1.ManagedByValue}, Annotations: map[string]string{accounts.AnnotationOwnerUID: "someone"}},
 		},
 	}
 	plan := Compute(snap, Config{OperatorNamespace: "itmanager-system", DevicesNamespace: "itmanager-devices", UpgradesNamespace: "itmanager-upgrades",

@@ -33,12 +33,6 @@ func InForce(r *itmv1.OnboardingRequest) bool {
 	return r.Status.Phase == itmv1.OnboardingPhaseActive && r.DeletionTimestamp == nil && !r.Spec.Offboard
 }
 
-// IsActive is InForce.
-//
-// Transitional: kept only until the branches of issue 13 that call it are
-// merged.
-func IsActive(r *itmv1.OnboardingRequest) bool { return InForce(r) }
-
 // People are the usernames a policy's subjects name: members of its groups
 // (people of Active OnboardingRequests) and the users it lists. A listed user
 // whose OnboardingRequest exists but is not Active (not yet started,

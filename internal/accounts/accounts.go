@@ -23,11 +23,6 @@ import (
 
 // Marks on what the providers create.
 const (
-	// Transitional: LabelManagedBy and ManagedBy are itmv1.LabelManagedBy
-	// and itmv1.ManagedByValue, kept only until the branches of issue 13
-	// that still name them are merged.
-	LabelManagedBy = itmv1.LabelManagedBy
-	ManagedBy      = itmv1.ManagedByValue
 	// LabelUser names the person a Kubernetes object belongs to.
 	LabelUser = "itmanager.io/user"
 	// AnnotationOwnerUID records the UID of the OnboardingRequest that
@@ -90,11 +85,6 @@ type Provider interface {
 	// SetEnabled enables (issuing or renewing credentials) or disables
 	// (revoking them) the account.
 	SetEnabled(ctx context.Context, a Account, enabled bool) (Result, error)
-	// SetActive is SetEnabled.
-	//
-	// Transitional: kept only until the branches of issue 13 that call it
-	// are merged.
-	SetActive(ctx context.Context, a Account, enabled bool) (Result, error)
 	// SyncGroups makes the account a member of exactly a.Groups, where the
 	// provider keeps groups.
 	SyncGroups(ctx context.Context, a Account) error

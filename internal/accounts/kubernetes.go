@@ -349,8 +349,3 @@ func (k *Kubernetes) OffboardDeletes() bool { return true }
 
 // Close does nothing.
 func (k *Kubernetes) Close() error { return nil }
-
-// SetActive is SetEnabled (transitional, see Provider).
-func (k *Kubernetes) SetActive(ctx context.Context, a Account, enabled bool) (Result, error) {
-	return k.SetEnabled(ctx, a, enabled)
-}

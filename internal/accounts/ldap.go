@@ -404,8 +404,3 @@ func (l *LDAP) Delete(ctx context.Context, a Account) error {
 	}
 	return nil
 }
-
-// SetActive is SetEnabled (transitional, see Provider).
-func (l *LDAP) SetActive(ctx context.Context, a Account, enabled bool) (Result, error) {
-	return l.SetEnabled(ctx, a, enabled)
-}

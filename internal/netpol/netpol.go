@@ -29,11 +29,6 @@ const MaxCIDRsPerObject = 1000
 // Labels on every generated object (besides itmv1.LabelManagedBy).
 const (
 	LabelAccessPolicy = "itmanager.io/access-policy"
-
-	// Transitional: LabelManagedBy and ManagedByValue are itmv1's, kept only
-	// until the branches of issue 13 that still name them are merged.
-	LabelManagedBy = itmv1.LabelManagedBy
-	ManagedByValue = itmv1.ManagedByValue
 )
 
 // Target is one destination namespace with the destinations that name it.

@@ -72,13 +72,13 @@ type Step string
 
 // Provider calls, in the order a pass makes them.
 const (
-	StepOpen      Step = "Open"
-	StepCheck     Step = "Check"
-	StepEnsure    Step = "Ensure"
-	StepObserve   Step = "Observe"
-	StepDelete    Step = "Delete"
-	StepSetActive Step = "SetActive"
-	StepGroups    Step = "SyncGroups"
+	StepOpen       Step = "Open"
+	StepCheck      Step = "Check"
+	StepEnsure     Step = "Ensure"
+	StepObserve    Step = "Observe"
+	StepDelete     Step = "Delete"
+	StepSetEnabled Step = "SetEnabled"
+	StepGroups     Step = "SyncGroups"
 )
 
 // Call is what the provider answered for one account: the first call that
@@ -87,7 +87,7 @@ type Call struct {
 	// Step and Err are the call that failed; Err nil when none did.
 	Step Step
 	Err  error
-	// ID is the account's ID the provider reported (SetActive's when
+	// ID is the account's ID the provider reported (SetEnabled's when
 	// provisioning, Observe's when offboarding).
 	ID string
 	// Exists (offboarding): Observe found the request's account.
@@ -95,7 +95,7 @@ type Call struct {
 	// Deleted (offboarding): the provider deletes accounts rather than
 	// disabling them, and deleted it.
 	Deleted bool
-	// Credentials and RenewAt are SetActive's.
+	// Credentials and RenewAt are SetEnabled's.
 	Credentials *itmv1.ObjectReference
 	RenewAt     time.Time
 }

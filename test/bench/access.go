@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
-	"github.com/itmanager-io/itmanager/internal/netpol"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
@@ -236,7 +235,7 @@ type npWatcher struct {
 }
 
 func watchNPs(c *cluster) (*npWatcher, error) {
-	w, err := c.admin.Watch(c.ctx, &networkingv1.NetworkPolicyList{}, client.MatchingLabels{netpol.LabelManagedBy: netpol.ManagedByValue})
+	w, err := c.admin.Watch(c.ctx, &networkingv1.NetworkPolicyList{}, client.MatchingLabels{itmv1.LabelManagedBy: itmv1.ManagedByValue})
 	if err != nil {
 		return nil, err
 	}
@@ -463,7 +462,7 @@ func convergence(c *cluster, n int) (*convResult, error) {
 
 	// The bare minimum: the same objects, created directly.
 	var nps networkingv1.NetworkPolicyList
-	if err := c.admin.List(c.ctx, &nps, client.MatchingLabels{netpol.LabelManagedBy: netpol.ManagedByValue}); err != nil {
+	if err := c.admin.List(c.ctx, &nps, client.MatchingLabels{itmv1.LabelManagedBy: itmv1.ManagedByValue}); err != nil {
 		return nil, err
 	}
 	res.nps = len(nps.Items)

@@ -34,6 +34,7 @@ import (
 	"github.com/itmanager-io/itmanager/internal/accounts"
 	"github.com/itmanager-io/itmanager/internal/agent"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/device"
 	"github.com/itmanager-io/itmanager/internal/names"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
@@ -103,7 +104,7 @@ func attemptsSeen(r *recorder) map[int32]bool {
 // new OS version through the Node label, as the node would after a reboot.
 func kubelet(c context.Context, node string, release <-chan struct{}) {
 	defer GinkgoRecover()
-	key := types.NamespacedName{Namespace: controllers.NodeLeaseNamespace, Name: node}
+	key := types.NamespacedName{Namespace: device.NodeLeaseNamespace, Name: node}
 	for c.Err() == nil {
 		now := metav1.NewMicroTime(time.Now())
 		lease := &coordinationv1.Lease{}
@@ -480,7 +481,7 @@ var _ = Describe("Leader failover", Label("integration"), func() {
 		}
 		Eventually(func(g Gomega) {
 			rbs := &rbacv1.RoleBindingList{}
-			g.Expect(k8s.List(ctx, rbs, client.InNamespace(teamNS), client.MatchingLabels{accounts.LabelManagedBy: accounts.ManagedBy})).To(Succeed())
+			g.Expect(k8s.List(ctx, rbs, client.InNamespace(teamNS), client.MatchingLabels{itmv1.LabelManagedBy: itmv1.ManagedByValue})).To(Succeed())
 			g.Expect(rbs.Items).To(HaveLen(1), "one RoleBinding for the team")
 			g.Expect(rbs.Items[0].Name).To(Equal("itm-" + policy.Name + ".edit"))
 			g.Expect(rbs.Items[0].Subjects).To(ConsistOf(want), "each person's ServiceAccount bound once")
