@@ -225,16 +225,16 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 		Expect(windowStatus(mw.Name)().BlockedBy).To(BeEmpty())
 	})
 
-	It("halts after maxFailures failures in the window, and resumes when unpaused only within budget", func() {
+	It("halts after maxFailures failures in the window; paused, starts nothing even with budget to spare; unpaused, resumes only within maxUnavailable", func() {
 		label := map[string]string{"ring": uniqueName("r")}
-		devs, agents := agentFleet(3, label)
+		devs, agents := agentFleet(4, label)
 		for _, a := range agents {
 			a.fail.Store(true)
 		}
 		mw := window(label, maxUnavailable(intstr.FromInt32(1)))
 		Eventually(windowStatus(mw.Name)).WithTimeout(20 * time.Second).Should(And(
 			HaveField("BlockedBy", "failure budget: 1 failed in this window (maxFailures 1)"),
-			HaveField("Devices", itmv1.UpgradeCounts{Pending: 2, Failed: 1}),
+			HaveField("Devices", itmv1.UpgradeCounts{Pending: 3, Failed: 1}),
 		))
 		Expect(upgradeOf(devs[0].Name)).To(And(HaveField("State", itmv1.UpgradeStateFailed), HaveField("Message", "disk full")))
 		Consistently(func() int { return inFlight(devs) }).WithTimeout(time.Second).Should(BeZero())
@@ -242,6 +242,30 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 		Expect(c).NotTo(BeNil())
 		Expect(c.Status).To(Equal(metav1.ConditionTrue))
 		Expect(c.Reason).To(Equal(itmv1.ReasonFailureBudget))
+
+		By("pausing, and raising the failure budget in the same change: still nothing starts")
+		for _, a := range agents {
+			a.fail.Store(false)
+			a.release.Store(true)
+		}
+		Expect(updateAs(k8s, mw.Name, func(cur *itmv1.MaintenanceWindow) {
+			cur.Spec.Paused = true
+			cur.Spec.Rollout.MaxFailures = ptr.To[int32](5)
+		})).To(Succeed())
+		Eventually(windowStatus(mw.Name)).Should(HaveField("BlockedBy", "paused"))
+		Consistently(func() int { return inFlight(devs) }).WithTimeout(2 * time.Second).Should(BeZero())
+		for _, d := range devs[1:] {
+			Expect(upgradeOf(d.Name).State).To(BeEmpty(), "%s started while paused", d.Name)
+		}
+
+		By("unpausing: the rest are upgraded, one at a time")
+		peak := watchConcurrency(devs)
+		Expect(updateAs(k8s, mw.Name, func(cur *itmv1.MaintenanceWindow) { cur.Spec.Paused = false })).To(Succeed())
+		Eventually(windowStatus(mw.Name)).WithTimeout(30 * time.Second).Should(HaveField("Devices", itmv1.UpgradeCounts{Succeeded: 3, Failed: 1}))
+		Expect(peak.Load()).To(BeEquivalentTo(1), "maxUnavailable 1 was used and never exceeded")
+		for _, d := range devs[1:] {
+			Expect(upgradeOf(d.Name)).To(And(HaveField("State", itmv1.UpgradeStateSucceeded), HaveField("Window", mw.Name)))
+		}
 	})
 
 	It("starts nothing while paused, and proceeds when unpaused", func() {
