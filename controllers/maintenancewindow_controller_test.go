@@ -201,6 +201,9 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 			HaveField("Devices", itmv1.UpgradeCounts{Pending: 3, InProgress: 2}),
 		))
 		Expect(meta.IsStatusConditionTrue(windowStatus(mw.Name)().Conditions, itmv1.MaintenanceConditionProgressing)).To(BeTrue())
+		Expect(conditionIn(windowStatus(mw.Name)().Conditions, itmv1.ConditionReconciling)).To(And(
+			HaveField("Status", metav1.ConditionTrue), HaveField("Reason", itmv1.MaintenanceReasonUpgrading)),
+			"kstatus: in progress while devices upgrade inside the open window")
 		Expect(upgradeOf(devs[0].Name).Window).To(Equal(mw.Name), "devices go in name order")
 		Expect(upgradeOf(devs[1].Name).Window).To(Equal(mw.Name), "devices go in name order")
 
@@ -223,6 +226,8 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 			Eventually(conditionOf(d.Name, itmv1.DeviceConditionUpToDate)).Should(Equal(metav1.ConditionTrue))
 		}
 		Expect(windowStatus(mw.Name)().BlockedBy).To(BeEmpty())
+		Expect(meta.FindStatusCondition(windowStatus(mw.Name)().Conditions, itmv1.ConditionReconciling)).To(BeNil(), "kstatus: Reconciling goes when the rollout is done")
+		Expect(meta.IsStatusConditionTrue(windowStatus(mw.Name)().Conditions, itmv1.ConditionReady)).To(BeTrue())
 	})
 
 	It("halts after maxFailures failures in the window; paused, starts nothing even with budget to spare; unpaused, resumes only within maxUnavailable", func() {
