@@ -38,9 +38,16 @@ func startAgent(name, version string) *fakeAgent {
 	a := &fakeAgent{name: name, token: tokenOf(name), version: version}
 	c, cancel := context.WithCancel(ctx)
 	a.stop = cancel
-	DeferCleanup(cancel)
+	done := make(chan struct{})
+	// Waits for the agent to end, so that no check-in of it is still on
+	// its way when the next spec (or the suite's end) begins.
+	DeferCleanup(func() {
+		cancel()
+		<-done
+	})
 	go func() {
 		defer GinkgoRecover()
+		defer close(done)
 		var report *checkin.UpgradeReport
 		for c.Err() == nil {
 			a.mu.Lock()

@@ -75,6 +75,12 @@ func (r *MaintenanceWindowReconciler) act(ctx context.Context, mw *itmv1.Mainten
 		if d.Spec.Class != itmv1.DeviceClassNode {
 			continue
 		}
+		if r.own.unseen(d.UID) {
+			// Claimed a moment ago: the node step works from the device as
+			// the cache shows it, which its event brings here soon.
+			earliest(now.Add(r.drainPoll()))
+			continue
+		}
 		step, err := r.progressNode(ctx, mw, d, now)
 		errs = append(errs, err)
 		if step.blocked != "" {
@@ -131,6 +137,15 @@ func (o *unseenClaims) forget(uid types.UID) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	delete(o.m, uid)
+}
+
+// unseen reports whether the device was last read through overlay (the
+// cache does not show this process's write yet).
+func (o *unseenClaims) unseen(uid types.UID) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.m[uid]
+	return ok
 }
 
 // overlay reads d (a copy from the cache) as this process wrote it, when
