@@ -42,7 +42,8 @@ func TestTransitionTableIsExactlyTheContract(t *testing.T) {
 		{ActorWindow, succeeded, failed}: true,
 		// The device carries out its authorization, and only that.
 		{ActorDevice, authorized, inProgress}: true,
-		{ActorDevice, inProgress, succeeded}: true, {ActorDevice, inProgress, failed}: true,
+		{ActorDevice, inProgress, succeeded}:  true,
+		{ActorDevice, inProgress, failed}:     true,
 	}
 	states := []itmv1.UpgradeState{none, pending, authorized, inProgress, succeeded, failed, bogus}
 	n := 0
