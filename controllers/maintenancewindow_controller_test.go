@@ -38,9 +38,16 @@ func startAgent(name, version string) *fakeAgent {
 	a := &fakeAgent{name: name, token: tokenOf(name), version: version}
 	c, cancel := context.WithCancel(ctx)
 	a.stop = cancel
-	DeferCleanup(cancel)
+	done := make(chan struct{})
+	// Waits for the agent to end, so that no check-in of it is still on
+	// its way when the next spec (or the suite's end) begins.
+	DeferCleanup(func() {
+		cancel()
+		<-done
+	})
 	go func() {
 		defer GinkgoRecover()
+		defer close(done)
 		var report *checkin.UpgradeReport
 		for c.Err() == nil {
 			a.mu.Lock()
@@ -201,6 +208,9 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 			HaveField("Devices", itmv1.UpgradeCounts{Pending: 3, InProgress: 2}),
 		))
 		Expect(meta.IsStatusConditionTrue(windowStatus(mw.Name)().Conditions, itmv1.MaintenanceConditionProgressing)).To(BeTrue())
+		Expect(conditionIn(windowStatus(mw.Name)().Conditions, itmv1.ConditionReconciling)).To(And(
+			HaveField("Status", metav1.ConditionTrue), HaveField("Reason", itmv1.MaintenanceReasonUpgrading)),
+			"kstatus: in progress while devices upgrade inside the open window")
 		Expect(upgradeOf(devs[0].Name).Window).To(Equal(mw.Name), "devices go in name order")
 		Expect(upgradeOf(devs[1].Name).Window).To(Equal(mw.Name), "devices go in name order")
 
@@ -223,18 +233,20 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 			Eventually(conditionOf(d.Name, itmv1.DeviceConditionUpToDate)).Should(Equal(metav1.ConditionTrue))
 		}
 		Expect(windowStatus(mw.Name)().BlockedBy).To(BeEmpty())
+		Expect(meta.FindStatusCondition(windowStatus(mw.Name)().Conditions, itmv1.ConditionReconciling)).To(BeNil(), "kstatus: Reconciling goes when the rollout is done")
+		Expect(meta.IsStatusConditionTrue(windowStatus(mw.Name)().Conditions, itmv1.ConditionReady)).To(BeTrue())
 	})
 
-	It("halts after maxFailures failures in the window, and resumes when unpaused only within budget", func() {
+	It("halts after maxFailures failures in the window; paused, starts nothing even with budget to spare; unpaused, resumes only within maxUnavailable", func() {
 		label := map[string]string{"ring": uniqueName("r")}
-		devs, agents := agentFleet(3, label)
+		devs, agents := agentFleet(4, label)
 		for _, a := range agents {
 			a.fail.Store(true)
 		}
 		mw := window(label, maxUnavailable(intstr.FromInt32(1)))
 		Eventually(windowStatus(mw.Name)).WithTimeout(20 * time.Second).Should(And(
 			HaveField("BlockedBy", "failure budget: 1 failed in this window (maxFailures 1)"),
-			HaveField("Devices", itmv1.UpgradeCounts{Pending: 2, Failed: 1}),
+			HaveField("Devices", itmv1.UpgradeCounts{Pending: 3, Failed: 1}),
 		))
 		Expect(upgradeOf(devs[0].Name)).To(And(HaveField("State", itmv1.UpgradeStateFailed), HaveField("Message", "disk full")))
 		Consistently(func() int { return inFlight(devs) }).WithTimeout(time.Second).Should(BeZero())
@@ -242,6 +254,30 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 		Expect(c).NotTo(BeNil())
 		Expect(c.Status).To(Equal(metav1.ConditionTrue))
 		Expect(c.Reason).To(Equal(itmv1.ReasonFailureBudget))
+
+		By("pausing, and raising the failure budget in the same change: still nothing starts")
+		for _, a := range agents {
+			a.fail.Store(false)
+			a.release.Store(true)
+		}
+		Expect(updateAs(k8s, mw.Name, func(cur *itmv1.MaintenanceWindow) {
+			cur.Spec.Paused = true
+			cur.Spec.Rollout.MaxFailures = ptr.To[int32](5)
+		})).To(Succeed())
+		Eventually(windowStatus(mw.Name)).Should(HaveField("BlockedBy", "paused"))
+		Consistently(func() int { return inFlight(devs) }).WithTimeout(2 * time.Second).Should(BeZero())
+		for _, d := range devs[1:] {
+			Expect(upgradeOf(d.Name).State).To(BeEmpty(), "%s started while paused", d.Name)
+		}
+
+		By("unpausing: the rest are upgraded, one at a time")
+		peak := watchConcurrency(devs)
+		Expect(updateAs(k8s, mw.Name, func(cur *itmv1.MaintenanceWindow) { cur.Spec.Paused = false })).To(Succeed())
+		Eventually(windowStatus(mw.Name)).WithTimeout(30 * time.Second).Should(HaveField("Devices", itmv1.UpgradeCounts{Succeeded: 3, Failed: 1}))
+		Expect(peak.Load()).To(BeEquivalentTo(1), "maxUnavailable 1 was used and never exceeded")
+		for _, d := range devs[1:] {
+			Expect(upgradeOf(d.Name)).To(And(HaveField("State", itmv1.UpgradeStateSucceeded), HaveField("Window", mw.Name)))
+		}
 	})
 
 	It("starts nothing while paused, and proceeds when unpaused", func() {

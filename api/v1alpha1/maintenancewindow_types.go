@@ -29,6 +29,33 @@ const (
 	ReasonRolloutComplete = "RolloutComplete"
 )
 
+// More MaintenanceWindow condition reasons.
+const (
+	// MaintenanceReasonUpgrading: devices are upgrading (Progressing True,
+	// and Reconciling while the window is open).
+	MaintenanceReasonUpgrading = "Upgrading"
+	// MaintenanceReasonAsExpected: no failure budget exhausted, no drain
+	// blocked (Degraded False).
+	MaintenanceReasonAsExpected = "AsExpected"
+	// MaintenanceReasonApplyFailed: the last reconcile could not apply the
+	// rollout (Ready False); it is retried.
+	MaintenanceReasonApplyFailed = "ApplyFailed"
+)
+
+// MaintenanceWindow event reasons.
+const (
+	MaintenanceEventWindowOpened     = "WindowOpened"
+	MaintenanceEventWindowClosed     = "WindowClosed"
+	MaintenanceEventUpgradeStarted   = "UpgradeStarted"
+	MaintenanceEventUpgradeSucceeded = "UpgradeSucceeded"
+	MaintenanceEventUpgradeFailed    = "UpgradeFailed"
+)
+
+// MaintenanceWindowFinalizer holds a deleted window until the upgrade
+// claims it left on Devices are released, so no device stays Authorized
+// (or InProgress, with no timeout) for a window that is gone.
+const MaintenanceWindowFinalizer = "itmanager.io/release-upgrade-claims"
+
 // Window is a recurring period in which devices may be changed.
 type Window struct {
 	// schedule is a 5-field cron expression (minute hour day-of-month month

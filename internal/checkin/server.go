@@ -29,6 +29,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/rollout"
 )
 
 // FieldManager is the server-side apply field manager of observed facts.
@@ -218,12 +219,12 @@ func (s *Server) checkIn(ctx context.Context, name string, w http.ResponseWriter
 	s.recent.remember(key, now.Add(s.MinInterval), now)
 
 	resp := &Response{NextCheckInSeconds: int(s.Interval / time.Second), Warnings: warnings}
-	if u := dev.Status.Upgrade; u != nil && (u.State == itmv1.UpgradeStateAuthorized || u.State == itmv1.UpgradeStateInProgress) {
+	if u := dev.Status.Upgrade; u != nil && rollout.Authorizes(u.State) {
 		state := u.State
 		if req.Upgrade != nil {
 			state = req.Upgrade.State
 		}
-		if state == itmv1.UpgradeStateAuthorized || state == itmv1.UpgradeStateInProgress {
+		if rollout.Authorizes(state) {
 			resp.Upgrade = &UpgradeAuthorization{State: state, TargetVersion: u.TargetVersion, Window: u.Window}
 		}
 	}
@@ -428,14 +429,10 @@ func (s *Server) upgradeTransition(dev *itmv1.Device, report *UpgradeReport) (fu
 	if report.TargetVersion != cur.TargetVersion {
 		return nil, fail(http.StatusForbidden, "upgrade to %q is not authorized; the authorized target is %q", report.TargetVersion, cur.TargetVersion)
 	}
-	if report.State == cur.State {
+	switch rollout.Transition(rollout.ActorDevice, cur.State, report.State) {
+	case rollout.Same:
 		return nil, nil // a repeat of the last report, for example after a lost answer
-	}
-	allowed := map[itmv1.UpgradeState][]itmv1.UpgradeState{
-		itmv1.UpgradeStateAuthorized: {itmv1.UpgradeStateInProgress},
-		itmv1.UpgradeStateInProgress: {itmv1.UpgradeStateSucceeded, itmv1.UpgradeStateFailed},
-	}
-	if !slices.Contains(allowed[cur.State], report.State) {
+	case rollout.Refused:
 		return nil, fail(http.StatusForbidden, "upgrade transition %s -> %s is not allowed", cur.State, report.State)
 	}
 	from := cur.State

@@ -11,6 +11,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -19,7 +20,45 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/testenv"
+	itmwebhook "github.com/itmanager-io/itmanager/internal/webhook"
 )
+
+// webhookName is the MaintenanceWindow webhook's name in the configuration.
+const webhookName = "maintenancewindow-schedules.checked-by-the-itmanager-manager.itmanager.io"
+
+// unregisterWebhook removes the ValidatingWebhookConfiguration that holds
+// the MaintenanceWindow webhook, as before it was installed, and puts it
+// back when the spec ends (registerWebhook does that sooner).
+func unregisterWebhook() {
+	GinkgoHelper()
+	list := &admissionregistrationv1.ValidatingWebhookConfigurationList{}
+	Expect(k8s.List(ctx, list)).To(Succeed())
+	for i := range list.Items {
+		c := &list.Items[i]
+		for _, w := range c.Webhooks {
+			if w.Name == webhookName {
+				removedWebhook = c.DeepCopy()
+				Expect(k8s.Delete(ctx, c)).To(Succeed())
+				DeferCleanup(registerWebhook)
+				return
+			}
+		}
+	}
+	Fail("no ValidatingWebhookConfiguration holds " + webhookName)
+}
+
+var removedWebhook *admissionregistrationv1.ValidatingWebhookConfiguration
+
+func registerWebhook() {
+	GinkgoHelper()
+	if removedWebhook == nil {
+		return
+	}
+	c := removedWebhook.DeepCopy()
+	c.ResourceVersion, c.UID, c.CreationTimestamp, c.ManagedFields = "", "", metav1.Time{}, nil
+	Expect(k8s.Create(ctx, c)).To(Succeed())
+	removedWebhook = nil
+}
 
 var seq int
 
@@ -99,11 +138,26 @@ var _ = Describe("MaintenanceWindow webhook", func() {
 		Expect(stored.Spec.Windows[0].Schedule).To(Equal("0 2 * * SAT"))
 	})
 
-	It("lets an invalid window stored before the webhook existed be deleted", func() {
-		// Deletes never reach the webhook (it registers CREATE and UPDATE only).
-		m := window(nil)
-		Expect(k8s.Create(ctx, m)).To(Succeed())
-		Expect(k8s.Delete(ctx, m)).To(Succeed())
+	It("lets an invalid window stored before the webhook existed be deleted", Serial, func() {
+		bad := window(func(m *itmv1.MaintenanceWindow) { m.Spec.Windows[0].Schedule = "0 2 31 2 MON" })
+		Expect(itmwebhook.ValidateMaintenanceWindow(bad)).NotTo(BeEmpty(), "the window must be one the webhook refuses")
+
+		By("storing it while the webhook is not registered")
+		unregisterWebhook()
+		Eventually(func() error { return k8s.Create(ctx, bad.DeepCopy()) }).Should(Succeed())
+		registerWebhook()
+		Eventually(func() bool {
+			return apierrors.IsInvalid(k8s.Create(ctx, window(func(m *itmv1.MaintenanceWindow) { m.Spec.Windows[0].Schedule = "0 2 31 2 MON" })))
+		}).Should(BeTrue(), "the webhook is back")
+
+		stored := &itmv1.MaintenanceWindow{}
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(bad), stored)).To(Succeed())
+		Expect(stored.Spec.Windows[0].Schedule).To(Equal("0 2 31 2 MON"))
+		Expect(itmwebhook.ValidateMaintenanceWindow(stored)).NotTo(BeEmpty(), "what is stored is invalid")
+
+		By("deleting it: deletes never reach the webhook (it registers CREATE and UPDATE only)")
+		Expect(k8s.Delete(ctx, stored)).To(Succeed())
+		Expect(apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(bad), stored))).To(BeTrue())
 	})
 })
 

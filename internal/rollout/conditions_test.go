@@ -1,0 +1,69 @@
+package rollout
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+)
+
+func TestSummarizeDecidesTheWindowsConditions(t *testing.T) {
+	end := time.Date(2026, 3, 29, 5, 0, 0, 0, time.UTC)
+	open := Input{Open: true, WindowEnd: end}
+	T, F := metav1.ConditionTrue, metav1.ConditionFalse
+	asExpected := Condition{F, itmv1.MaintenanceReasonAsExpected, "no failure budget exhausted, no drain blocked"}
+	cases := []struct {
+		name                              string
+		plan                              Plan
+		in                                Input
+		blockedBy                         string
+		windowOpen, progressing, degraded Condition
+		reconciling                       bool
+	}{
+		{"open, upgrading: Reconciling", Plan{Counts: itmv1.UpgradeCounts{InProgress: 2, Pending: 3}, MaxUnavailable: 2}, open, "",
+			Condition{T, itmv1.ReasonWindowOpen, "open until 2026-03-29T05:00:00Z"},
+			Condition{T, itmv1.MaintenanceReasonUpgrading, "2 in progress (maxUnavailable 2), 3 pending"}, asExpected, true},
+		{"open, done", Plan{Counts: itmv1.UpgradeCounts{Succeeded: 5}}, open, "",
+			Condition{T, itmv1.ReasonWindowOpen, "open until 2026-03-29T05:00:00Z"},
+			Condition{F, itmv1.ReasonRolloutComplete, "nothing to upgrade"}, asExpected, false},
+		{"closed, upgrades finishing: not Reconciling", Plan{Counts: itmv1.UpgradeCounts{InProgress: 1}, MaxUnavailable: 1, Reason: itmv1.ReasonOutsideWindow, BlockedBy: "outside window"},
+			Input{}, "outside window",
+			Condition{F, itmv1.ReasonOutsideWindow, "outside window"},
+			Condition{T, itmv1.MaintenanceReasonUpgrading, "1 in progress (maxUnavailable 1), 0 pending"}, asExpected, false},
+		{"blackout", Plan{Counts: itmv1.UpgradeCounts{Pending: 1}, Reason: itmv1.ReasonBlackout}, Input{Blackout: true}, "blackout",
+			Condition{F, itmv1.ReasonBlackout, "a blackout holds"},
+			Condition{F, itmv1.ReasonBlackout, "blackout"}, asExpected, false},
+		{"paused", Plan{Counts: itmv1.UpgradeCounts{Pending: 2}, Reason: itmv1.ReasonPaused}, open, "paused",
+			Condition{T, itmv1.ReasonWindowOpen, "open until 2026-03-29T05:00:00Z"},
+			Condition{F, itmv1.ReasonPaused, "paused"}, asExpected, false},
+		{"failure budget: Degraded", Plan{Counts: itmv1.UpgradeCounts{Pending: 2, Failed: 1}, Reason: itmv1.ReasonFailureBudget}, open, "failure budget: 1 failed",
+			Condition{T, itmv1.ReasonWindowOpen, "open until 2026-03-29T05:00:00Z"},
+			Condition{F, itmv1.ReasonFailureBudget, "failure budget: 1 failed"},
+			Condition{T, itmv1.ReasonFailureBudget, "failure budget: 1 failed"}, false},
+		{"drain blocked: Degraded", Plan{Counts: itmv1.UpgradeCounts{InProgress: 1}, MaxUnavailable: 1}, open, "pod a/b: eviction refused",
+			Condition{T, itmv1.ReasonWindowOpen, "open until 2026-03-29T05:00:00Z"},
+			Condition{T, itmv1.MaintenanceReasonUpgrading, "1 in progress (maxUnavailable 1), 0 pending"},
+			Condition{T, itmv1.ReasonDrainBlocked, "pod a/b: eviction refused"}, true},
+		{"none checked in: not Degraded", Plan{Counts: itmv1.UpgradeCounts{Pending: 2}, Reason: itmv1.ReasonWindowOpen}, open, "2 devices pending, none checked in",
+			Condition{T, itmv1.ReasonWindowOpen, "open until 2026-03-29T05:00:00Z"},
+			Condition{F, itmv1.ReasonWindowOpen, "2 devices pending, none checked in"}, asExpected, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := Summarize(c.plan, c.in, c.blockedBy)
+			for _, x := range []struct {
+				name      string
+				got, want Condition
+			}{{"WindowOpen", got.WindowOpen, c.windowOpen}, {"Progressing", got.Progressing, c.progressing}, {"Degraded", got.Degraded, c.degraded}} {
+				if x.got != x.want {
+					t.Errorf("%s = %+v, want %+v", x.name, x.got, x.want)
+				}
+			}
+			if got.Reconciling != c.reconciling {
+				t.Errorf("Reconciling = %t, want %t", got.Reconciling, c.reconciling)
+			}
+		})
+	}
+}
