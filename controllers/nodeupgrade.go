@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -17,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
-	"github.com/itmanager-io/itmanager/internal/kit"
 	"github.com/itmanager-io/itmanager/internal/nodeupgrade"
 	"github.com/itmanager-io/itmanager/internal/rollout"
 	"github.com/itmanager-io/itmanager/internal/text"
@@ -209,18 +207,6 @@ func (r *MaintenanceWindowReconciler) cordon(ctx context.Context, node *corev1.N
 	return nil
 }
 
-// nodeStatusWriters holds each reconciler's Device status writer (a shared
-// status: the check-in service writes it too), with its memo.
-var nodeStatusWriters sync.Map
-
-func (r *MaintenanceWindowReconciler) deviceStatus() *kit.Status {
-	if w, ok := nodeStatusWriters.Load(r); ok {
-		return w.(*kit.Status)
-	}
-	w, _ := nodeStatusWriters.LoadOrStore(r, &kit.Status{Client: r.Client, FieldManager: WindowFieldManager, Shared: true})
-	return w.(*kit.Status)
-}
-
 // setMessage records a node upgrade's current step on the device, when it
 // changed.
 func (r *MaintenanceWindowReconciler) setMessage(ctx context.Context, d *itmv1.Device, msg string) error {
@@ -229,7 +215,7 @@ func (r *MaintenanceWindowReconciler) setMessage(ctx context.Context, d *itmv1.D
 	}
 	base := d.DeepCopy()
 	d.Status.Upgrade.Message = text.Truncate(msg, nodeupgrade.MaxMessage)
-	if _, err := r.deviceStatus().Write(ctx, base, d); err != nil {
+	if _, err := r.statusWriters().upgrades.Write(ctx, base, d); err != nil {
 		return fmt.Errorf("record the upgrade step of Device %s: %w", d.Name, err)
 	}
 	return nil

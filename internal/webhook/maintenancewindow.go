@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -39,10 +40,14 @@ func (v *MaintenanceWindowValidator) ValidateCreate(_ context.Context, mw *itmv1
 	return nil, invalid(mw, ValidateMaintenanceWindow(mw))
 }
 
-// ValidateUpdate checks a changed MaintenanceWindow. Only spec is checked, so
-// an object stored before a rule existed can still have its status and
-// metadata written (and be deleted).
-func (v *MaintenanceWindowValidator) ValidateUpdate(_ context.Context, _, mw *itmv1.MaintenanceWindow) (admission.Warnings, error) {
+// ValidateUpdate checks a changed MaintenanceWindow. Only a changed spec is
+// checked, so an object stored before a rule existed (or one a newer time
+// zone database no longer accepts) can still have its metadata written:
+// above all its finalizer removed, so it can always be deleted.
+func (v *MaintenanceWindowValidator) ValidateUpdate(_ context.Context, old, mw *itmv1.MaintenanceWindow) (admission.Warnings, error) {
+	if old != nil && equality.Semantic.DeepEqual(old.Spec, mw.Spec) {
+		return nil, nil
+	}
 	return nil, invalid(mw, ValidateMaintenanceWindow(mw))
 }
 
