@@ -144,7 +144,8 @@ func Next(f Facts) Step {
 	if !f.Job.Observed {
 		return Step{Action: Observe}
 	}
-	if !f.Cordon.Unschedulable && !(f.Job.Exists && (f.Job.Failed || f.Job.Complete)) {
+	ended := f.Job.Exists && (f.Job.Failed || f.Job.Complete)
+	if !f.Cordon.Unschedulable && !ended {
 		return Step{Action: Cordon}
 	}
 	if !f.Job.Exists {
