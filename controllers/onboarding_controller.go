@@ -10,8 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -144,6 +142,9 @@ func (r *OnboardingReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	if sent {
 		r.transition(o, &o.Status, &next.Status, ps)
+		// The finalizer's removal below is conditional on the version our
+		// own status write produced, not the one read before it.
+		o.ResourceVersion = next.ResourceVersion
 	}
 
 	if o.DeletionTimestamp != nil && next.Status.Phase == itmv1.OnboardingPhaseOffboarded {
@@ -196,31 +197,20 @@ func (r *OnboardingReconciler) providers(ctx context.Context) (map[string]*itmv1
 }
 
 // fixDefaults records names as o's implicit default providers, conditional
-// on the version read, and carries the new version into o so the pass's
-// own status write follows it. It is a write of its own, before any side
-// effect, and needs the version it produced, which kit.Status does not
-// hand back.
+// on the version read, before any side effect (its own write), and carries
+// the new version into o so the pass's own status write follows it.
 func (r *OnboardingReconciler) fixDefaults(ctx context.Context, o *itmv1.OnboardingRequest, names []string, now time.Time) error {
-	st := o.Status.DeepCopy()
-	st.DefaultProviders = &itmv1.DefaultProviders{Names: names, FixedAt: metav1.NewTime(now)}
-	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(st)
-	if err != nil {
-		return err
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{"status": content}}
-	u.SetGroupVersionKind(itmv1.GroupVersion.WithKind("OnboardingRequest"))
-	u.SetName(o.Name)
-	u.SetUID(o.UID)
-	u.SetResourceVersion(o.ResourceVersion)
-	if err := r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(OnboardingFieldManager), client.ForceOwnership); err != nil {
+	base := o.DeepCopy()
+	o.Status.DefaultProviders = &itmv1.DefaultProviders{Names: names, FixedAt: metav1.NewTime(now)}
+	if _, err := r.writer.Write(ctx, base, o, kit.AtReadVersion()); err != nil {
+		*o = *base
 		return fmt.Errorf("record status.defaultProviders of OnboardingRequest %s: %w", o.Name, err)
 	}
-	if u.GetResourceVersion() == "" || u.GetResourceVersion() == o.ResourceVersion {
+	if o.ResourceVersion == base.ResourceVersion {
 		// Without the version written the pass's own write would conflict.
+		*o = *base
 		return fmt.Errorf("record status.defaultProviders of OnboardingRequest %s: the API server returned no new resourceVersion", o.Name)
 	}
-	o.Status = *st
-	o.ResourceVersion = u.GetResourceVersion()
 	r.events().Eventf(o, nil, corev1.EventTypeNormal, eventDefaultProvidersFixed, "Onboarding",
 		"spec.accountProviders is empty: the default AccountProviders are fixed as [%s]", strings.Join(names, ", "))
 	return nil

@@ -50,7 +50,8 @@ type writeOptions struct{ atVersion bool }
 func AtReadVersion() WriteOption { return func(o *writeOptions) { o.atVersion = true } }
 
 // Write sends obj's status if it differs from base's (the object as read).
-// It reports whether a request was sent. obj and base are pointers to the
+// It reports whether a request was sent; after one, obj carries the
+// resourceVersion the write produced. obj and base are pointers to the
 // same kind, each with a Status field.
 func (w *Status) Write(ctx context.Context, base, obj client.Object, opts ...WriteOption) (bool, error) {
 	var o writeOptions
@@ -111,6 +112,11 @@ func (w *Status) apply(ctx context.Context, obj client.Object, status any, resou
 	u.SetResourceVersion(resourceVersion)
 	if err := w.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(w.FieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply status of %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	// As a patch does, obj follows the write: a caller that writes again
+	// in the same pass (conditional on the version read) builds on ours.
+	if rv := u.GetResourceVersion(); rv != "" {
+		obj.SetResourceVersion(rv)
 	}
 	return nil
 }
