@@ -103,7 +103,7 @@ var _ = Describe("MaintenanceWindow deletion", func() {
 		))
 	})
 
-	It("releases, once a manager starts, the claims of a window deleted while none ran: the check-in service stops authorizing them and another window takes the devices", Serial, func() {
+	It("releases, once a manager starts, claims naming a window that no longer exists (as a window deleted while no manager ran, before it had a finalizer, leaves them): the check-in service stops authorizing them and another window takes the devices", Serial, func() {
 		label := map[string]string{"ring": uniqueName("r")}
 		gone := window(map[string]string{"ring": uniqueName("nothing")}, nil)
 		Expect(k8s.Delete(ctx, gone)).To(Succeed())

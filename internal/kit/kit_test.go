@@ -99,6 +99,7 @@ func TestMergeTakesTheEarliestRequeueAndTheHighestPriority(t *testing.T) {
 		{"earliest", []ctrl.Result{{RequeueAfter: time.Minute}, {RequeueAfter: time.Second}, {}}, ctrl.Result{RequeueAfter: time.Second}},
 		{"floor", []ctrl.Result{{RequeueAfter: time.Microsecond}}, ctrl.Result{RequeueAfter: MinRequeue}},
 		{"priority kept", []ctrl.Result{{RequeueAfter: time.Minute, Priority: ptr.To(FreshnessPriority)}, {RequeueAfter: time.Second}}, ctrl.Result{RequeueAfter: time.Second, Priority: ptr.To(FreshnessPriority)}},
+		{"the higher of two priorities", []ctrl.Result{{RequeueAfter: time.Minute, Priority: ptr.To(1)}, {RequeueAfter: time.Hour, Priority: ptr.To(5)}}, ctrl.Result{RequeueAfter: time.Minute, Priority: ptr.To(5)}},
 		{"priority of a part that asked nothing ignored", []ctrl.Result{{Priority: ptr.To(5)}, {RequeueAfter: time.Second}}, ctrl.Result{RequeueAfter: time.Second}},
 	}
 	for _, c := range cases {

@@ -146,6 +146,13 @@ func Next(f Facts) Step {
 	}
 	ended := f.Job.Exists && (f.Job.Failed || f.Job.Complete)
 	if !f.Cordon.Unschedulable && !ended {
+		if !f.Job.Exists && drainTimedOut(f) {
+			// The drain already timed out and the node was given back (a
+			// failure whose record was lost to a conflict or a restart):
+			// record it again, never cordon and evict a second time.
+			return Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout,
+				Message: fmt.Sprintf("drain did not finish within %s; never forced, the node is not cordoned", f.DrainTimeout)}
+		}
 		return Step{Action: Cordon}
 	}
 	if !f.Job.Exists {
@@ -181,13 +188,16 @@ func drain(f Facts) Step {
 	if remaining == 0 {
 		return Step{Action: CreateJob, Message: "drained; upgrade Job " + f.Job.Name + " started"}
 	}
-	if f.StartedAt != nil && !f.Now.Before(f.StartedAt.Add(f.DrainTimeout)) {
+	if drainTimedOut(f) {
 		if s, ok := release(f); !ok {
 			return s
 		}
 		msg := fmt.Sprintf("drain did not finish within %s: %s", f.DrainTimeout, cmp.Or(blocked, fmt.Sprintf("%d pods remain", remaining)))
-		return Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout, Uncordon: f.Cordon.Ours,
-			Message: msg + "; never forced, the node is uncordoned"}
+		left := "; never forced, the node is uncordoned"
+		if !f.Cordon.Ours {
+			left = "; never forced, the node stays cordoned (itmanager did not cordon it)"
+		}
+		return Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout, Uncordon: f.Cordon.Ours, Message: msg + left}
 	}
 	return Step{Action: Wait, Blocked: blocked, Message: fmt.Sprintf("draining: %d pods remain%s", remaining, prefixed("; ", blocked))}
 }
@@ -212,6 +222,12 @@ func complete(f Facts) Step {
 		return s
 	}
 	return Step{Action: Finish, Reason: itmv1.ReasonNodeUpgraded, Uncordon: f.Cordon.Ours, Message: "upgraded to " + f.TargetVersion}
+}
+
+// drainTimedOut: the drain has run for its timeout (an unknown start never
+// times out).
+func drainTimedOut(f Facts) bool {
+	return f.StartedAt != nil && !f.Now.Before(f.StartedAt.Add(f.DrainTimeout))
 }
 
 // release is ready (true) to decide about giving the node back once the

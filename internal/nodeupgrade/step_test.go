@@ -126,12 +126,15 @@ func TestNext(t *testing.T) {
 		{"drain timeout, ours: fail, never forced, uncordon", facts(at(10*time.Minute), noJob(webRefused), live(true)),
 			Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout, Uncordon: true,
 				Message: "drain did not finish within 10m0s: pod shop/web-1: eviction refused by PodDisruptionBudget shop/web; never forced, the node is uncordoned"}},
-		{"drain timeout, someone else's cordon: fail, node stays cordoned", facts(someoneElses, at(10*time.Minute), noJob(webRefused), live(false)),
+		{"drain timeout, someone else's cordon: fail, node stays cordoned, and the message says so", facts(someoneElses, at(10*time.Minute), noJob(webRefused), live(false)),
 			Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout,
-				Message: "drain did not finish within 10m0s: pod shop/web-1: eviction refused by PodDisruptionBudget shop/web; never forced, the node is uncordoned"}},
+				Message: "drain did not finish within 10m0s: pod shop/web-1: eviction refused by PodDisruptionBudget shop/web; never forced, the node stays cordoned (itmanager did not cordon it)"}},
 		{"drain timeout, the cache saw our mark but the live Node has none: not uncordoned", facts(at(10*time.Minute), noJob(webRefused), live(false)),
 			Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout,
-				Message: "drain did not finish within 10m0s: pod shop/web-1: eviction refused by PodDisruptionBudget shop/web; never forced, the node is uncordoned"}},
+				Message: "drain did not finish within 10m0s: pod shop/web-1: eviction refused by PodDisruptionBudget shop/web; never forced, the node stays cordoned (itmanager did not cordon it)"}},
+		{"drain timed out, node given back, no Job (the failure's record was lost): fail again, never cordon a second time",
+			facts(func(f *Facts) { f.Cordon = CordonFacts{} }, at(time.Hour), noJob(webPod)),
+			Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout, Message: "drain did not finish within 10m0s; never forced, the node is not cordoned"}},
 		{"drain timeout with nothing named: count the pods", facts(at(time.Hour), noJob(goingPod, webEvicted), live(true)),
 			Step{Action: Fail, Reason: itmv1.ReasonDrainTimeout, Uncordon: true,
 				Message: "drain did not finish within 10m0s: 2 pods remain; never forced, the node is uncordoned"}},
@@ -275,10 +278,15 @@ func TestMachineRunsToTheEnd(t *testing.T) {
 	if s := run(w, false, nil, succeeded); s.Action != Finish || w.uncordon {
 		t.Errorf("cordoned by someone else, succeeded: %v, uncordon=%t", w.did, w.uncordon)
 	}
-	w = &world{f: facts(func(f *Facts) { f.Cordon = CordonFacts{} }, at(time.Hour))}
+	w = &world{f: facts(at(time.Hour))}
 	if s := run(w, true, []Pod{webPod}, nil); s.Action != Fail || s.Reason != itmv1.ReasonDrainTimeout || !w.uncordon ||
-		!reflect.DeepEqual(w.did, []Action{Observe, Cordon, Observe, EvictPods, ReadCordon, Fail}) {
+		!reflect.DeepEqual(w.did, []Action{Observe, EvictPods, ReadCordon, Fail}) {
 		t.Errorf("cordoned by us, drain timeout: %v, uncordon=%t", w.did, w.uncordon)
+	}
+	w = &world{f: facts(func(f *Facts) { f.Cordon = CordonFacts{} }, at(time.Hour))}
+	if s := run(w, true, []Pod{webPod}, nil); s.Action != Fail || s.Reason != itmv1.ReasonDrainTimeout || w.uncordon ||
+		!reflect.DeepEqual(w.did, []Action{Observe, Fail}) {
+		t.Errorf("given back after a drain timeout whose record was lost: %v, uncordon=%t; want no second cordon", w.did, w.uncordon)
 	}
 	w = &world{f: facts(someoneElses, at(time.Hour))}
 	if s := run(w, false, []Pod{webPod}, nil); s.Action != Fail || w.uncordon {
