@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -188,11 +190,50 @@ func impersonate(user string, rules ...rbacv1.PolicyRule) client.Client {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
 	})).To(Succeed())
+	// The API server's RBAC authorizer learns of the binding from a watch:
+	// wait until it grants what the role says, or the spec's first request
+	// may be refused for a reason it does not test.
+	for _, rule := range rules {
+		waitRuleInForce(user, rule)
+	}
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
 	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
 	Expect(err).NotTo(HaveOccurred())
 	return c
+}
+
+// waitRuleInForce waits until user is allowed the first verb on the first
+// resource (or URL) of rule.
+func waitRuleInForce(user string, rule rbacv1.PolicyRule) {
+	GinkgoHelper()
+	if len(rule.Verbs) == 0 {
+		return
+	}
+	spec := authorizationv1.SubjectAccessReviewSpec{User: user}
+	switch {
+	case len(rule.NonResourceURLs) > 0:
+		spec.NonResourceAttributes = &authorizationv1.NonResourceAttributes{Path: rule.NonResourceURLs[0], Verb: rule.Verbs[0]}
+	case len(rule.Resources) > 0:
+		attrs := &authorizationv1.ResourceAttributes{Verb: rule.Verbs[0], Resource: rule.Resources[0]}
+		if len(rule.APIGroups) > 0 && rule.APIGroups[0] != "*" {
+			attrs.Group = rule.APIGroups[0]
+		}
+		if r, sub, ok := strings.Cut(attrs.Resource, "/"); ok {
+			attrs.Resource, attrs.Subresource = r, sub
+		}
+		if len(rule.ResourceNames) > 0 {
+			attrs.Name = rule.ResourceNames[0]
+		}
+		spec.ResourceAttributes = attrs
+	default:
+		return
+	}
+	Eventually(func() bool {
+		sar := &authorizationv1.SubjectAccessReview{Spec: spec}
+		Expect(k8s.Create(ctx, sar)).To(Succeed())
+		return sar.Status.Allowed
+	}).Should(BeTrue(), "the role granted to %s in force", user)
 }
 
 // gauge reads a gauge (or counter) the manager exports, by name and
