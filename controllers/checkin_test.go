@@ -25,6 +25,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/checkin/wire"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
@@ -226,17 +227,17 @@ var _ = Describe("Check-in service", func() {
 		}).Should(HaveKeyWithValue("targetVersion", "26.04"))
 		Expect(res.body["upgrade"]).To(HaveKeyWithValue("state", "Authorized"))
 
-		report := func(state itmv1.UpgradeState, target string) checkInResult {
+		report := func(state wire.UpgradeState, target string) checkInResult {
 			return post(d.Name, token, checkin.Request{Sequence: next(), Facts: facts(),
 				Upgrade: &checkin.UpgradeReport{State: state, TargetVersion: target, Message: "step " + string(state)}})
 		}
-		Expect(report(itmv1.UpgradeStateSucceeded, "26.04").code).To(Equal(403), "Authorized → Succeeded skips InProgress")
-		Expect(report(itmv1.UpgradeStateInProgress, "99.0").code).To(Equal(403), "a target nobody authorized")
-		Expect(report(itmv1.UpgradeStateInProgress, "26.04").code).To(Equal(200))
+		Expect(report(wire.UpgradeStateSucceeded, "26.04").code).To(Equal(403), "Authorized → Succeeded skips InProgress")
+		Expect(report(wire.UpgradeStateInProgress, "99.0").code).To(Equal(403), "a target nobody authorized")
+		Expect(report(wire.UpgradeStateInProgress, "26.04").code).To(Equal(200))
 		Eventually(func() itmv1.UpgradeState { return getDevice(d.Name).Status.Upgrade.State }).Should(Equal(itmv1.UpgradeStateInProgress))
 		Expect(getDevice(d.Name).Status.Upgrade.StartedAt).NotTo(BeNil())
-		Expect(report(itmv1.UpgradeStateAuthorized, "26.04").code).To(Equal(403), "no way back")
-		Eventually(func() int { return report(itmv1.UpgradeStateSucceeded, "26.04").code }).Should(Equal(200))
+		Expect(report(wire.UpgradeStateAuthorized, "26.04").code).To(Equal(403), "no way back")
+		Eventually(func() int { return report(wire.UpgradeStateSucceeded, "26.04").code }).Should(Equal(200))
 		u := getDevice(d.Name).Status.Upgrade
 		Expect(u.State).To(Equal(itmv1.UpgradeStateSucceeded))
 		Expect(u.FinishedAt).NotTo(BeNil())

@@ -135,10 +135,12 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 // SetupWithManager watches Devices, their Leases, Nodes, and Devices that
 // share an address.
 func (r *DeviceReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	// The status memo is keyed by UID, which a NotFound no longer tells.
+	forgetStatus := predicate.Funcs{DeleteFunc: func(e event.DeleteEvent) bool { r.writer().Forget(e.Object); return true }}
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("device").
-		For(&itmv1.Device{}, builder.WithPredicates(deviceInputsChanged())).
+		For(&itmv1.Device{}, builder.WithPredicates(forgetStatus, deviceInputsChanged())).
 		Watches(&itmv1.Device{}, handler.EnqueueRequestsFromMapFunc(r.devicesSharingAddresses),
 			builder.WithPredicates(addressesChanged())).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.leaseToDevices),

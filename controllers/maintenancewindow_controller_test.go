@@ -18,6 +18,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/checkin/wire"
 )
 
 // fakeAgent checks in every 300 ms like a real agent and follows upgrade
@@ -59,17 +60,17 @@ func startAgent(name, version string) *fakeAgent {
 			if res.code == 200 {
 				if up, ok := res.body["upgrade"].(map[string]any); ok {
 					target, _ := up["targetVersion"].(string)
-					switch itmv1.UpgradeState(up["state"].(string)) {
-					case itmv1.UpgradeStateAuthorized:
-						report = &checkin.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: target}
-					case itmv1.UpgradeStateInProgress:
+					switch wire.UpgradeState(up["state"].(string)) {
+					case wire.UpgradeStateAuthorized:
+						report = &checkin.UpgradeReport{State: wire.UpgradeStateInProgress, TargetVersion: target}
+					case wire.UpgradeStateInProgress:
 						if a.fail.Load() {
-							report = &checkin.UpgradeReport{State: itmv1.UpgradeStateFailed, TargetVersion: target, Message: "disk full"}
+							report = &checkin.UpgradeReport{State: wire.UpgradeStateFailed, TargetVersion: target, Message: "disk full"}
 						} else if a.release.Load() {
 							a.mu.Lock()
 							a.version = target
 							a.mu.Unlock()
-							report = &checkin.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: target}
+							report = &checkin.UpgradeReport{State: wire.UpgradeStateSucceeded, TargetVersion: target}
 						}
 					}
 				}

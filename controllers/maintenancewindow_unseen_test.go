@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
@@ -45,5 +46,26 @@ func TestUnseenClaimsShowOwnWriteOnlyUntilTheCacheMovesOn(t *testing.T) {
 	o.forget("u1")
 	if o.unseen("u1") {
 		t.Fatal("forget kept the entry")
+	}
+}
+
+// TestADeletedDeviceLeavesNoUnseenClaim: the claim remembered for a Device
+// goes when the Device's deletion is seen (nothing else would drop it: a
+// deleted Device is never read again), and the deletion still reaches the
+// windows; an update of the Device keeps it.
+func TestADeletedDeviceLeavesNoUnseenClaim(t *testing.T) {
+	r := &MaintenanceWindowReconciler{}
+	d := &itmv1.Device{ObjectMeta: metav1.ObjectMeta{UID: "u1", ResourceVersion: "11"},
+		Status: itmv1.DeviceStatus{Upgrade: &itmv1.UpgradeStatus{State: itmv1.UpgradeStateAuthorized, Window: "a"}}}
+	r.own.wrote("u1", "10", d)
+	p := r.forgetDeletedDevices()
+	if !p.Update(event.UpdateEvent{ObjectOld: d, ObjectNew: d}) || !r.own.unseen("u1") {
+		t.Fatal("an update dropped the unseen claim")
+	}
+	if !p.Delete(event.DeleteEvent{Object: d}) {
+		t.Error("the deletion does not reach the windows")
+	}
+	if r.own.unseen("u1") {
+		t.Error("the deleted Device's claim is still remembered")
 	}
 }

@@ -25,16 +25,30 @@ import (
 // window a device's upgrade names), and the upgrade Jobs they own.
 func (r *MaintenanceWindowReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.statusWriters()
+	// The status memo is keyed by UID, which a NotFound no longer tells
+	// (a window without the finalizer, an invalid one, goes at once).
+	forgetStatus := predicate.Funcs{DeleteFunc: func(e event.DeleteEvent) bool { r.windowStatus.Forget(e.Object); return true }}
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("maintenancewindow").
 		// A deletion bumps the generation too (deletionTimestamp set).
-		For(&itmv1.MaintenanceWindow{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&itmv1.MaintenanceWindow{}, builder.WithPredicates(forgetStatus, predicate.GenerationChangedPredicate{})).
 		Owns(&batchv1.Job{}).
 		Watches(&itmv1.Device{}, handler.EnqueueRequestsFromMapFunc(r.deviceToWindows),
-			builder.WithPredicates(deviceRolloutChanged())).
+			builder.WithPredicates(r.forgetDeletedDevices(), deviceRolloutChanged())).
 		Watches(&itmv1.Device{}, handler.EnqueueRequestsFromMapFunc(claimToWindow), builder.WithPredicates(onCreate())).
 		Complete(r)
+}
+
+// forgetDeletedDevices drops what this process remembers of its writes to
+// a deleted Device (the upgrade writer's memo and the unseen claim, both
+// keyed by UID), and passes the deletion on.
+func (r *MaintenanceWindowReconciler) forgetDeletedDevices() predicate.Predicate {
+	return predicate.Funcs{DeleteFunc: func(e event.DeleteEvent) bool {
+		r.statusWriters().upgrades.Forget(e.Object)
+		r.own.forget(e.Object.GetUID())
+		return true
+	}}
 }
 
 // deviceRolloutChanged passes what a rollout reads: labels, spec (target,

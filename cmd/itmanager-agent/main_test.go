@@ -9,7 +9,8 @@ import (
 // TestAgentLinksNoKubernetesClient: the agent runs on every managed device
 // and speaks only the check-in protocol (internal/checkin/wire); linking the
 // service (internal/checkin) drags in client-go, controller-runtime and
-// Prometheus, about 20 MB of binary it never runs.
+// Prometheus, about 20 MB of binary it never runs, and linking the API types
+// (api/v1alpha1) drags in apimachinery and klog.
 func TestAgentLinksNoKubernetesClient(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").Output()
 	if err != nil {
@@ -18,6 +19,7 @@ func TestAgentLinksNoKubernetesClient(t *testing.T) {
 	for _, pkg := range strings.Fields(string(out)) {
 		for _, banned := range []string{
 			"k8s.io/client-go/", "sigs.k8s.io/controller-runtime", "github.com/prometheus/",
+			"k8s.io/apimachinery/", "github.com/itmanager-io/itmanager/api/",
 		} {
 			if strings.HasPrefix(pkg, banned) {
 				t.Errorf("the agent links %s", pkg)

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin/wire"
 	"github.com/itmanager-io/itmanager/internal/text"
 )
@@ -256,22 +255,22 @@ func (a *Agent) handleUpgrade(ctx context.Context, auth *wire.UpgradeAuthorizati
 		return
 	}
 	switch auth.State {
-	case itmv1.UpgradeStateAuthorized:
+	case wire.UpgradeStateAuthorized:
 		if a.Upgrader == nil {
 			a.Log.Warn("Upgrade authorized but no upgrade command is configured", "target", auth.TargetVersion, "window", auth.Window)
 			a.upgraded = auth.TargetVersion
 			return
 		}
-		a.upgrade = &wire.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: auth.TargetVersion, Message: "upgrade started"}
-	case itmv1.UpgradeStateInProgress:
+		a.upgrade = &wire.UpgradeReport{State: wire.UpgradeStateInProgress, TargetVersion: auth.TargetVersion, Message: "upgrade started"}
+	case wire.UpgradeStateInProgress:
 		if a.Upgrader == nil {
 			return
 		}
 		a.upgraded = auth.TargetVersion
 		a.Log.Info("Upgrading", "target", auth.TargetVersion, "window", auth.Window)
-		report := &wire.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: auth.TargetVersion, Message: "upgrade finished"}
+		report := &wire.UpgradeReport{State: wire.UpgradeStateSucceeded, TargetVersion: auth.TargetVersion, Message: "upgrade finished"}
 		if err := a.Upgrader.Upgrade(ctx, auth.TargetVersion); err != nil {
-			report.State, report.Message = itmv1.UpgradeStateFailed, text.Truncate(err.Error(), 1024)
+			report.State, report.Message = wire.UpgradeStateFailed, text.Truncate(err.Error(), 1024)
 			a.Log.Error("Upgrade failed", "target", auth.TargetVersion, "error", err)
 		}
 		a.upgrade = report

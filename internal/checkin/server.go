@@ -29,6 +29,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/checkin/wire"
 	"github.com/itmanager-io/itmanager/internal/rollout"
 )
 
@@ -222,10 +223,10 @@ func (s *Server) checkIn(ctx context.Context, name string, w http.ResponseWriter
 	if u := dev.Status.Upgrade; u != nil && rollout.Authorizes(u.State) {
 		state := u.State
 		if req.Upgrade != nil {
-			state = req.Upgrade.State
+			state = itmv1.UpgradeState(req.Upgrade.State)
 		}
 		if rollout.Authorizes(state) {
-			resp.Upgrade = &UpgradeAuthorization{State: state, TargetVersion: u.TargetVersion, Window: u.Window}
+			resp.Upgrade = &UpgradeAuthorization{State: wire.UpgradeState(state), TargetVersion: u.TargetVersion, Window: u.Window}
 		}
 	}
 	return resp, nil
@@ -429,11 +430,12 @@ func (s *Server) upgradeTransition(dev *itmv1.Device, report *UpgradeReport) (fu
 	if report.TargetVersion != cur.TargetVersion {
 		return nil, fail(http.StatusForbidden, "upgrade to %q is not authorized; the authorized target is %q", report.TargetVersion, cur.TargetVersion)
 	}
-	switch rollout.Transition(rollout.ActorDevice, cur.State, report.State) {
+	to := itmv1.UpgradeState(report.State) // the wire's values are the API's
+	switch rollout.Transition(rollout.ActorDevice, cur.State, to) {
 	case rollout.Same:
 		return nil, nil // a repeat of the last report, for example after a lost answer
 	case rollout.Refused:
-		return nil, fail(http.StatusForbidden, "upgrade transition %s -> %s is not allowed", cur.State, report.State)
+		return nil, fail(http.StatusForbidden, "upgrade transition %s -> %s is not allowed", cur.State, to)
 	}
 	from := cur.State
 	return func(now time.Time) []jsonPatchOp {
@@ -442,10 +444,10 @@ func (s *Server) upgradeTransition(dev *itmv1.Device, report *UpgradeReport) (fu
 			// The test makes the write a compare-and-swap: a concurrent
 			// change of the state by the operator wins.
 			{Op: "test", Path: "/status/upgrade/state", Value: from},
-			{Op: "replace", Path: "/status/upgrade/state", Value: report.State},
+			{Op: "replace", Path: "/status/upgrade/state", Value: to},
 			{Op: "add", Path: "/status/upgrade/message", Value: report.Message},
 		}
-		if report.State == itmv1.UpgradeStateInProgress {
+		if to == itmv1.UpgradeStateInProgress {
 			ops = append(ops, jsonPatchOp{Op: "add", Path: "/status/upgrade/startedAt", Value: ts})
 		} else {
 			ops = append(ops, jsonPatchOp{Op: "add", Path: "/status/upgrade/finishedAt", Value: ts})

@@ -22,6 +22,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/checkin/wire"
 )
 
 const (
@@ -251,7 +252,7 @@ func (f *agentFleet) agent(ctx context.Context, i int) {
 		wait = rolloutInterval
 		if !upgradeDone.IsZero() && !time.Now().Before(upgradeDone) {
 			version = "2.0"
-			report = &checkin.UpgradeReport{State: itmv1.UpgradeStateSucceeded, TargetVersion: "2.0", Message: "upgraded"}
+			report = &checkin.UpgradeReport{State: wire.UpgradeStateSucceeded, TargetVersion: "2.0", Message: "upgraded"}
 			upgradeDone = time.Time{}
 		}
 		seq++
@@ -264,10 +265,10 @@ func (f *agentFleet) agent(ctx context.Context, i int) {
 			continue
 		}
 		switch res.Upgrade.State {
-		case itmv1.UpgradeStateAuthorized:
-			report = &checkin.UpgradeReport{State: itmv1.UpgradeStateInProgress, TargetVersion: res.Upgrade.TargetVersion}
+		case wire.UpgradeStateAuthorized:
+			report = &checkin.UpgradeReport{State: wire.UpgradeStateInProgress, TargetVersion: res.Upgrade.TargetVersion}
 			wait = rolloutMinInterval + 100*time.Millisecond
-		case itmv1.UpgradeStateInProgress:
+		case wire.UpgradeStateInProgress:
 			d := upgradeTime(i)
 			upgradeDone = time.Now().Add(d)
 			wait = d

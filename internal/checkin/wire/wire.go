@@ -4,11 +4,7 @@
 // agent (which links only this) stays small; internal/checkin serves it.
 package wire
 
-import (
-	"strings"
-
-	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
-)
+import "strings"
 
 // Wire protocol, version 1.
 //
@@ -69,12 +65,26 @@ type Facts struct {
 	Attributes    map[string]string `json:"attributes,omitempty"`
 }
 
+// UpgradeState is an upgrade's state on the wire. Its values are
+// api/v1alpha1's UpgradeState values (a test holds them equal); wire keeps
+// its own type so the agent links no API types and no apimachinery.
+type UpgradeState string
+
+// The upgrade states.
+const (
+	UpgradeStatePending    UpgradeState = "Pending"
+	UpgradeStateAuthorized UpgradeState = "Authorized"
+	UpgradeStateInProgress UpgradeState = "InProgress"
+	UpgradeStateSucceeded  UpgradeState = "Succeeded"
+	UpgradeStateFailed     UpgradeState = "Failed"
+)
+
 // UpgradeReport moves an authorized upgrade along
 // Authorized → InProgress → Succeeded|Failed.
 type UpgradeReport struct {
-	State         itmv1.UpgradeState `json:"state"`
-	TargetVersion string             `json:"targetVersion"`
-	Message       string             `json:"message,omitempty"`
+	State         UpgradeState `json:"state"`
+	TargetVersion string       `json:"targetVersion"`
+	Message       string       `json:"message,omitempty"`
 }
 
 // Response answers a check-in.
@@ -89,9 +99,9 @@ type Response struct {
 
 // UpgradeAuthorization tells the agent what to upgrade to.
 type UpgradeAuthorization struct {
-	State         itmv1.UpgradeState `json:"state"`
-	TargetVersion string             `json:"targetVersion"`
-	Window        string             `json:"window,omitempty"`
+	State         UpgradeState `json:"state"`
+	TargetVersion string       `json:"targetVersion"`
+	Window        string       `json:"window,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.
