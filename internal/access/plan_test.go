@@ -34,6 +34,14 @@ func terminating(name string, labels map[string]string) *corev1.Namespace {
 	return ns
 }
 
+// deleting is a namespace being deleted whose phase still says Active.
+func deleting(name string, labels map[string]string) *corev1.Namespace {
+	ns := namespace(name, labels)
+	ns.DeletionTimestamp = &metav1.Time{Time: now}
+	ns.Status.Phase = corev1.NamespaceActive
+	return ns
+}
+
 func nsMap(nss ...*corev1.Namespace) map[string]*corev1.Namespace {
 	m := map[string]*corev1.Namespace{}
 	for _, ns := range nss {
@@ -74,21 +82,21 @@ func TestParseSelectorsNamesTheFieldThatDoesNotParse(t *testing.T) {
 func TestTargetsNamedVersusSelected(t *testing.T) {
 	team := map[string]string{"team": "a"}
 	all := nsMap(namespace("shop", team), namespace("wiki", nil), namespace("kube-system", team), namespace("itmanager-system", team),
-		namespace("itmanager-users", team), terminating("old", team), namespace("kube-public", nil))
+		namespace("itmanager-users", team), terminating("old", team), deleting("closing", team), namespace("kube-public", nil))
 	sel := &metav1.LabelSelector{MatchLabels: team}
 	tests := map[string]struct {
 		dests    []itmv1.Destination
 		want     []string // namespace: number of destinations
 		problems []string
 	}{
-		"named existing, kube-* included":                      {[]itmv1.Destination{{Namespaces: []string{"wiki", "kube-public"}}}, []string{"kube-public:1", "wiki:1"}, nil},
-		"named absent or terminating: nothing yet, no problem": {[]itmv1.Destination{{Namespaces: []string{"later", "old"}}}, nil, nil},
+		"named existing, kube-* included":                                     {[]itmv1.Destination{{Namespaces: []string{"wiki", "kube-public"}}}, []string{"kube-public:1", "wiki:1"}, nil},
+		"named absent, terminating or being deleted: nothing yet, no problem": {[]itmv1.Destination{{Namespaces: []string{"later", "old", "closing"}}}, nil, nil},
 		"named protected: a problem per name": {[]itmv1.Destination{{Namespaces: []string{"wiki"}}, {Namespaces: []string{"itmanager-system", "itmanager-users"}}}, []string{"wiki:1"}, []string{
 			"spec.destinations[1].namespaces: itmanager-system is the operator's namespace and is never a destination",
 			"spec.destinations[1].namespaces: itmanager-users is the namespace of AccountProvider k8s and is never a destination",
 		}},
-		"selected: never kube-*, protected or terminating, and no problem": {[]itmv1.Destination{{NamespaceSelector: sel}}, []string{"shop:1"}, nil},
-		"named and selected: both destinations, in order":                  {[]itmv1.Destination{{NamespaceSelector: sel}, {Namespaces: []string{"shop"}}}, []string{"shop:2"}, nil},
+		"selected: never kube-*, protected, terminating or being deleted, and no problem": {[]itmv1.Destination{{NamespaceSelector: sel}}, []string{"shop:1"}, nil},
+		"named and selected: both destinations, in order":                                 {[]itmv1.Destination{{NamespaceSelector: sel}, {Namespaces: []string{"shop"}}}, []string{"shop:2"}, nil},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -110,6 +118,16 @@ func TestTargetsNamedVersusSelected(t *testing.T) {
 				t.Fatalf("targets %v, problems %q; want %v, %q", got, problems, tc.want, tc.problems)
 			}
 		})
+	}
+}
+
+// A destination whose selector was not parsed reaches nothing: not every
+// namespace, nor the names beside it (which the schema forbids anyway).
+func TestTargetsOfAnUnparsedSelectorAreNone(t *testing.T) {
+	spec := &itmv1.AccessPolicySpec{Destinations: []itmv1.Destination{{NamespaceSelector: &metav1.LabelSelector{}, Namespaces: []string{"wiki"}}}}
+	targets, problems := Targets(spec, Selectors{}, protectedSet, nsMap(namespace("wiki", nil), namespace("shop", nil)))
+	if len(targets) != 0 || len(problems) != 0 {
+		t.Fatalf("targets %+v, problems %q; want none", targets, problems)
 	}
 }
 
@@ -141,11 +159,11 @@ func TestComputeResolvesCompilesAndBindsFromTheSnapshotAlone(t *testing.T) {
 			Subjects: itmv1.Subjects{Groups: []string{"sre"}},
 			Posture:  &itmv1.Posture{MaxCheckInAge: &metav1.Duration{Duration: 15 * time.Minute}},
 			Destinations: []itmv1.Destination{
-				{Namespaces: []string{"shop", "itmanager-devices"}, Ports: []itmv1.Port{{Port: 443}}},
+				{Namespaces: []string{"shop", "itmanager-devices", "closing"}, Ports: []itmv1.Port{{Port: 443}}},
 			},
 			KubernetesAccess: []itmv1.KubernetesAccess{
 				{ClusterRole: "view"},
-				{ClusterRole: "edit", Namespaces: []string{"shop", "itmanager-users", "later"}},
+				{ClusterRole: "edit", Namespaces: []string{"shop", "itmanager-users", "later", "closing"}},
 				{ClusterRole: "admin"},
 			},
 		},
@@ -171,7 +189,7 @@ func TestComputeResolvesCompilesAndBindsFromTheSnapshotAlone(t *testing.T) {
 		},
 		Providers: map[string]*itmv1.AccountProvider{"k8s": {ObjectMeta: metav1.ObjectMeta{Name: "k8s"},
 			Spec: itmv1.AccountProviderSpec{Type: itmv1.AccountProviderKubernetes, Kubernetes: &itmv1.KubernetesProviderSpec{Namespace: "itmanager-users"}}}},
-		Namespaces: nsMap(namespace("shop", nil), namespace("itmanager-devices", nil), namespace("itmanager-users", nil)),
+		Namespaces: nsMap(namespace("shop", nil), namespace("itmanager-devices", nil), namespace("itmanager-users", nil), deleting("closing", nil)),
 		// alice's ServiceAccount carries her request's mark; bob's a forged one.
 		ServiceAccounts: map[types.NamespacedName]metav1.ObjectMeta{
 			{Namespace: "itmanager-users", Name: "alice"}: {Labels: map[string]string{itmv1.LabelManagedBy: itmv1.ManagedByValue}, Annotations: map[string]string{accounts.AnnotationOwnerUID: "r-alice"}},
@@ -186,14 +204,14 @@ func TestComputeResolvesCompilesAndBindsFromTheSnapshotAlone(t *testing.T) {
 	}
 	if len(plan.NetworkPolicies) != 1 || plan.NetworkPolicies[0].Namespace != "shop" || plan.NetworkPolicies[0].Name != "itm-ops" ||
 		plan.NetworkPolicies[0].Spec.Ingress[0].From[0].IPBlock.CIDR != "10.0.0.1/32" {
-		t.Fatalf("network policies %+v", plan.NetworkPolicies)
+		t.Fatalf("network policies %+v (none in the namespace being deleted)", plan.NetworkPolicies)
 	}
 	want := []rbacv1.Subject{{Kind: "Group", APIGroup: rbacv1.GroupName, Name: "itmanager:sre"}, {Kind: "ServiceAccount", Namespace: "itmanager-users", Name: "alice"}}
 	if len(plan.ClusterRoleBindings) != 1 || plan.ClusterRoleBindings[0].Name != "itm-ops.view" || !slices.Equal(plan.ClusterRoleBindings[0].Subjects, want) {
 		t.Fatalf("cluster role bindings %+v", plan.ClusterRoleBindings)
 	}
 	if len(plan.RoleBindings) != 1 || plan.RoleBindings[0].Namespace != "shop" || plan.RoleBindings[0].Name != "itm-ops.edit" {
-		t.Fatalf("role bindings %+v (the absent namespace gets one when it appears)", plan.RoleBindings)
+		t.Fatalf("role bindings %+v (the absent namespace gets one when it appears; the one being deleted none)", plan.RoleBindings)
 	}
 	if len(plan.Forbidden) != 1 || !strings.Contains(plan.Forbidden[0], "spec.destinations[0].namespaces: itmanager-devices is the devices' namespace") {
 		t.Fatalf("forbidden %q", plan.Forbidden)
@@ -207,9 +225,10 @@ func TestComputeResolvesCompilesAndBindsFromTheSnapshotAlone(t *testing.T) {
 func TestWithdrawalKeepsWhatTheSpecStillNamesAndLetsTheRestGo(t *testing.T) {
 	p := &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: "ops", UID: "p-1"}, Spec: itmv1.AccessPolicySpec{
 		Destinations:     []itmv1.Destination{{Namespaces: []string{"named"}}, {NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}}},
-		KubernetesAccess: []itmv1.KubernetesAccess{{ClusterRole: "edit", Namespaces: []string{"named"}}, {ClusterRole: "view"}},
+		KubernetesAccess: []itmv1.KubernetesAccess{{ClusterRole: "edit", Namespaces: []string{"named", "closing"}}, {ClusterRole: "view"}},
 	}}
-	nss := nsMap(namespace("named", nil), namespace("labelled", map[string]string{"team": "a"}), namespace("other", nil), terminating("dying", map[string]string{"team": "a"}))
+	nss := nsMap(namespace("named", nil), namespace("labelled", map[string]string{"team": "a"}), namespace("other", nil), terminating("dying", map[string]string{"team": "a"}),
+		deleting("closing", map[string]string{"team": "a"}))
 	w := Withdrawal{Policy: p, ClusterWideRoles: []string{"view"}, Namespaces: nss}
 	npIn := func(ns string) *networkingv1.NetworkPolicy {
 		return &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "itm-ops"},
@@ -224,6 +243,8 @@ func TestWithdrawalKeepsWhatTheSpecStillNamesAndLetsTheRestGo(t *testing.T) {
 		return &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "itm-ops." + role},
 			RoleRef: rbacv1.RoleRef{Kind: "ClusterRole", Name: role}, Subjects: []rbacv1.Subject{{Kind: "Group", Name: "g"}}}
 	}
+	// toRole makes o reference a Role of the same name: no policy grants one.
+	toRole := func(o *rbacv1.RoleRef) { o.Kind = "Role" }
 	for _, tc := range []struct {
 		name        string
 		got         func(Withdrawal) (metav1.Object, bool)
@@ -233,11 +254,23 @@ func TestWithdrawalKeepsWhatTheSpecStillNamesAndLetsTheRestGo(t *testing.T) {
 		{"NetworkPolicy in a selected namespace", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("labelled")) }, true, true},
 		{"NetworkPolicy elsewhere", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("other")) }, false, true},
 		{"NetworkPolicy in a terminating namespace", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("dying")) }, false, true},
+		{"NetworkPolicy in a namespace being deleted", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("closing")) }, false, true},
 		{"NetworkPolicy in a gone namespace", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("gone")) }, false, true},
 		{"RoleBinding of a granted role", func(w Withdrawal) (metav1.Object, bool) { return w.RoleBinding(rbIn("named", "edit")) }, true, true},
 		{"RoleBinding of another role", func(w Withdrawal) (metav1.Object, bool) { return w.RoleBinding(rbIn("named", "admin")) }, false, true},
+		{"RoleBinding of a Role named like a granted ClusterRole", func(w Withdrawal) (metav1.Object, bool) {
+			rb := rbIn("named", "edit")
+			toRole(&rb.RoleRef)
+			return w.RoleBinding(rb)
+		}, false, true},
+		{"RoleBinding in a namespace being deleted", func(w Withdrawal) (metav1.Object, bool) { return w.RoleBinding(rbIn("closing", "edit")) }, false, true},
 		{"RoleBinding in a gone namespace", func(w Withdrawal) (metav1.Object, bool) { return w.RoleBinding(rbIn("gone", "edit")) }, false, true},
 		{"ClusterRoleBinding of a cluster-wide grant", func(w Withdrawal) (metav1.Object, bool) { return w.ClusterRoleBinding(crb("view")) }, true, true},
+		{"ClusterRoleBinding of a Role named like a cluster-wide grant", func(w Withdrawal) (metav1.Object, bool) {
+			b := crb("view")
+			toRole(&b.RoleRef)
+			return w.ClusterRoleBinding(b)
+		}, false, true},
 		{"ClusterRoleBinding of a role no longer granted", func(w Withdrawal) (metav1.Object, bool) { return w.ClusterRoleBinding(crb("edit")) }, false, true},
 	} {
 		for _, all := range []bool{false, true} {

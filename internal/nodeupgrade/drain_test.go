@@ -253,8 +253,11 @@ func TestCoveringBudgets(t *testing.T) {
 		budget("shop", "none", nil),
 		budget("shop", "bad", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Bogus"}}}),
 		budget("other", "web", web),
+		// Listed without a namespace (the list was of the pod's namespace):
+		// covers the pod, and is named in the pod's namespace.
+		budget("", "unplaced", web),
 	})
-	if want := []string{"shop/web", "shop/all"}; !reflect.DeepEqual(got, want) {
+	if want := []string{"shop/web", "shop/all", "shop/unplaced"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("CoveringBudgets = %v, want %v", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package owned
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -64,6 +65,14 @@ type writes struct{ create, update, del int }
 
 func newSet(t *testing.T, w *writes, objs ...client.Object) (*Set[*networkingv1.NetworkPolicy, *networkingv1.NetworkPolicyList], client.Client) {
 	t.Helper()
+	return newSetMeddled(t, w, nil, objs...)
+}
+
+// newSetMeddled is newSet whose first update meets meddle instead of the
+// store: what someone else did just before it (meddle's error is the
+// answer the update gets).
+func newSetMeddled(t *testing.T, w *writes, meddle func(client.WithWatch) error, objs ...client.Object) (*Set[*networkingv1.NetworkPolicy, *networkingv1.NetworkPolicyList], client.Client) {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
@@ -75,6 +84,10 @@ func newSet(t *testing.T, w *writes, objs ...client.Object) (*Set[*networkingv1.
 		},
 		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
 			w.update++
+			if m := meddle; m != nil {
+				meddle = nil
+				return m(c)
+			}
 			return c.Update(ctx, o, opts...)
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
@@ -182,6 +195,83 @@ func TestApplyRetriesAConflictOnTheLiveObject(t *testing.T) {
 	}
 }
 
+// After a conflict the live object decides the retry: gone, it is created
+// again; now someone else's, its name is an error and it is left alone;
+// already as desired, nothing more is written.
+func TestApplyRetriesAConflictAsTheLiveObjectDecides(t *testing.T) {
+	p := owner("u1")
+	conflict := apierrors.NewConflict(schema.GroupResource{Group: "networking.k8s.io", Resource: "networkpolicies"}, "itm-ap", errors.New("the object has been modified"))
+	ourNP := types.NamespacedName{Namespace: "a", Name: "itm-ap"}
+	cases := []struct {
+		name    string
+		meddle  func(c client.WithWatch) error
+		want    writes
+		wantErr string
+		check   func(t *testing.T, got *networkingv1.NetworkPolicy)
+	}{
+		{"gone on retry: created again", func(c client.WithWatch) error {
+			if err := c.Delete(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "itm-ap"}}); err != nil {
+				return err
+			}
+			return conflict
+		}, writes{update: 1, create: 1}, "", func(t *testing.T, got *networkingv1.NetworkPolicy) {
+			if !slices.Equal(cidrs(got), []string{"10.0.0.1/32"}) || !metav1.IsControlledBy(got, p) {
+				t.Fatalf("recreated object %+v, want ours as desired", got)
+			}
+		}},
+		{"someone else's on retry: an error, left alone", func(c client.WithWatch) error {
+			if err := c.Delete(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "itm-ap"}}); err != nil {
+				return err
+			}
+			if err := c.Create(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "itm-ap"}}); err != nil {
+				return err
+			}
+			return conflict
+		}, writes{update: 1}, "update NetworkPolicy a/itm-ap: NetworkPolicy a/itm-ap exists and was not created by this policy; it is left alone",
+			func(t *testing.T, got *networkingv1.NetworkPolicy) {
+				if len(got.OwnerReferences) != 0 || len(got.Spec.Ingress) != 0 {
+					t.Fatalf("foreign object touched: %+v", got)
+				}
+			}},
+		{"already as desired on retry: nothing more written", func(c client.WithWatch) error {
+			live := &networkingv1.NetworkPolicy{}
+			if err := c.Get(ctx, ourNP, live); err != nil {
+				return err
+			}
+			live.Spec = np(p, "a", "itm-ap", "10.0.0.1/32").Spec
+			if err := c.Update(ctx, live); err != nil {
+				return err
+			}
+			return conflict
+		}, writes{update: 1}, "", func(t *testing.T, got *networkingv1.NetworkPolicy) {
+			if !slices.Equal(cidrs(got), []string{"10.0.0.1/32"}) {
+				t.Fatalf("object %+v, want as desired", got)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var w writes
+			s, c := newSetMeddled(t, &w, tc.meddle, np(p, "a", "itm-ap", "10.0.0.9/32"))
+			existing, _ := s.List(ctx, p.Name)
+			_, errs := s.Apply(ctx, p, []*networkingv1.NetworkPolicy{np(p, "a", "itm-ap", "10.0.0.1/32")}, existing)
+			gotErr := errors.Join(errs...)
+			if (tc.wantErr == "") != (gotErr == nil) || (gotErr != nil && gotErr.Error() != tc.wantErr) {
+				t.Fatalf("error %v, want %q", gotErr, tc.wantErr)
+			}
+			// The meddler writes past the interceptor: these are ours alone.
+			if w != tc.want {
+				t.Fatalf("writes %+v, want %+v", w, tc.want)
+			}
+			got := &networkingv1.NetworkPolicy{}
+			if err := c.Get(ctx, ourNP, got); err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, got)
+		})
+	}
+}
+
 func TestApplyReportsANameSomeoneElseHoldsAndNeverAdoptsIt(t *testing.T) {
 	p := owner("u1")
 	foreign := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "itm-ap"}}
@@ -268,6 +358,24 @@ func TestEchoFilterDropsOnlyTheEventOfOurOwnWrite(t *testing.T) {
 	}
 	if !pred.Update(event.UpdateEvent{ObjectOld: ours, ObjectNew: get(t, c, "a")}) {
 		t.Fatal("someone else's update filtered")
+	}
+}
+
+func TestEchoFilterDropsOnlyTheEventOfOurOwnUpdate(t *testing.T) {
+	p := owner("u1")
+	var w writes
+	s, c := newSet(t, &w, np(p, "a", "itm-ap", "10.0.0.9/32"))
+	existing, _ := s.List(ctx, p.Name)
+	if _, errs := s.Apply(ctx, p, []*networkingv1.NetworkPolicy{np(p, "a", "itm-ap", "10.0.0.1/32")}, existing); len(errs) != 0 || w.update != 1 {
+		t.Fatalf("errors %v, writes %+v: want one update", errs, w)
+	}
+	pred := s.Echoes().NotEcho()
+	ours := get(t, c, "a")
+	if pred.Update(event.UpdateEvent{ObjectOld: existing[0], ObjectNew: ours}) {
+		t.Fatal("the echo of our update started a reconcile")
+	}
+	if !pred.Update(event.UpdateEvent{ObjectOld: existing[0], ObjectNew: ours}) {
+		t.Fatal("a second event of the same version is not an echo (each write is echoed once)")
 	}
 }
 

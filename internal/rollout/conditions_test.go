@@ -46,6 +46,11 @@ func TestSummarizeDecidesTheWindowsConditions(t *testing.T) {
 			Condition{T, itmv1.ReasonWindowOpen, "open until 2026-03-29T05:00:00Z"},
 			Condition{T, itmv1.MaintenanceReasonUpgrading, "1 in progress (maxUnavailable 1), 0 pending"},
 			Condition{T, itmv1.ReasonDrainBlocked, "pod a/b: eviction refused"}, true},
+		// A drain blocks only an upgrade under way: a blocker with no plan
+		// reason and nothing in progress degrades nothing.
+		{"blocked without a reason, nothing upgrading: not Degraded, Progressing False with the blocker", Plan{Counts: itmv1.UpgradeCounts{Succeeded: 1}}, open, "pod a/b: eviction refused",
+			Condition{T, itmv1.ReasonWindowOpen, "open until 2026-03-29T05:00:00Z"},
+			Condition{F, itmv1.ReasonRolloutComplete, "pod a/b: eviction refused"}, asExpected, false},
 		{"none checked in: not Degraded", Plan{Counts: itmv1.UpgradeCounts{Pending: 2}, Reason: itmv1.ReasonWindowOpen}, open, "2 devices pending, none checked in",
 			Condition{T, itmv1.ReasonWindowOpen, "open until 2026-03-29T05:00:00Z"},
 			Condition{F, itmv1.ReasonWindowOpen, "2 devices pending, none checked in"}, asExpected, false},
