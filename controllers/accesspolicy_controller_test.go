@@ -222,7 +222,7 @@ var _ = Describe("AccessPolicy", func() {
 		Eventually(ingressCIDRs(ns, name)).WithTimeout(3 * time.Second).Should(Equal([]string{"10.23.0.7/32"}))
 	})
 
-	It("prunes what it no longer needs, leaves foreign objects alone, and never targets the operator's namespace", func() {
+	It("prunes what it no longer needs, leaves foreign objects alone, never targets the operator's namespace, and is Stalled while enforced only in part", func() {
 		sel := map[string]string{"team": uniqueName("t")}
 		nsA, nsB := newNamespace(sel), newNamespace(sel)
 		label := map[string]string{"fleet": uniqueName("f")}
@@ -254,6 +254,8 @@ var _ = Describe("AccessPolicy", func() {
 		})
 		Eventually(ingressCIDRs(nsC, name)).Should(Equal([]string{"absent"}))
 		Eventually(readyOf(p.Name)).Should(Equal("False/" + itmv1.ReasonForbiddenDestination))
+		Expect(meta.IsStatusConditionTrue(policyStatus(p.Name)().Conditions, itmv1.ConditionStalled)).To(BeTrue(),
+			"enforced only in part, and only a person can change that: Stalled (kstatus Failed)")
 		c := meta.FindStatusCondition(policyStatus(p.Name)().Conditions, itmv1.ConditionReady)
 		Expect(c.Message).To(ContainSubstring("spec.destinations[0].namespaces: itmanager-system is the operator's namespace"))
 		Expect(c.Message).To(ContainSubstring("NetworkPolicy " + nsD + "/" + name + " exists and was not created by this policy"))
@@ -269,6 +271,13 @@ var _ = Describe("AccessPolicy", func() {
 		np.Spec.Ingress = nil
 		Expect(k8s.Update(ctx, np)).To(Succeed())
 		Eventually(ingressCIDRs(nsA, name)).Should(Equal([]string{"10.24.0.1/32"}))
+
+		By("the problems fixed in the spec: Ready again, no longer Stalled")
+		updatePolicy(p.Name, func(p *itmv1.AccessPolicy) {
+			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{nsA}}}
+		})
+		Eventually(readyOf(p.Name)).Should(Equal("True/" + itmv1.ReasonEnforced))
+		Expect(meta.FindStatusCondition(policyStatus(p.Name)().Conditions, itmv1.ConditionStalled)).To(BeNil())
 	})
 
 	It("withdraws what it granted when the spec turns invalid (fail closed) by keeping the NetworkPolicy isolating, and reports it", func() {

@@ -309,8 +309,10 @@ func TestWithdrawalKeepsWhatTheSpecStillNamesAndLetsTheRestGo(t *testing.T) {
 	}
 }
 
-// Ready keeps the reasons and their precedence, and says Stalled only for
-// an invalid spec and Reconciling only while a write is being retried.
+// Ready keeps the reasons and their precedence, says Stalled for what only
+// a person can fix (an invalid spec, a forbidden destination, a refused
+// role, a name someone else holds) and Reconciling only while a write is
+// being retried.
 func TestReadySummary(t *testing.T) {
 	counts := itmv1.DeviceCounts{Matched: 3, Allowed: 2, Denied: 1}
 	tests := map[string]struct {
@@ -323,12 +325,12 @@ func TestReadySummary(t *testing.T) {
 		"a failed write is retried: reconciling, generation not observed": {Outcome{ApplyErr: errors.New("update NetworkPolicy a/b: boom"), Forbidden: []string{"f"}, Counts: counts},
 			kit.Summary{Reason: itmv1.ReasonApplyFailed, Message: "update NetworkPolicy a/b: boom", Reconciling: true}, false},
 		"forbidden first, every problem listed": {Outcome{Forbidden: []string{"f"}, Refused: []string{"r"}, Taken: []string{"t"}, Counts: counts},
-			kit.Summary{Reason: itmv1.ReasonForbiddenDestination, Message: "f; r; t"}, true},
-		"refused role": {Outcome{Refused: []string{"r"}, Taken: []string{"t"}}, kit.Summary{Reason: itmv1.ReasonRoleNotAllowed, Message: "r; t"}, true},
-		"name taken":   {Outcome{Taken: []string{"t1", "t2"}}, kit.Summary{Reason: itmv1.ReasonNameTaken, Message: "t1; t2"}, true},
+			kit.Summary{Reason: itmv1.ReasonForbiddenDestination, Message: "f; r; t", Stalled: true}, true},
+		"refused role": {Outcome{Refused: []string{"r"}, Taken: []string{"t"}}, kit.Summary{Reason: itmv1.ReasonRoleNotAllowed, Message: "r; t", Stalled: true}, true},
+		"name taken":   {Outcome{Taken: []string{"t1", "t2"}}, kit.Summary{Reason: itmv1.ReasonNameTaken, Message: "t1; t2", Stalled: true}, true},
 		"audit, even with no allowed device": {Outcome{Audit: true, Counts: itmv1.DeviceCounts{Matched: 1}},
 			kit.Summary{Ready: true, Reason: itmv1.ReasonAudited, Message: "audit only: 0 of 1 devices would be allowed; nothing is written"}, true},
-		"problems beat audit": {Outcome{Audit: true, Refused: []string{"r"}}, kit.Summary{Reason: itmv1.ReasonRoleNotAllowed, Message: "r"}, true},
+		"problems beat audit": {Outcome{Audit: true, Refused: []string{"r"}}, kit.Summary{Reason: itmv1.ReasonRoleNotAllowed, Message: "r", Stalled: true}, true},
 		"nobody allowed: isolated, which is Ready": {Outcome{Counts: itmv1.DeviceCounts{Matched: 2, Denied: 2}},
 			kit.Summary{Ready: true, Reason: itmv1.ReasonNoAllowedDevices, Message: "no device qualifies: the selected pods are isolated from device addresses"}, true},
 		"enforced": {Outcome{Counts: counts}, kit.Summary{Ready: true, Reason: itmv1.ReasonEnforced, Message: "2 of 3 devices allowed"}, true},

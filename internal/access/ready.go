@@ -25,8 +25,10 @@ type Outcome struct {
 // Ready summarises an outcome in the kstatus terms. An invalid spec stalls
 // the policy until someone fixes it; a failed write is retried, so the
 // policy is still reconciling. A policy enforced only in part (a forbidden
-// destination, a refused role, a name someone else holds) is not Ready,
-// and the message lists every problem; the first kind of problem names the
+// destination, a refused role, a name someone else holds) is not Ready and
+// is Stalled too: nothing itmanager retries changes it, only a person (the
+// spec, the installation's bindable roles, the foreign object); the
+// message lists every problem and the first kind of problem names the
 // reason. observed says whether the generation counts as observed: not
 // after a failed write (the result is not what was decided).
 func Ready(o Outcome) (s kit.Summary, observed bool) {
@@ -44,7 +46,7 @@ func Ready(o Outcome) (s kit.Summary, observed bool) {
 		case len(o.Refused) > 0:
 			reason = itmv1.ReasonRoleNotAllowed
 		}
-		return kit.Summary{Reason: reason, Message: strings.Join(problems, "; ")}, true
+		return kit.Summary{Reason: reason, Message: strings.Join(problems, "; "), Stalled: true}, true
 	case o.Audit:
 		return kit.Summary{Ready: true, Reason: itmv1.ReasonAudited,
 			Message: fmt.Sprintf("audit only: %d of %d devices would be allowed; nothing is written", o.Counts.Allowed, o.Counts.Matched)}, true
