@@ -151,6 +151,22 @@ func kubelet(c context.Context, node string, release <-chan struct{}) {
 	}
 }
 
+// agentLaptops creates n agent laptops labelled label, targeting version
+// 2.0, deleted when the spec ends, and returns their names.
+func agentLaptops(prefix string, n int, label map[string]string) []string {
+	GinkgoHelper()
+	var devices []string
+	for i := range n {
+		d := &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-laptop-%d", prefix, i), Labels: label},
+			Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Agent: &itmv1.AgentSpec{Enabled: true},
+				OS: &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "2.0"}}}
+		Expect(k8s.Create(ctx, d)).To(Succeed())
+		DeferCleanup(func() { Expect(ignoreGone(k8s.Delete(ctx, d))).To(Succeed()) })
+		devices = append(devices, d.Name)
+	}
+	return devices
+}
+
 // gatedUpgrader is an agent's upgrade command: it counts its runs, waits
 // for release, then rewrites the device's os-release to the target, as a
 // package manager would.
@@ -317,16 +333,8 @@ var _ = Describe("Leader failover", Label("integration"), func() {
 		label := map[string]string{"ring": ring}
 		release := make(chan struct{})
 		var runs atomic.Int32
-		var devices []string
 		upgraders := map[string]*gatedUpgrader{}
-		for i := range 4 {
-			d := &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-laptop-%d", ring, i), Labels: label},
-				Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Agent: &itmv1.AgentSpec{Enabled: true},
-					OS: &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "2.0"}}}
-			Expect(k8s.Create(ctx, d)).To(Succeed())
-			DeferCleanup(func() { Expect(ignoreGone(k8s.Delete(ctx, d))).To(Succeed()) })
-			devices = append(devices, d.Name)
-		}
+		devices := agentLaptops(ring, 4, label)
 		for i, d := range devices {
 			upgraders[d] = &gatedUpgrader{release: release, all: &runs}
 			startAgent(d, i, upgraders[d])

@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"fmt"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,15 +24,7 @@ var _ = Describe("MaintenanceWindow deleted while every manager is down", Label(
 		release := make(chan struct{})
 		DeferCleanup(func() { close(release) })
 		var runs atomic.Int32
-		var devices []string
-		for i := range 2 {
-			d := &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-laptop-%d", ring, i), Labels: label},
-				Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Agent: &itmv1.AgentSpec{Enabled: true},
-					OS: &itmv1.OSSpec{Family: itmv1.OSFamilyLinux, TargetVersion: "2.0"}}}
-			Expect(k8s.Create(ctx, d)).To(Succeed())
-			DeferCleanup(func() { Expect(ignoreGone(k8s.Delete(ctx, d))).To(Succeed()) })
-			devices = append(devices, d.Name)
-		}
+		devices := agentLaptops(ring, 2, label)
 		for i, d := range devices {
 			startAgent(d, 10+i, &gatedUpgrader{release: release, all: &runs})
 		}
