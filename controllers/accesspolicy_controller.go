@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -257,7 +256,7 @@ func (r *AccessPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.crbs = owned.New(owned.ClusterRoleBindings, cfg)
 	r.rbs = owned.New(owned.RoleBindings, cfg)
 	// The status memo is keyed by UID, which a NotFound no longer tells.
-	forgetStatus := predicate.Funcs{DeleteFunc: func(e event.DeleteEvent) bool { r.status.Forget(e.Object); return true }}
+	forgetStatus := r.status.ForgetOnDelete()
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("accesspolicy").

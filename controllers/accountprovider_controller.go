@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -109,7 +108,7 @@ func describeProvider(p *itmv1.AccountProvider) string {
 // SetupWithManager registers the controller.
 func (r *AccountProviderReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// The status memo is keyed by UID, which a NotFound no longer tells.
-	forgetStatus := predicate.Funcs{DeleteFunc: func(e event.DeleteEvent) bool { r.writer().Forget(e.Object); return true }}
+	forgetStatus := r.writer().ForgetOnDelete()
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
 		Named("accountprovider").

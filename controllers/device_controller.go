@@ -136,7 +136,7 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 // share an address.
 func (r *DeviceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// The status memo is keyed by UID, which a NotFound no longer tells.
-	forgetStatus := predicate.Funcs{DeleteFunc: func(e event.DeleteEvent) bool { r.writer().Forget(e.Object); return true }}
+	forgetStatus := r.writer().ForgetOnDelete()
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("device").

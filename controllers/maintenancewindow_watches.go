@@ -27,7 +27,7 @@ func (r *MaintenanceWindowReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.statusWriters()
 	// The status memo is keyed by UID, which a NotFound no longer tells
 	// (a window without the finalizer, an invalid one, goes at once).
-	forgetStatus := predicate.Funcs{DeleteFunc: func(e event.DeleteEvent) bool { r.windowStatus.Forget(e.Object); return true }}
+	forgetStatus := r.windowStatus.ForgetOnDelete()
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("maintenancewindow").

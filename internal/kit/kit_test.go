@@ -4,10 +4,12 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
@@ -175,5 +177,22 @@ func TestMemoIsPendingOnlyForTheSameContentOverTheSameVersion(t *testing.T) {
 	m.ForgetOwner("o")
 	if m.Pending("o", "k", "1", "a") {
 		t.Fatal("pending after ForgetOwner")
+	}
+}
+
+func TestForgetOnDeleteDropsTheDeletedObjectsMemoOnly(t *testing.T) {
+	var w Status
+	gone, kept := &corev1.ConfigMap{}, &corev1.ConfigMap{}
+	gone.UID, kept.UID = "gone", "kept"
+	w.memo.Wrote("gone", statusKey, "1", "a")
+	w.memo.Wrote("kept", statusKey, "1", "a")
+	if !w.ForgetOnDelete().Delete(event.DeleteEvent{Object: gone}) {
+		t.Fatal("the delete event was filtered out")
+	}
+	if w.memo.Pending("gone", statusKey, "1", "a") {
+		t.Error("the deleted object's memo is kept")
+	}
+	if !w.memo.Pending("kept", statusKey, "1", "a") {
+		t.Error("another object's memo was dropped")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 )
 
 // Status is the one status writer. FieldManager names the writer in
@@ -88,6 +90,12 @@ func (w *Status) Write(ctx context.Context, base, obj client.Object, opts ...Wri
 	}
 	w.memo.Wrote(owner, statusKey, readRV, json.RawMessage(sent))
 	return true, nil
+}
+
+// ForgetOnDelete is a predicate for the watch of the written kind: it
+// forgets a deleted object's memo and lets every event through.
+func (w *Status) ForgetOnDelete() predicate.Predicate {
+	return predicate.Funcs{DeleteFunc: func(e event.DeleteEvent) bool { w.Forget(e.Object); return true }}
 }
 
 // Forget drops what was remembered of obj's writes (call when it is gone).
