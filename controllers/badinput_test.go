@@ -428,9 +428,11 @@ var _ = Describe("Bad input at scale", func() {
 			seq++
 			body, err := json.Marshal(checkin.Request{Sequence: seq, Facts: fs})
 			Expect(err).NotTo(HaveOccurred())
-			paceCheckIn(dev.Name)
+			answered := paceCheckIn(dev.Name)
 			start := time.Now()
-			Expect(postRaw(dev.Name, token, "application/json", body).code).To(Equal(200))
+			code := postRaw(dev.Name, token, "application/json", body).code
+			answered()
+			Expect(code).To(Equal(200))
 			timeout := time.After(30 * time.Second)
 			// Events before this sample's report carry the previous verdict,
 			// so the first that match are this sample's.

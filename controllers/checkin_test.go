@@ -270,17 +270,22 @@ var (
 
 // paceCheckIn waits until the previous check-in of the device through post
 // is at least the check-in service's minimum interval ago, as an agent
-// checking in every interval would be.
-func paceCheckIn(name string) {
+// checking in every interval would be. The returned func is called once the
+// answer came back: the service judges the interval from the Lease renewal
+// it made while answering, which on a loaded machine is well after the
+// request was sent.
+func paceCheckIn(name string) (answered func()) {
 	pacedMu.Lock()
 	last := paced[name]
 	pacedMu.Unlock()
 	if wait := time.Until(last.Add(checkinMinInterval + 50*time.Millisecond)); wait > 0 {
 		time.Sleep(wait)
 	}
-	pacedMu.Lock()
-	paced[name] = time.Now()
-	pacedMu.Unlock()
+	return func() {
+		pacedMu.Lock()
+		paced[name] = time.Now()
+		pacedMu.Unlock()
+	}
 }
 
 // postTo checks in at the check-in service replica base, without pacing,

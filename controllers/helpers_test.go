@@ -141,7 +141,8 @@ func postRaw(name, token, contentType string, body []byte) checkInResult {
 // after the previous check-in of the same device (postRaw does not wait).
 func post(name, token string, req checkin.Request) checkInResult {
 	GinkgoHelper()
-	paceCheckIn(name)
+	answered := paceCheckIn(name)
+	defer answered()
 	body, err := json.Marshal(req)
 	Expect(err).NotTo(HaveOccurred())
 	return postRaw(name, token, "application/json", body)
