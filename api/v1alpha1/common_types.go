@@ -37,6 +37,14 @@ const (
 	// LabelOSVersion on a Node overrides nodeInfo.osImage as the observed
 	// OS version of its Device.
 	LabelOSVersion = "itmanager.io/os-version"
+	// LabelDrain on a Pod set to DrainSkip keeps the pod on its node when a
+	// maintenance window drains the node for an upgrade (as Cluster API's
+	// cluster.x-k8s.io/drain: skip). The chart sets it on itmanager's own
+	// Pods, which must keep running to finish the upgrade (on a node that
+	// holds both replicas, evicting them would leave nobody to uncordon it).
+	LabelDrain = "itmanager.io/drain"
+	// DrainSkip is the value of LabelDrain that skips the pod.
+	DrainSkip = "skip"
 	// AnnotationRequestedBy holds the username that created an
 	// OnboardingRequest. It is stamped at admission and cannot be changed.
 	AnnotationRequestedBy = "itmanager.io/requested-by"

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/text"
 )
 
@@ -39,6 +40,7 @@ const (
 const (
 	RuleMirror        = "MirrorPod"
 	RuleCompleted     = "Completed"
+	RuleSkipLabel     = "SkipLabel"
 	RuleDaemonSet     = "DaemonSet"
 	RuleUpgradeJobPod = "UpgradeJobPod"
 	RuleTerminating   = "Terminating"
@@ -81,6 +83,7 @@ func Filters(o DrainOptions) []Filter {
 	return []Filter{
 		MirrorPod,
 		Completed,
+		SkipLabel,
 		DaemonSetPod(o.IgnoreDaemonSets),
 		UpgradeJobPod(o.UpgradesNamespace, o.DeviceLabel),
 		TerminatingPod,
@@ -113,6 +116,16 @@ func MirrorPod(p *corev1.Pod) (Verdict, bool) {
 func Completed(p *corev1.Pod) (Verdict, bool) {
 	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return Verdict{Class: Skip, Rule: RuleCompleted}, true
+	}
+	return Verdict{}, false
+}
+
+// SkipLabel leaves a pod labelled itmanager.io/drain=skip on the node, even
+// a DaemonSet pod that would block or a pod that is terminating: whoever
+// runs it asked that no drain waits for it or evicts it.
+func SkipLabel(p *corev1.Pod) (Verdict, bool) {
+	if p.Labels[v1alpha1.LabelDrain] == v1alpha1.DrainSkip {
+		return Verdict{Class: Skip, Rule: RuleSkipLabel}, true
 	}
 	return Verdict{}, false
 }

@@ -42,6 +42,13 @@ func ownedNotController(p *corev1.Pod) {
 	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "x", UID: "u"}}
 }
 
+func drainSkip(p *corev1.Pod) {
+	if p.Labels == nil {
+		p.Labels = map[string]string{}
+	}
+	p.Labels["itmanager.io/drain"] = "skip"
+}
+
 func mirror(p *corev1.Pod) { p.Annotations = map[string]string{corev1.MirrorPodAnnotationKey: "abc"} }
 
 func phase(ph corev1.PodPhase) podMod { return func(p *corev1.Pod) { p.Status.Phase = ph } }
@@ -184,6 +191,12 @@ func TestClassify(t *testing.T) {
 		{"DaemonSet pod with emptyDir, ignored: skipped", opts, pod(ownedBy("DaemonSet"), emptyDir), skip(RuleDaemonSet)},
 		{"DaemonSet pod, not ignored, terminating: blocks", strict, pod(ownedBy("DaemonSet"), deleting),
 			Verdict{Class: Block, Rule: RuleDaemonSet, Message: "DaemonSet pod shop/web-1 (drain.ignoreDaemonSets is false)"}},
+		{"labelled drain=skip: skipped", opts, pod(drainSkip), skip(RuleSkipLabel)},
+		{"labelled drain=skip, DaemonSets not ignored: skipped, not blocking", strict, pod(ownedBy("DaemonSet"), drainSkip), skip(RuleSkipLabel)},
+		{"labelled drain=skip, no controller and emptyDir: skipped", opts, pod(unowned, emptyDir, drainSkip), skip(RuleSkipLabel)},
+		{"labelled drain=skip, terminating: skipped, not waited for", opts, pod(drainSkip, deleting), skip(RuleSkipLabel)},
+		{"labelled drain with another value: evict", opts, pod(func(p *corev1.Pod) { p.Labels = map[string]string{"itmanager.io/drain": "later"} }), evict},
+		{"completed wins over drain=skip", opts, pod(drainSkip, phase(corev1.PodSucceeded)), skip(RuleCompleted)},
 		{"upgrade Job pod: skipped", opts, pod(upgradeJobPod(upgrades)), skip(RuleUpgradeJobPod)},
 		{"upgrade Job pod terminating: skipped", opts, pod(upgradeJobPod(upgrades), deleting), skip(RuleUpgradeJobPod)},
 		{"terminating pod without controller: terminating, not blocking", opts, pod(unowned, deleting), Verdict{Class: Terminating, Rule: RuleTerminating}},
