@@ -167,7 +167,7 @@ docker-build: ## Build static binaries, then IMG from Containerfile with CONTAIN
 	$(GO_BUILD_STATIC) -o $(IMAGE_DIR)/itmanager/itmanager-checkin ./cmd/itmanager-checkin
 	install -m 0644 $(CA_BUNDLE) $(IMAGE_DIR)/itmanager/ca-certificates.crt
 	install -m 0644 hack/image/passwd hack/image/group $(IMAGE_DIR)/itmanager/
-	$(CONTAINER_TOOL) build $(CONTAINER_BUILD_FLAGS) $(IMAGE_BUILD_ARGS) -t $(IMG) -f Containerfile $(IMAGE_DIR)/itmanager
+	$(call container-build,$(IMG),Containerfile,$(IMAGE_DIR)/itmanager)
 
 .PHONY: docker-push
 docker-push: ## Push IMG with CONTAINER_TOOL.
@@ -197,8 +197,18 @@ e2e-images: $(addprefix e2e-image-,$(E2E_IMAGES)) ## Build the e2e test images (
 e2e-image-%:
 	rm -rf $(IMAGE_DIR)/e2e-$* && mkdir -p $(IMAGE_DIR)/e2e-$*
 	$(GO_BUILD_STATIC) -o $(IMAGE_DIR)/e2e-$*/$* ./test/e2e/images/$*
-	$(CONTAINER_TOOL) build $(CONTAINER_BUILD_FLAGS) $(IMAGE_BUILD_ARGS) -t $(E2E_IMAGE_PREFIX)$*:$(E2E_IMAGE_TAG) \
-		-f test/e2e/images/$*/Containerfile $(IMAGE_DIR)/e2e-$*
+	$(call container-build,$(E2E_IMAGE_PREFIX)$*:$(E2E_IMAGE_TAG),test/e2e/images/$*/Containerfile,$(IMAGE_DIR)/e2e-$*)
+
+# container-build builds tag $(1) from Containerfile $(2) in context $(3),
+# then removes the image that tag named before, if it changed and nothing
+# uses it, so rebuilds do not pile up untagged images of ~90 MB.
+define container-build
+@set -e; old=$$($(CONTAINER_TOOL) image inspect --format '{{.Id}}' $(1) 2>/dev/null || true); \
+echo "$(CONTAINER_TOOL) build $(CONTAINER_BUILD_FLAGS) $(IMAGE_BUILD_ARGS) -t $(1) -f $(2) $(3)"; \
+$(CONTAINER_TOOL) build $(CONTAINER_BUILD_FLAGS) $(IMAGE_BUILD_ARGS) -t $(1) -f $(2) $(3); \
+new=$$($(CONTAINER_TOOL) image inspect --format '{{.Id}}' $(1)); \
+if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(CONTAINER_TOOL) rmi "$$old" >/dev/null 2>&1 || true; fi
+endef
 
 ##@ Deployment
 
