@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	sigsyaml "sigs.k8s.io/yaml"
+
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
@@ -91,6 +93,38 @@ func TestChartLintsStrictWithDefaultsAndEveryOption(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEveryOptionFileSetsEveryValue keeps testdata/all-options.yaml
+// complete: every value of values.yaml is set there, so the every-option
+// render, lint and install cover a value added later.
+func TestEveryOptionFileSetsEveryValue(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var defaults, all map[string]any
+	if err := sigsyaml.Unmarshal(mustRead(t, filepath.Join(root, "charts", "itmanager", "values.yaml")), &defaults); err != nil {
+		t.Fatal(err)
+	}
+	if err := sigsyaml.Unmarshal(mustRead(t, allOptions), &all); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(prefix string, want, got map[string]any)
+	walk = func(prefix string, want, got map[string]any) {
+		for k, v := range want {
+			g, ok := got[k]
+			if !ok {
+				t.Errorf("%s sets no %s%s", allOptions, prefix, k)
+				continue
+			}
+			if sub, isMap := v.(map[string]any); isMap && len(sub) > 0 {
+				gsub, _ := g.(map[string]any)
+				walk(prefix+k+".", sub, gsub)
+			}
+		}
+	}
+	walk("", defaults, all)
 }
 
 // TestChartValuesSchemaRefusesMistakes: a misspelt or ill-typed value
