@@ -12,11 +12,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,6 +52,9 @@ const (
 	serviceDNS = service + "." + namespace + ".svc"
 )
 
+// replicas counts the replicas started in this process.
+var replicas atomic.Int32
+
 // replica is one manager running the rotation path as main.go wires it,
 // under the manager's generated RBAC.
 type replica struct {
@@ -70,7 +75,8 @@ func startReplica(t *testing.T, cfg *rest.Config, name string, leaderElection bo
 	r := &replica{dir: filepath.Join(t.TempDir(), "serving-certs"), port: ports[0], done: make(chan error, 1)}
 	r.certs = webhookcert.New(webhookcert.Options{
 		Secret: types.NamespacedName{Namespace: namespace, Name: secretName}, ServiceName: service,
-		ConfigurationName: configuration, CertDir: r.dir, ControllerName: "webhook-cert-" + name,
+		// Controller names are unique in a process, across runs of -count too.
+		ConfigurationName: configuration, CertDir: r.dir, ControllerName: fmt.Sprintf("webhook-cert-%s-%d", name, replicas.Add(1)),
 		Log: ctrl.Log.WithName(name),
 	})
 	r.mgr, err = ctrl.NewManager(cfg, ctrl.Options{
