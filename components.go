@@ -16,6 +16,7 @@ import (
 	"github.com/itmanager-io/itmanager/internal/checkin"
 	"github.com/itmanager-io/itmanager/internal/options"
 	itmwebhook "github.com/itmanager-io/itmanager/internal/webhook"
+	"github.com/itmanager-io/itmanager/internal/webhookcert"
 )
 
 // wire sets up every component on mgr, in order.
@@ -113,12 +114,20 @@ func components(ctx context.Context, mgr ctrl.Manager, o *options.Manager, restC
 	if o.EnableWebhooks {
 		list = append(list, reconciler("webhook MaintenanceWindow", &itmwebhook.MaintenanceWindowValidator{}))
 	}
+	if o.WebhookCertRotation() {
+		certs, ok := webhookcert.CertsOf(mgr.GetWebhookServer())
+		if !ok {
+			return nil, fmt.Errorf("the webhook server does not wait for rotated certificates")
+		}
+		list = append(list, component{name: "the webhook certificate rotator", setup: func(mgr ctrl.Manager) error { return certs.Setup(ctx, mgr) }, of: certs})
+	}
 	return append(list,
 		component{name: "the health check", setup: func(mgr ctrl.Manager) error { return mgr.AddHealthzCheck("healthz", healthz.Ping) }},
 		component{name: "the ready check", setup: func(mgr ctrl.Manager) error {
 			readyz := healthz.Ping
 			if o.EnableWebhooks {
-				// Ready only once the webhook server serves, so a Service never
+				// Ready only once the webhook server serves (with rotation:
+				// once this replica has its certificate), so a Service never
 				// sends an admission request to a replica that cannot answer it.
 				readyz = mgr.GetWebhookServer().StartedChecker()
 			}

@@ -24,6 +24,7 @@ import (
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -42,6 +43,7 @@ import (
 	"github.com/itmanager-io/itmanager/internal/informer"
 	"github.com/itmanager-io/itmanager/internal/options"
 	"github.com/itmanager-io/itmanager/internal/version"
+	"github.com/itmanager-io/itmanager/internal/webhookcert"
 )
 
 var scheme = runtime.NewScheme()
@@ -103,7 +105,7 @@ func run(ctx context.Context, o *options.Manager, log logr.Logger) error {
 		return err
 	}
 	log.Info("Starting manager", "version", version.Version, "commit", version.Commit, "operatorNamespace", o.OperatorNamespace, "devicesNamespace", o.DevicesNamespace,
-		"upgradesNamespace", o.UpgradesNamespace, "checkinURL", o.CheckinURL)
+		"upgradesNamespace", o.UpgradesNamespace, "checkinURL", o.CheckinURL, "webhookCertSecret", o.WebhookCertSecret)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("manager exited: %w", err)
 	}
@@ -146,13 +148,28 @@ func managerOptions(o *options.Manager) ctrl.Options {
 		// The manager exits right after losing leadership, so stepping down
 		// early on SIGTERM is safe and lets a new leader start at once.
 		LeaderElectionReleaseOnCancel: true,
-		WebhookServer: webhook.NewServer(webhook.Options{
+		WebhookServer: webhookServer(o, webhook.NewServer(webhook.Options{
 			Host:    o.WebhookHost,
 			Port:    o.WebhookPort,
 			CertDir: o.WebhookCertDir,
 			TLSOpts: tlsOpts,
-		}),
+		})),
 	}
+}
+
+// webhookServer is s, held back until the manager has written its rotated
+// serving certificate when it rotates one (components wires the rotator).
+func webhookServer(o *options.Manager, s webhook.Server) webhook.Server {
+	if !o.WebhookCertRotation() {
+		return s
+	}
+	return webhookcert.New(webhookcert.Options{
+		Secret:            types.NamespacedName{Namespace: o.OperatorNamespace, Name: o.WebhookCertSecret},
+		ServiceName:       o.WebhookServiceName,
+		ConfigurationName: o.WebhookConfigurationName,
+		CertDir:           o.WebhookCertDir,
+		Log:               ctrl.Log.WithName("webhook-cert"),
+	}).Server(s)
 }
 
 // newManager is the manager with our leader election lock, when elected.

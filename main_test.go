@@ -204,16 +204,20 @@ func TestReconcilersGetTheFlags(t *testing.T) {
 }
 
 // TestWiringFollowsTheFlags: the self-signed certificate rotator runs only
-// without --checkin-cert-secret, the webhook only with --enable-webhooks.
+// without --checkin-cert-secret, the webhook only with --enable-webhooks,
+// and the webhook certificate rotator only with --webhook-cert-secret
+// (make dev gives none and serves its own certificate).
 func TestWiringFollowsTheFlags(t *testing.T) {
 	for _, c := range []struct {
-		name          string
-		args          []string
-		rotator, hook bool
+		name                   string
+		args                   []string
+		rotator, hook, webhook bool
 	}{
-		{"the defaults", nil, true, true},
-		{"a given serving certificate", []string{"--checkin-cert-secret=checkin-tls"}, false, true},
-		{"no webhooks", []string{"--enable-webhooks=false"}, true, false},
+		{"the defaults", nil, true, true, false},
+		{"a given serving certificate", []string{"--checkin-cert-secret=checkin-tls"}, false, true, false},
+		{"no webhooks", []string{"--enable-webhooks=false"}, true, false, false},
+		{"webhook certificate rotation", []string{"--webhook-cert-secret=webhook-tls"}, true, true, true},
+		{"no webhooks, so no rotation", []string{"--enable-webhooks=false", "--webhook-cert-secret=webhook-tls"}, true, false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o := flagsFor(t, c.args...)
@@ -228,6 +232,15 @@ func TestWiringFollowsTheFlags(t *testing.T) {
 			}
 			if slices.Contains(got, "webhook.MaintenanceWindowValidator") != c.hook {
 				t.Errorf("webhook wired: %t, want %t", !c.hook, c.hook)
+			}
+			if slices.Contains(got, "webhookcert.Certs") != c.webhook {
+				t.Errorf("webhook certificate rotator wired: %t, want %t", !c.webhook, c.webhook)
+			}
+			if c.webhook {
+				// Not ready, and not serving, before the certificate is written.
+				if err := mgr.GetWebhookServer().StartedChecker()(nil); err == nil {
+					t.Error("the webhook server is ready before its certificate exists")
+				}
 			}
 		})
 	}

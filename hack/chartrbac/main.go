@@ -3,7 +3,8 @@
 // namespaced Role with their bindings to the manager's ServiceAccount. The
 // default namespaces of the markers become the chart's (the release
 // namespace for itmanager-system, .Values.devicesNamespace for
-// itmanager-devices, .Values.upgrades.namespace for itmanager-upgrades).
+// itmanager-devices, .Values.upgrades.namespace for itmanager-upgrades), and
+// so do the default names of the objects a rule names (resourceNames).
 package main
 
 import (
@@ -22,6 +23,12 @@ var namespaces = map[string]string{
 	"itmanager-system":   "{{ .Release.Namespace }}",
 	"itmanager-devices":  "{{ .Values.devicesNamespace }}",
 	"itmanager-upgrades": "{{ .Values.upgrades.namespace }}",
+}
+
+// resourceNames are config/default's names of the objects rules name, and
+// the chart's.
+var resourceNames = map[string]string{
+	"itmanager-validating-webhook-configuration": `{{ include "itmanager.webhookConfiguration" . }}`,
 }
 
 func main() {
@@ -56,6 +63,13 @@ func run(in, out string) error {
 				break
 			}
 			return err
+		}
+		for i := range obj.Rules {
+			for j, name := range obj.Rules[i].ResourceNames {
+				if chart, ok := resourceNames[name]; ok {
+					obj.Rules[i].ResourceNames[j] = chart
+				}
+			}
 		}
 		rules, err := sigsyaml.Marshal(map[string]any{"rules": obj.Rules})
 		if err != nil {

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 
 	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/device"
+	"github.com/itmanager-io/itmanager/internal/webhookcert"
 )
 
 // Manager holds the manager's flags. NewManager gives the defaults,
@@ -41,7 +44,13 @@ type Manager struct {
 	WebhookHost    string
 	WebhookPort    int
 	WebhookCertDir string
-	EnableHTTP2    bool
+	// WebhookCertSecret, when set, turns on certificate rotation by the
+	// manager (internal/webhookcert) for WebhookServiceName and
+	// WebhookConfigurationName.
+	WebhookCertSecret        string
+	WebhookServiceName       string
+	WebhookConfigurationName string
+	EnableHTTP2              bool
 
 	OperatorNamespace string
 	DevicesNamespace  string
@@ -84,27 +93,29 @@ func NewManager(getenv func(string) string) *Manager {
 		operatorNS = ns
 	}
 	return &Manager{
-		MetricsAddr:           ":8443",
-		MetricsSecure:         true,
-		ProbeAddr:             ":8081",
-		PprofAddr:             "0",
-		LeaseDuration:         15 * time.Second,
-		RenewDeadline:         10 * time.Second,
-		RetryPeriod:           2 * time.Second,
-		EnableWebhooks:        true,
-		WebhookPort:           9443,
-		OperatorNamespace:     operatorNS,
-		DevicesNamespace:      "itmanager-devices",
-		UpgradesNamespace:     controllers.DefaultUpgradesNamespace,
-		StaleAfter:            5 * time.Minute,
-		LastCheckInRefresh:    5 * time.Minute,
-		APIQPS:                200,
-		APIBurst:              400,
-		Workers:               16,
-		BindableRoles:         strings.Join(controllers.DefaultBindableRoles, ","),
-		ClusterWideRoles:      strings.Join(controllers.DefaultClusterWideRoles, ","),
-		ProviderCheckInterval: 5 * time.Minute,
-		Zap:                   zap.Options{Development: false},
+		MetricsAddr:              ":8443",
+		MetricsSecure:            true,
+		ProbeAddr:                ":8081",
+		PprofAddr:                "0",
+		LeaseDuration:            15 * time.Second,
+		RenewDeadline:            10 * time.Second,
+		RetryPeriod:              2 * time.Second,
+		EnableWebhooks:           true,
+		WebhookPort:              9443,
+		WebhookServiceName:       webhookcert.DefaultServiceName,
+		WebhookConfigurationName: webhookcert.DefaultConfigurationName,
+		OperatorNamespace:        operatorNS,
+		DevicesNamespace:         "itmanager-devices",
+		UpgradesNamespace:        controllers.DefaultUpgradesNamespace,
+		StaleAfter:               5 * time.Minute,
+		LastCheckInRefresh:       5 * time.Minute,
+		APIQPS:                   200,
+		APIBurst:                 400,
+		Workers:                  16,
+		BindableRoles:            strings.Join(controllers.DefaultBindableRoles, ","),
+		ClusterWideRoles:         strings.Join(controllers.DefaultClusterWideRoles, ","),
+		ProviderCheckInterval:    5 * time.Minute,
+		Zap:                      zap.Options{Development: false},
 	}
 }
 
@@ -121,7 +132,10 @@ func (o *Manager) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.EnableWebhooks, "enable-webhooks", o.EnableWebhooks, "Serve the validating admission webhook.")
 	fs.StringVar(&o.WebhookHost, "webhook-host", o.WebhookHost, "Address the webhook server binds to (default: all).")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "Port the webhook server listens on.")
-	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhook server; reloaded when they change.")
+	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhook server; reloaded when they change. With --webhook-cert-secret the manager writes them there (it must be writable; default "+DefaultWebhookCertDir+").")
+	fs.StringVar(&o.WebhookCertSecret, "webhook-cert-secret", o.WebhookCertSecret, "Secret in the operator namespace where the manager keeps a self-signed CA and the webhook's serving certificate, renewing them before they expire, and from which every replica serves; the leader writes the CA into --webhook-configuration-name. Empty: no rotation, the certificate is read from --webhook-cert-dir as given (cert-manager, make dev).")
+	fs.StringVar(&o.WebhookServiceName, "webhook-service-name", o.WebhookServiceName, "Service in the operator namespace the API server calls the webhook through: the rotated certificate is for <name>.<namespace>.svc.")
+	fs.StringVar(&o.WebhookConfigurationName, "webhook-configuration-name", o.WebhookConfigurationName, "ValidatingWebhookConfiguration that gets the rotated CA bundle; no other is changed.")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", o.EnableHTTP2, "Serve HTTP/2 on the metrics and webhook servers (off by default: CVE-2023-44487).")
 	fs.StringVar(&o.OperatorNamespace, "operator-namespace", o.OperatorNamespace, "Namespace of the operator; it holds the leader election Lease, and Secrets referenced by AccountProviders resolve only here.")
 	fs.StringVar(&o.DevicesNamespace, "devices-namespace", o.DevicesNamespace, "Namespace of the per-device Leases and enrolment Secrets.")
@@ -173,6 +187,20 @@ func (o *Manager) Complete() error {
 	}
 	if o.WebhookPort < 1 || o.WebhookPort > 65535 {
 		bad("webhook-port", "%d is not a port (1-65535)", o.WebhookPort)
+	}
+	if o.WebhookCertSecret != "" {
+		if o.WebhookCertDir == "" {
+			o.WebhookCertDir = DefaultWebhookCertDir
+		}
+		if msgs := validation.IsDNS1123Subdomain(o.WebhookCertSecret); len(msgs) > 0 {
+			bad("webhook-cert-secret", "%q is not a Secret name: %s", o.WebhookCertSecret, strings.Join(msgs, "; "))
+		}
+		if msgs := validation.IsDNS1035Label(o.WebhookServiceName); len(msgs) > 0 {
+			bad("webhook-service-name", "%q is not a Service name: %s", o.WebhookServiceName, strings.Join(msgs, "; "))
+		}
+		if msgs := validation.IsDNS1123Subdomain(o.WebhookConfigurationName); len(msgs) > 0 {
+			bad("webhook-configuration-name", "%q is not a ValidatingWebhookConfiguration name: %s", o.WebhookConfigurationName, strings.Join(msgs, "; "))
+		}
 	}
 	for _, ns := range []struct{ flag, value string }{
 		{"operator-namespace", o.OperatorNamespace}, {"devices-namespace", o.DevicesNamespace},
@@ -236,6 +264,15 @@ func (o *Manager) Complete() error {
 	}
 	return errors.Join(errs...)
 }
+
+// DefaultWebhookCertDir is controller-runtime's default certificate
+// directory, where the manager writes rotated certificates when
+// --webhook-cert-dir is not given.
+var DefaultWebhookCertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
+
+// WebhookCertRotation reports whether the manager issues and rotates the
+// webhook's serving certificate itself.
+func (o *Manager) WebhookCertRotation() bool { return o.EnableWebhooks && o.WebhookCertSecret != "" }
 
 // BindableRoleNames is --bindable-cluster-roles as a list (nil: none).
 func (o *Manager) BindableRoleNames() []string { return SplitList(o.BindableRoles) }

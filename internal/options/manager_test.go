@@ -42,6 +42,8 @@ func TestDefaults(t *testing.T) {
 		"retry period":       {o.RetryPeriod, 2 * time.Second},
 		"webhooks":           {o.EnableWebhooks, true},
 		"webhook port":       {o.WebhookPort, 9443},
+		"no cert rotation":   {o.WebhookCertRotation(), false},
+		"webhook cert dir":   {o.WebhookCertDir, ""},
 		"no HTTP/2":          {o.EnableHTTP2, false},
 		"operator namespace": {o.OperatorNamespace, "itmanager-system"},
 		"devices namespace":  {o.DevicesNamespace, "itmanager-devices"},
@@ -125,6 +127,36 @@ func TestCertificateHosts(t *testing.T) {
 	}
 }
 
+// TestWebhookCertRotationIsOnlyOnWithASecret: make dev and cert-manager
+// give no Secret and serve the files they provide; the chart's default
+// gives one, and the certificate then goes to the default directory unless
+// another is named, for the Service and configuration named (checked only
+// then).
+func TestWebhookCertRotationIsOnlyOnWithASecret(t *testing.T) {
+	o, err := parse(t, nil, "--webhook-cert-dir=/dev/certs", "--webhook-service-name=Not_Checked")
+	if err != nil || o.WebhookCertRotation() || o.WebhookCertDir != "/dev/certs" {
+		t.Fatalf("without a Secret: rotation %v, dir %q, err %v; want off, /dev/certs as given", o.WebhookCertRotation(), o.WebhookCertDir, err)
+	}
+	o, err = parse(t, nil, "--webhook-cert-secret=itm-webhook-cert")
+	if err != nil || !o.WebhookCertRotation() || o.WebhookCertDir != DefaultWebhookCertDir ||
+		o.WebhookServiceName != "itmanager-webhook-service" || o.WebhookConfigurationName != "itmanager-validating-webhook-configuration" {
+		t.Fatalf("with a Secret: %+v, %v", o, err)
+	}
+	if o, _ = parse(t, nil, "--webhook-cert-secret=s", "--enable-webhooks=false"); o.WebhookCertRotation() {
+		t.Error("rotation is on with the webhooks off")
+	}
+	for _, c := range []struct{ arg, want string }{
+		{"--webhook-service-name=1webhook", "--webhook-service-name"},
+		{"--webhook-service-name=web.hook", "--webhook-service-name"},
+		{"--webhook-configuration-name=", "--webhook-configuration-name"},
+		{"--webhook-configuration-name=Web hook", "--webhook-configuration-name"},
+	} {
+		if _, err := parse(t, nil, "--webhook-cert-secret=s", c.arg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s with rotation: got %v, want an error naming %s", c.arg, err, c.want)
+		}
+	}
+}
+
 // TestBadValuesAreRefusedByName: each bad value is refused with an error
 // that names its flag, before anything starts.
 func TestBadValuesAreRefusedByName(t *testing.T) {
@@ -136,6 +168,7 @@ func TestBadValuesAreRefusedByName(t *testing.T) {
 		{"--pprof-bind-address=:6060:1", "--pprof-bind-address"},
 		{"--webhook-port=0", "--webhook-port"},
 		{"--webhook-port=70000", "--webhook-port"},
+		{"--webhook-cert-secret=Webhook_Cert", "--webhook-cert-secret"},
 		{"--operator-namespace=", "--operator-namespace"},
 		{"--devices-namespace=Devices", "--devices-namespace"},
 		{"--upgrades-namespace=up_grades", "--upgrades-namespace"},

@@ -9,14 +9,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strings"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -137,13 +141,13 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 				t.Errorf("%s in %q: %v", g.GetKind(), g.GetNamespace(), err)
 				continue
 			}
-			if !equality.Semantic.DeepEqual(want, got) {
+			if !equality.Semantic.DeepEqual(want, asKustomizeResourceNames(got)) {
 				t.Errorf("chart %s in %q differs from config/rbac/role.yaml; run make manifests", g.GetKind(), g.GetNamespace())
 			}
 		}
 	})
 
-	t.Run("webhooks are the generated ones, pointed at the Service with a CA", func(t *testing.T) {
+	t.Run("webhooks are the generated ones, pointed at the Service, their CA left to the manager", func(t *testing.T) {
 		generated := readTyped[admissionregistrationv1.ValidatingWebhookConfiguration](t, filepath.Join(root, "config", "webhook", "manifests.yaml"))
 		installed := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 		if err := c.Get(ctx, client.ObjectKey{Name: "itmanager"}, installed); err != nil {
@@ -168,11 +172,173 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 				*w.ClientConfig.Service.Path != *g.ClientConfig.Service.Path {
 				t.Errorf("webhook %s does not point at the chart's Service: %+v", w.Name, w.ClientConfig.Service)
 			}
-			if len(w.ClientConfig.CABundle) == 0 {
-				t.Errorf("webhook %s has no CA bundle", w.Name)
+			if len(w.ClientConfig.CABundle) != 0 {
+				t.Errorf("webhook %s renders a CA bundle; the manager injects it", w.Name)
 			}
 		}
 	})
+
+	t.Run("the manager rotates the webhook certificate in the empty Secret, for the Service and configuration rendered", func(t *testing.T) {
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "itmanager-webhook-server-cert"}, secret); err != nil {
+			t.Fatal(err)
+		}
+		if secret.Type != corev1.SecretTypeOpaque || len(secret.Data) != 0 {
+			t.Errorf("the Secret is %s with %d keys; want Opaque and empty (the manager fills it)", secret.Type, len(secret.Data))
+		}
+		args := managerArgs(t, rendered)
+		for _, want := range []string{"--webhook-cert-secret=itmanager-webhook-server-cert", "--webhook-service-name=itmanager-webhook",
+			"--webhook-configuration-name=itmanager", "--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs"} {
+			if !slices.Contains(args, want) {
+				t.Errorf("the manager lacks %s: %v", want, args)
+			}
+		}
+		deployment := &appsv1.Deployment{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "itmanager"}, deployment); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range deployment.Spec.Template.Spec.Volumes {
+			if v.Name == "webhook-cert" && (v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory) {
+				t.Errorf("the certificate directory is %+v; want an emptyDir in memory the manager writes", v.VolumeSource)
+			}
+		}
+	})
+}
+
+// TestChartRendersTheSameTwice: nothing in the chart is generated at
+// render time (no genCA, no lookup), so a GitOps tool that renders it on
+// every sync (Argo CD runs helm template) finds nothing to change.
+func TestChartRendersTheSameTwice(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, values := range map[string][]string{
+		"the defaults": nil,
+		"cert-manager": {"--set", "webhook.certManager.enabled=true", "--set", "webhook.certManager.issuerRef.name=ca", "--set", "webhook.certManager.issuerRef.kind=ClusterIssuer"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			first, second := helmTemplate(t, root, values...), helmTemplate(t, root, values...)
+			if !bytes.Equal(first, second) {
+				t.Errorf("two renders differ:\n%s", firstDifference(first, second))
+			}
+			if bytes.Contains(first, []byte("caBundle")) || bytes.Contains(first, []byte("BEGIN ")) {
+				t.Error("the rendered chart carries a CA bundle or key material")
+			}
+		})
+	}
+}
+
+// TestChartWithCertManagerLeavesTheCertificateToIt: a Certificate for the
+// Service's names from the issuer given, mounted into the manager, its CA
+// injected by cert-manager; no rotation by the manager and no empty Secret.
+func TestChartWithCertManagerLeavesTheCertificateToIt(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := decodeAll(t, helmTemplate(t, root, "--set", "webhook.certManager.enabled=true",
+		"--set", "webhook.certManager.issuerRef.name=ca", "--set", "webhook.certManager.issuerRef.kind=ClusterIssuer"))
+	var certificate, configuration *unstructured.Unstructured
+	for _, obj := range objs {
+		switch {
+		case obj.GetKind() == "Certificate":
+			certificate = obj
+		case obj.GetKind() == "ValidatingWebhookConfiguration":
+			configuration = obj
+		case obj.GetKind() == "Secret" && obj.GetName() == "itmanager-webhook-server-cert":
+			t.Error("the chart renders the manager's empty Secret with cert-manager")
+		}
+	}
+	if certificate == nil || configuration == nil {
+		t.Fatalf("Certificate %v, configuration %v", certificate != nil, configuration != nil)
+	}
+	secretName, _, _ := unstructured.NestedString(certificate.Object, "spec", "secretName")
+	dnsNames, _, _ := unstructured.NestedStringSlice(certificate.Object, "spec", "dnsNames")
+	issuer, _, _ := unstructured.NestedString(certificate.Object, "spec", "issuerRef", "name")
+	if secretName != "itmanager-webhook-cert" || !slices.Contains(dnsNames, "itmanager-webhook."+namespace+".svc") || issuer != "ca" {
+		t.Errorf("Certificate: secret %q, names %v, issuer %q", secretName, dnsNames, issuer)
+	}
+	if got := configuration.GetAnnotations()["cert-manager.io/inject-ca-from"]; got != namespace+"/itmanager-webhook-cert" {
+		t.Errorf("inject-ca-from is %q", got)
+	}
+	for _, arg := range managerArgs(t, objs) {
+		if strings.HasPrefix(arg, "--webhook-cert-secret") {
+			t.Errorf("the manager rotates a certificate too: %s", arg)
+		}
+	}
+	deployment := typedOf[appsv1.Deployment](t, objs, "Deployment", "itmanager")
+	mounted := false
+	for _, v := range deployment.Spec.Template.Spec.Volumes {
+		mounted = mounted || (v.Name == "webhook-cert" && v.Secret != nil && v.Secret.SecretName == "itmanager-webhook-cert")
+	}
+	if !mounted {
+		t.Error("the manager does not mount cert-manager's Secret")
+	}
+}
+
+func helmTemplate(t *testing.T, root string, args ...string) []byte {
+	t.Helper()
+	out, err := exec.Command(helmBinary(t, root), append([]string{"template", "itmanager", filepath.Join(root, "charts", "itmanager"),
+		"--namespace", namespace, "--kube-version", "1.36.3"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("helm template %v: %v", args, err)
+	}
+	return out
+}
+
+func firstDifference(a, b []byte) string {
+	al, bl := strings.Split(string(a), "\n"), strings.Split(string(b), "\n")
+	for i := range min(len(al), len(bl)) {
+		if al[i] != bl[i] {
+			return fmt.Sprintf("line %d: %q vs %q", i+1, al[i], bl[i])
+		}
+	}
+	return fmt.Sprintf("%d lines vs %d", len(al), len(bl))
+}
+
+func typedOf[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
+	t.Helper()
+	for _, obj := range objs {
+		if obj.GetKind() == kind && obj.GetName() == name {
+			out := new(T)
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, out); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+	}
+	t.Fatalf("no %s %s rendered", kind, name)
+	return nil
+}
+
+// managerArgs are the rendered manager container's arguments.
+func managerArgs(t *testing.T, objs []*unstructured.Unstructured) []string {
+	t.Helper()
+	for _, c := range typedOf[appsv1.Deployment](t, objs, "Deployment", "itmanager").Spec.Template.Spec.Containers {
+		if c.Name == "manager" {
+			return c.Args
+		}
+	}
+	t.Fatal("no manager container")
+	return nil
+}
+
+// asKustomizeResourceNames maps the chart's names of the objects a rule
+// names back to config/default's (hack/chartrbac maps them the other way):
+// the release "itmanager" calls its webhook configuration "itmanager".
+func asKustomizeResourceNames(rules []rbacv1.PolicyRule) []rbacv1.PolicyRule {
+	out := make([]rbacv1.PolicyRule, len(rules))
+	for i, r := range rules {
+		r.ResourceNames = slices.Clone(r.ResourceNames)
+		for j, name := range r.ResourceNames {
+			if name == "itmanager" && slices.Contains(r.Resources, "validatingwebhookconfigurations") {
+				r.ResourceNames[j] = "itmanager-validating-webhook-configuration"
+			}
+		}
+		out[i] = r
+	}
+	return out
 }
 
 // install creates obj as helm install would. The test API server serves

@@ -22,6 +22,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ include "itmanager.fullname" . }}-webhook
 {{- end -}}
 
+{{- /* The Secret cert-manager issues the webhook certificate into. */ -}}
 {{- define "itmanager.webhookSecret" -}}
 {{ include "itmanager.fullname" . }}-webhook-cert
 {{- end -}}
@@ -74,4 +75,17 @@ unhealthyPodEvictionPolicy: {{ . }}
 selector:
   matchLabels:
     {{- .selector | nindent 4 }}
+{{- end -}}
+
+{{- /* The Secret the manager rotates the webhook certificate in (another
+name than cert-manager's: a Secret's type cannot change, so switching
+between the two never collides). */ -}}
+{{- define "itmanager.webhookRotatedSecret" -}}
+{{ include "itmanager.fullname" . }}-webhook-server-cert
+{{- end -}}
+
+{{- /* The ValidatingWebhookConfiguration; hack/chartrbac names it in the
+manager's RBAC (update on this one only). */ -}}
+{{- define "itmanager.webhookConfiguration" -}}
+{{ include "itmanager.fullname" . }}
 {{- end -}}
