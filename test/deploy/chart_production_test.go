@@ -18,12 +18,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"k8s.io/utils/ptr"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/itmanager-io/itmanager/internal/nodeupgrade"
 	"github.com/itmanager-io/itmanager/internal/testenv"
 )
 
@@ -394,9 +397,10 @@ func TestEveryPodTheChartRendersMeetsTheRestrictedProfile(t *testing.T) {
 	})
 }
 
-// TestChartRendersIdenticallyTwice: rendered manifests are stable, so Argo
-// CD (helm template, no lookup) stays Synced instead of rolling a new CA on
-// every sync.
+// TestChartRendersIdenticallyTwice: nothing in the chart is generated at
+// render time (no genCA, no lookup: the manager rotates the webhook
+// certificate), so a GitOps tool that renders it on every sync (Argo CD runs
+// helm template) finds nothing to change and no CA or key is in it.
 func TestChartRendersIdenticallyTwice(t *testing.T) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -408,15 +412,6 @@ func TestChartRendersIdenticallyTwice(t *testing.T) {
 		"every option":                          {"-f", allOptions},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if name == "defaults" {
-				// Known dependency, not a pass: the default webhook
-				// certificate is made by genCA in webhook.yaml until the
-				// manager rotates it (cert-controller, issue 14 item 5).
-				// This case runs by itself once genCA is gone.
-				if tpl := mustRead(t, filepath.Join(root, "charts", "itmanager", "templates", "webhook.yaml")); bytes.Contains(tpl, []byte("genCA")) {
-					t.Skip("templates/webhook.yaml still generates its CA with genCA: default renders differ until cert-controller replaces it")
-				}
-			}
 			first, err := render(t, root, args...)
 			if err != nil {
 				t.Fatal(err)
@@ -427,6 +422,9 @@ func TestChartRendersIdenticallyTwice(t *testing.T) {
 			}
 			if !bytes.Equal(first, second) {
 				t.Errorf("two renders differ:\n%s", firstDifference(first, second))
+			}
+			if bytes.Contains(first, []byte("caBundle")) || bytes.Contains(first, []byte("BEGIN ")) {
+				t.Error("the rendered chart carries a CA bundle or key material")
 			}
 		})
 	}
@@ -588,5 +586,38 @@ func TestHelmInstallDryRunAgainstARealAPIServer(t *testing.T) {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES lack %q:\n%s", want, notes)
 		}
+	}
+}
+
+// TestChartPodsStayThroughTheirNodesDrain: the manager's and the check-in
+// service's Pods carry itmanager.io/drain=skip, so a maintenance window
+// that drains their node (on a one-node cluster, the node that holds both
+// replicas) leaves them running to finish the upgrade and uncordon it: the
+// drain's own filter chain skips a Pod made from each template.
+func TestChartPodsStayThroughTheirNodesDrain(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	filters := nodeupgrade.Filters(nodeupgrade.DrainOptions{IgnoreDaemonSets: true, UpgradesNamespace: "itmanager-upgrades", DeviceLabel: "itmanager.io/device"})
+	found := 0
+	for _, obj := range mustRender(t, root) {
+		if obj.GetKind() != "Deployment" {
+			continue
+		}
+		found++
+		var d appsv1.Deployment
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &d); err != nil {
+			t.Fatal(err)
+		}
+		pod := &corev1.Pod{ObjectMeta: d.Spec.Template.ObjectMeta, Spec: d.Spec.Template.Spec}
+		pod.Namespace = namespace
+		pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: d.Name + "-1", UID: "u", Controller: ptr.To(true)}}
+		if v := nodeupgrade.Classify(pod, filters); v.Class != nodeupgrade.Skip || v.Rule != nodeupgrade.RuleSkipLabel {
+			t.Errorf("Deployment %s: a drain classes its Pod %+v, want skipped by its label", d.Name, v)
+		}
+	}
+	if found != 2 {
+		t.Errorf("found %d Deployments, want the manager's and the check-in service's", found)
 	}
 }

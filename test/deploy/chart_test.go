@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -205,30 +204,6 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 	})
 }
 
-// TestChartRendersTheSameTwice: nothing in the chart is generated at
-// render time (no genCA, no lookup), so a GitOps tool that renders it on
-// every sync (Argo CD runs helm template) finds nothing to change.
-func TestChartRendersTheSameTwice(t *testing.T) {
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, values := range map[string][]string{
-		"the defaults": nil,
-		"cert-manager": {"--set", "webhook.certManager.enabled=true", "--set", "webhook.certManager.issuerRef.name=ca", "--set", "webhook.certManager.issuerRef.kind=ClusterIssuer"},
-	} {
-		t.Run(name, func(t *testing.T) {
-			first, second := helmTemplate(t, root, values...), helmTemplate(t, root, values...)
-			if !bytes.Equal(first, second) {
-				t.Errorf("two renders differ:\n%s", firstDifference(first, second))
-			}
-			if bytes.Contains(first, []byte("caBundle")) || bytes.Contains(first, []byte("BEGIN ")) {
-				t.Error("the rendered chart carries a CA bundle or key material")
-			}
-		})
-	}
-}
-
 // TestChartWithCertManagerLeavesTheCertificateToIt: a Certificate for the
 // Service's names from the issuer given, mounted into the manager, its CA
 // injected by cert-manager; no rotation by the manager and no empty Secret.
@@ -285,16 +260,6 @@ func helmTemplate(t *testing.T, root string, args ...string) []byte {
 		t.Fatalf("helm template %v: %v", args, err)
 	}
 	return out
-}
-
-func firstDifference(a, b []byte) string {
-	al, bl := strings.Split(string(a), "\n"), strings.Split(string(b), "\n")
-	for i := range min(len(al), len(bl)) {
-		if al[i] != bl[i] {
-			return fmt.Sprintf("line %d: %q vs %q", i+1, al[i], bl[i])
-		}
-	}
-	return fmt.Sprintf("%d lines vs %d", len(al), len(bl))
 }
 
 func typedOf[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
