@@ -39,14 +39,14 @@ type Snapshot struct {
 	IPTables map[string]string `json:"iptables"` // "iptables"/"ip6tables" → iptables-save
 	NFT      string            `json:"nft"`
 	// NFTChains are "family table chain" of every nftables chain.
-	NFTChains []string `json:"nftChains"`
-	Links    []string          `json:"links"`
-	Routes   []string          `json:"routes"`
-	Mounts   []string          `json:"mounts"`
-	IPSets   []string          `json:"ipsets"`
-	Netns    []string          `json:"netns"`
-	Paths    map[string]bool   `json:"paths"`
-	Cgroups  []string          `json:"cgroups"`
+	NFTChains []string        `json:"nftChains"`
+	Links     []string        `json:"links"`
+	Routes    []string        `json:"routes"`
+	Mounts    []string        `json:"mounts"`
+	IPSets    []string        `json:"ipsets"`
+	Netns     []string        `json:"netns"`
+	Paths     map[string]bool `json:"paths"`
+	Cgroups   []string        `json:"cgroups"`
 }
 
 func output(name string, args ...string) (string, error) {
@@ -360,8 +360,8 @@ func iptablesCleanup(before, after string) string {
 func nftChains(jsonOut string) ([]string, error) {
 	var doc struct {
 		Nftables []struct {
-			Table *struct{ Family, Name string }        `json:"table"`
-			Chain *struct{ Family, Table, Name string } `json:"chain"`
+			Table *struct{ Family, Name string }         `json:"table"`
+			Chain *struct{ Family, Table, Name string }  `json:"chain"`
 			Rule  *struct{ Family, Table, Chain string } `json:"rule"`
 		} `json:"nftables"`
 	}
