@@ -79,6 +79,15 @@ type proc struct {
 	err  error
 }
 
+// exitErr is how the process ended; a clean exit is an error too, as
+// every component should run until stopped.
+func (p *proc) exitErr() error {
+	if p.err == nil {
+		return errors.New("exit status 0")
+	}
+	return p.err
+}
+
 type cluster struct {
 	root    string
 	cfg     Config
@@ -94,10 +103,10 @@ func (k *cluster) phase(name string) {
 	fmt.Printf("==> %s (at %.1fs)\n", name, time.Since(k.started).Seconds())
 }
 
-func (k *cluster) start(name, bin string, args []string, env ...string) (*proc, error) {
+func (k *cluster) start(name, bin string, args []string, env ...string) error {
 	logFile, err := os.OpenFile(filepath.Join(k.cfg.Dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -107,7 +116,7 @@ func (k *cluster) start(name, bin string, args []string, env ...string) (*proc, 
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -116,7 +125,7 @@ func (k *cluster) start(name, bin string, args []string, env ...string) (*proc, 
 		close(p.done)
 	}()
 	k.procs = append(k.procs, p)
-	return p, nil
+	return nil
 }
 
 // waitFor polls ok until it holds, a watched process exits, or timeout.
@@ -129,7 +138,7 @@ func (k *cluster) waitFor(ctx context.Context, what string, timeout time.Duratio
 		for _, p := range k.procs {
 			select {
 			case <-p.done:
-				return fmt.Errorf("waiting for %s: %s exited (%v); see .cluster/logs/%s.log", what, p.name, p.err, p.name)
+				return fmt.Errorf("waiting for %s: %s exited (see .cluster/logs/%s.log): %w", what, p.name, p.name, p.exitErr())
 			default:
 			}
 		}
@@ -250,7 +259,7 @@ func (k *cluster) serve(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	case p := <-cases:
-		return fmt.Errorf("%s exited on its own (%v); see .cluster/logs/%s.log", p.name, p.err, p.name)
+		return fmt.Errorf("%s exited on its own (see .cluster/logs/%s.log): %w", p.name, p.name, p.exitErr())
 	}
 }
 
@@ -283,7 +292,7 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 	}
 	k.phase("Host network and guard")
 
-	if _, err := k.start("etcd", k.bins.etcd, cfg.etcdArgs()); err != nil {
+	if err := k.start("etcd", k.bins.etcd, cfg.etcdArgs()); err != nil {
 		return err
 	}
 	if err := k.waitFor(ctx, "etcd", time.Minute, func() bool {
@@ -298,7 +307,7 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 	}
 	k.phase("etcd healthy")
 
-	if _, err := k.start("kube-apiserver", k.bins.apiserver, cfg.apiserverArgs()); err != nil {
+	if err := k.start("kube-apiserver", k.bins.apiserver, cfg.apiserverArgs()); err != nil {
 		return err
 	}
 	restCfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(cfg.Dir, "kubeconfig.tmp"))
@@ -317,17 +326,17 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 	}
 	k.phase("kube-apiserver ready")
 
-	if _, err := k.start("kube-controller-manager", k.bins.controllerManager, cfg.controllerManagerArgs()); err != nil {
+	if err := k.start("kube-controller-manager", k.bins.controllerManager, cfg.controllerManagerArgs()); err != nil {
 		return err
 	}
-	if _, err := k.start("kube-scheduler", k.bins.scheduler, cfg.schedulerArgs()); err != nil {
+	if err := k.start("kube-scheduler", k.bins.scheduler, cfg.schedulerArgs()); err != nil {
 		return err
 	}
 	if err := kubeRouterRBAC(ctx, cs); err != nil {
 		return err
 	}
 
-	if _, err := k.start("containerd", k.bins.containerd(), cfg.containerdArgs(), "PATH="+k.bins.containerdDir+":"+os.Getenv("PATH")); err != nil {
+	if err := k.start("containerd", k.bins.containerd(), cfg.containerdArgs(), "PATH="+k.bins.containerdDir+":"+os.Getenv("PATH")); err != nil {
 		return err
 	}
 	if err := k.waitFor(ctx, "containerd", time.Minute, func() bool {
@@ -341,10 +350,10 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 	}
 	k.phase("Pause image imported")
 
-	if _, err := k.start("kubelet", k.bins.kubelet, cfg.kubeletArgs()); err != nil {
+	if err := k.start("kubelet", k.bins.kubelet, cfg.kubeletArgs()); err != nil {
 		return err
 	}
-	if _, err := k.start("kube-proxy", k.bins.kubeProxy, cfg.kubeProxyArgs()); err != nil {
+	if err := k.start("kube-proxy", k.bins.kubeProxy, cfg.kubeProxyArgs()); err != nil {
 		return err
 	}
 	if err := k.waitFor(ctx, "node "+cfg.NodeName+" Ready", 3*time.Minute, func() bool {
@@ -363,7 +372,7 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 	}
 	k.phase("Node Ready")
 
-	if _, err := k.start("kube-router", k.bins.kubeRouter, cfg.kubeRouterArgs()); err != nil {
+	if err := k.start("kube-router", k.bins.kubeRouter, cfg.kubeRouterArgs()); err != nil {
 		return err
 	}
 	if err := k.waitFor(ctx, "kube-router's firewall chains", 2*time.Minute, func() bool {

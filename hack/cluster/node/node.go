@@ -9,6 +9,7 @@ package node
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -222,6 +223,11 @@ func Devices(stateDir string) []string {
 // Exec returns a command that runs argv inside device name's namespace.
 func Exec(name string, argv ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", name}, argv...)...)
+}
+
+// ExecContext is Exec bound to ctx (the command is killed when ctx ends).
+func ExecContext(ctx context.Context, name string, argv ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", name}, argv...)...)
 }
 
 // GuardCounters reads the guard table's named drop counters (packets).
