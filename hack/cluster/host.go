@@ -94,11 +94,7 @@ func takeSnapshot() Snapshot {
 		s.NFTChains, _ = nftChains(out)
 	}
 	if out, err := output("ip", "-o", "link", "show"); err == nil {
-		for _, l := range lines(out) {
-			if f := strings.Fields(l); len(f) > 1 {
-				s.Links = append(s.Links, strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0])
-			}
-		}
+		s.Links = linkNames(out)
 	}
 	for _, fam := range []string{"-4", "-6"} {
 		out, _ := output("ip", fam, "route", "show", "table", "all")
@@ -125,6 +121,18 @@ func takeSnapshot() Snapshot {
 	sort.Strings(s.Links)
 	sort.Strings(s.IPSets)
 	return s
+}
+
+// linkNames reads the link names of `ip -o link show` output ("3: veth1@if2: ..."
+// is veth1).
+func linkNames(out string) []string {
+	var names []string
+	for _, l := range lines(out) {
+		if f := strings.Fields(l); len(f) > 1 {
+			names = append(names, strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0])
+		}
+	}
+	return names
 }
 
 // parseMountinfo returns "mountpoint fstype source" per mount.

@@ -168,3 +168,11 @@ func TestStateDirectoryMatching(t *testing.T) {
 		t.Error("underAny")
 	}
 }
+
+func TestLinkNamesDropThePeerSuffix(t *testing.T) {
+	out := "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN\\    link/loopback 00:00\n" +
+		"9: vethd7243823@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master itmbr0 state UP\n"
+	if got := linkNames(out); !slices.Equal(got, []string{"lo", "vethd7243823"}) {
+		t.Errorf("links = %v", got)
+	}
+}

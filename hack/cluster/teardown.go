@@ -86,8 +86,16 @@ func teardown(cfg Config, k *cluster) error {
 	for _, name := range node.Devices(dir) {
 		note(node.DeleteDevice(dir, name))
 	}
+	// The bridge's ports (pods' and devices' veths; deleting one end
+	// deletes its peer), then the bridge. Links of others, podman's veths
+	// among them, are not the bridge's ports and stay.
+	if out, err := output("ip", "-o", "link", "show", "master", cfg.Bridge); err == nil {
+		for _, port := range linkNames(out) {
+			note(sh("ip", "link", "del", port))
+		}
+	}
 	for _, l := range diffNew(before.Links, takeSnapshot().Links) {
-		if l == cfg.Bridge || strings.HasPrefix(l, "veth") || strings.HasPrefix(l, "itmd") {
+		if l == cfg.Bridge || strings.HasPrefix(l, "itmd") {
 			note(sh("ip", "link", "del", l))
 		}
 	}
