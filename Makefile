@@ -117,6 +117,7 @@ CLUSTER_BIN ?= $(LOCALBIN)/itmanager-cluster
 .PHONY: cluster
 cluster: ## Run a real single-node cluster (root) until Ctrl-C or make cluster-down; writes .cluster/kubeconfig when Ready.
 	@if [ "$$(id -u)" != 0 ]; then echo "make cluster needs root: it creates links, routes, nftables/iptables rules and runs kubelet and containerd (sudo make cluster)" >&2; exit 1; fi
+	hack/install-node-packages.sh
 	hack/control-plane.sh --node >/dev/null
 	go build -o $(CLUSTER_BIN) ./hack/cluster
 	IMG="$(IMG)" IMAGES="$(IMAGES)" $(CLUSTER_BIN) up
@@ -186,6 +187,7 @@ image: docker-build ## Build the image IMG (/manager and /itmanager-checkin, FRO
 
 .PHONY: docker-build
 docker-build: ## Build static binaries, then IMG from Containerfile with CONTAINER_TOOL (podman; docker works the same).
+	@if [ "$(CONTAINER_TOOL)" = podman ]; then hack/install-node-packages.sh image; fi
 	@test -r $(CA_BUNDLE) || { echo "no CA bundle at $(CA_BUNDLE): install Debian's ca-certificates or set CA_BUNDLE" >&2; exit 1; }
 	rm -rf $(IMAGE_DIR)/itmanager && mkdir -p $(IMAGE_DIR)/itmanager
 	$(GO_BUILD_STATIC) -o $(IMAGE_DIR)/itmanager/manager .
@@ -220,6 +222,7 @@ e2e-images: $(addprefix e2e-image-,$(E2E_IMAGES)) ## Build the e2e test images (
 
 .PHONY: e2e-image-%
 e2e-image-%:
+	@if [ "$(CONTAINER_TOOL)" = podman ]; then hack/install-node-packages.sh image; fi
 	rm -rf $(IMAGE_DIR)/e2e-$* && mkdir -p $(IMAGE_DIR)/e2e-$*
 	$(GO_BUILD_STATIC) -o $(IMAGE_DIR)/e2e-$*/$* ./test/e2e/images/$*
 	$(call container-build,$(E2E_IMAGE_PREFIX)$*:$(E2E_IMAGE_TAG),test/e2e/images/$*/Containerfile,$(IMAGE_DIR)/e2e-$*)
