@@ -97,7 +97,7 @@ func (s *syncer) sync(secret *corev1.Secret) error {
 		return nil
 	}
 	if _, err := tls.X509KeyPair(crt, key); err != nil {
-		// The leader's rotator replaces it; keep serving what is there.
+		// The rotators replace it; keep serving what is there.
 		s.log.Info("The webhook certificate Secret holds no valid key pair; keeping the current files", "secret", s.certs.opts.Secret)
 		return nil
 	}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -62,11 +63,23 @@ type replica struct {
 	mgr   ctrl.Manager
 	dir   string
 	port  int
+	ctx   context.Context
 	stop  context.CancelFunc
 	done  chan error
+	// started is whether start ran (halt waits for the manager then).
+	started bool
 }
 
 func startReplica(t *testing.T, cfg *rest.Config, name string, leaderElection bool) *replica {
+	t.Helper()
+	r := newReplica(t, cfg, name, leaderElection)
+	r.start()
+	return r
+}
+
+// newReplica sets a replica up (the Secret is created if missing) without
+// starting it.
+func newReplica(t *testing.T, cfg *rest.Config, name string, leaderElection bool) *replica {
 	t.Helper()
 	ports, err := testenv.FreePorts(1)
 	if err != nil {
@@ -91,13 +104,18 @@ func startReplica(t *testing.T, cfg *rest.Config, name string, leaderElection bo
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r.stop = cancel
+	r.ctx, r.stop = ctx, cancel
 	if err := r.certs.Setup(ctx, r.mgr); err != nil {
 		t.Fatal(err)
 	}
-	go func() { r.done <- r.mgr.Start(ctx) }()
 	t.Cleanup(r.halt)
 	return r
+}
+
+// start runs the replica's manager.
+func (r *replica) start() {
+	r.started = true
+	go func() { r.done <- r.mgr.Start(r.ctx) }()
 }
 
 // halt stops the replica and waits until it has stopped.
@@ -107,6 +125,9 @@ func (r *replica) halt() {
 	}
 	r.stop()
 	r.stop = nil
+	if !r.started {
+		return
+	}
 	err := <-r.done
 	_ = err // a replica that never led ends with "leader election lost"
 }
@@ -147,62 +168,27 @@ func webhookConfiguration(name string) *admissionregistrationv1.ValidatingWebhoo
 
 // TestManagerRotatesTheWebhookCertificate runs the rotation path of the
 // manager against a real API server, as the manager's ServiceAccount with
-// exactly the generated RBAC, through a replica's life: not ready and not
-// serving before there is a certificate; the leader issues a CA and a
-// certificate for the Service's names into the Secret and writes the CA
-// into the named configuration only; every replica serves it; a restart
-// reuses the Secret; an expiring certificate and an invalid CA are
-// replaced and served.
+// exactly the generated RBAC, through a replica's life while another Pod
+// (an old one without a rotator, as in an upgrade) holds the leader Lease
+// throughout: not ready and not serving before there is a certificate; a
+// replica that does not lead issues a CA and a certificate for the
+// Service's names into the Secret, writes the CA into the named
+// configuration only and turns ready; a second replica serves the same
+// ones without rewriting them; a restart reuses the Secret; an expiring
+// certificate and an invalid CA are replaced and served by every replica.
 func TestManagerRotatesTheWebhookCertificate(t *testing.T) {
-	g := NewWithT(t)
-	g.SetDefaultEventuallyTimeout(90 * time.Second)
-	g.SetDefaultEventuallyPollingInterval(200 * time.Millisecond)
-	if testing.Verbose() {
-		ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true)))
-	} else {
-		ctrl.SetLogger(logr.Discard())
-	}
-	env, err := testenv.Start(testenv.Options{})
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() { _ = env.Stop() })
+	g, admin, _, managerConfig := setUp(t)
 	ctx := context.Background()
-	admin, err := client.New(env.Config, client.Options{Scheme: testenv.Scheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	managerConfig, err := env.ManagerConfig(ctx)
-	g.Expect(err).NotTo(HaveOccurred())
 
 	g.Expect(admin.Create(ctx, webhookConfiguration(configuration))).To(Succeed())
 	other := webhookConfiguration(another)
 	g.Expect(admin.Create(ctx, other)).To(Succeed())
-	// Someone else leads, for as long as the test runs.
-	now := metav1.NewMicroTime(time.Now())
-	g.Expect(admin.Create(ctx, &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: leaseName},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("someone-else"), LeaseDurationSeconds: ptr.To[int32](3600),
-			AcquireTime: &now, RenewTime: &now},
-	})).To(Succeed())
 
-	secret := func() *corev1.Secret {
-		s := &corev1.Secret{}
-		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: namespace, Name: secretName}, s)).To(Succeed())
-		return s
-	}
-	caBundle := func(name string) []byte {
-		c := &admissionregistrationv1.ValidatingWebhookConfiguration{}
-		g.Expect(admin.Get(ctx, client.ObjectKey{Name: name}, c)).To(Succeed())
-		return c.Webhooks[0].ClientConfig.CABundle
-	}
+	secret := secretOf(g, admin)
+	caBundle := caBundleOf(g, admin)
 
-	// A replica that does not lead creates the empty Secret, then waits:
-	// not ready, not serving, no file.
-	follower := startReplica(t, managerConfig, "follower", true)
-	g.Expect(secret().Data).To(BeEmpty())
-	g.Consistently(follower.ready, 3*time.Second).Should(HaveOccurred())
-	g.Expect(filepath.Join(follower.dir, corev1.TLSCertKey)).NotTo(BeAnExistingFile())
-	g.Expect(secret().Data).To(BeEmpty(), "a replica that does not lead wrote the Secret")
-
-	// The leader (no election: it always leads) issues them.
-	leader := startReplica(t, managerConfig, "leader", false)
+	// The first replica creates the empty Secret and, not leading, issues.
+	first := startReplica(t, managerConfig, "first", true)
 	g.Eventually(func(g Gomega) {
 		g.Expect(secret().Data).To(HaveKey("ca.crt"))
 		g.Expect(caBundle(configuration)).NotTo(BeEmpty())
@@ -215,28 +201,31 @@ func TestManagerRotatesTheWebhookCertificate(t *testing.T) {
 		g.Expect(verify(issued.Data["tls.crt"], ca, name, time.Now())).To(Succeed(), "the certificate is not for %s", name)
 	}
 	g.Expect(verify(issued.Data["tls.crt"], ca, "example.com", time.Now())).NotTo(Succeed())
-	g.Eventually(leader.certs.Injected()).Should(BeClosed())
+	g.Eventually(first.certs.Injected()).Should(BeClosed())
+	g.Eventually(first.ready).Should(Succeed(), "a replica that does not lead did not turn ready")
 
 	untouched := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 	g.Expect(admin.Get(ctx, client.ObjectKey{Name: another}, untouched)).To(Succeed())
 	g.Expect(untouched.ResourceVersion).To(Equal(other.ResourceVersion), "another configuration was changed")
 	g.Expect(untouched.Webhooks[0].ClientConfig.CABundle).To(BeEmpty())
 
-	// Both replicas serve the certificate; the files hold no CA key.
-	for _, r := range []*replica{leader, follower} {
+	// A second replica finds the Secret filled: it serves the same
+	// certificate and rewrites nothing.
+	second := startReplica(t, managerConfig, "second", true)
+	for _, r := range []*replica{first, second} {
 		g.Eventually(r.ready).Should(Succeed())
 		g.Eventually(func() ([]byte, error) { return servedRaw(r, ca) }).Should(Equal(pemBlock(issued.Data["tls.crt"])))
 		g.Expect(filepath.Join(r.dir, "ca.key")).NotTo(BeAnExistingFile())
 		g.Expect(os.ReadFile(filepath.Join(r.dir, corev1.TLSPrivateKeyKey))).To(Equal(issued.Data["tls.key"]))
 	}
-	g.Expect(follower.certs.Injected()).NotTo(BeClosed(), "the replica that does not lead injected the CA")
+	g.Eventually(second.certs.Injected()).Should(BeClosed())
+	g.Expect(secret().ResourceVersion).To(Equal(issued.ResourceVersion), "a second replica rewrote the Secret")
 
-	// A restart of the leader reuses the Secret: same CA, same
-	// certificate, no write.
-	leader.halt()
-	leader = startReplica(t, managerConfig, "restarted", false)
-	g.Eventually(leader.ready).Should(Succeed())
-	g.Eventually(leader.certs.Injected()).Should(BeClosed())
+	// A restart reuses the Secret: same CA, same certificate, no write.
+	first.halt()
+	first = startReplica(t, managerConfig, "restarted", true)
+	g.Eventually(first.ready).Should(Succeed())
+	g.Eventually(first.certs.Injected()).Should(BeClosed())
 	g.Expect(secret().ResourceVersion).To(Equal(issued.ResourceVersion), "a restart rewrote the Secret")
 	g.Expect(caBundle(configuration)).To(Equal(ca))
 
@@ -253,7 +242,7 @@ func TestManagerRotatesTheWebhookCertificate(t *testing.T) {
 		g.Expect(verify(s.Data["tls.crt"], ca, serviceDNS, time.Now().Add(180*24*time.Hour))).To(Succeed())
 	}).Should(Succeed())
 	renewed := secret().Data["tls.crt"]
-	for _, r := range []*replica{leader, follower} {
+	for _, r := range []*replica{first, second} {
 		g.Eventually(func() ([]byte, error) { return servedRaw(r, ca) }).Should(Equal(pemBlock(renewed)))
 	}
 
@@ -269,10 +258,124 @@ func TestManagerRotatesTheWebhookCertificate(t *testing.T) {
 		g.Expect(caBundle(configuration)).To(Equal(s.Data["ca.crt"]))
 		newCA = s.Data["ca.crt"]
 	}).Should(Succeed())
-	for _, r := range []*replica{leader, follower} {
+	for _, r := range []*replica{first, second} {
 		g.Eventually(func() error { _, err := r.served(newCA); return err }).Should(Succeed())
 	}
 	g.Expect(caBundle(another)).To(BeEmpty())
+}
+
+// TestTwoReplicasStartingAtOnceOnAnEmptySecretEndWithOneCA starts two
+// replicas, neither leading, at the same moment against the empty Secret
+// the chart ships (both try to fill it): every version of the Secret seen
+// through a watch carries at most one CA, and that CA is the one in the
+// configuration and the one both replicas' certificates chain to.
+func TestTwoReplicasStartingAtOnceOnAnEmptySecretEndWithOneCA(t *testing.T) {
+	g, admin, adminConfig, managerConfig := setUp(t)
+	ctx := context.Background()
+	g.Expect(admin.Create(ctx, webhookConfiguration(configuration))).To(Succeed())
+	empty := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: secretName}, Type: corev1.SecretTypeOpaque}
+	g.Expect(admin.Create(ctx, empty)).To(Succeed())
+
+	// Every CA the Secret ever holds, from its empty version on.
+	watcher, err := client.NewWithWatch(adminConfig, client.Options{Scheme: testenv.Scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	w, err := watcher.Watch(ctx, &corev1.SecretList{}, client.InNamespace(namespace),
+		client.MatchingFields{"metadata.name": secretName}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: empty.ResourceVersion}})
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(w.Stop)
+	var mu sync.Mutex
+	cas := map[string]bool{}
+	writes := 0
+	go func() {
+		for ev := range w.ResultChan() {
+			if s, ok := ev.Object.(*corev1.Secret); ok && len(s.Data["ca.crt"]) > 0 {
+				mu.Lock()
+				cas[string(s.Data["ca.crt"])] = true
+				writes++
+				mu.Unlock()
+			}
+		}
+	}()
+
+	a := newReplica(t, managerConfig, "a", true)
+	b := newReplica(t, managerConfig, "b", true)
+	a.start()
+	b.start()
+
+	secret := secretOf(g, admin)
+	caBundle := caBundleOf(g, admin)
+	var ca []byte
+	g.Eventually(func(g Gomega) {
+		s := secret()
+		g.Expect(s.Data).To(HaveKey("ca.crt"))
+		g.Expect(caBundle(configuration)).To(Equal(s.Data["ca.crt"]))
+		ca = s.Data["ca.crt"]
+	}).Should(Succeed())
+	tlsCrt := secret().Data["tls.crt"]
+	for _, r := range []*replica{a, b} {
+		g.Eventually(r.ready).Should(Succeed())
+		g.Eventually(r.certs.Injected()).Should(BeClosed())
+		g.Eventually(func() ([]byte, error) { return servedRaw(r, ca) }).Should(Equal(pemBlock(tlsCrt)))
+	}
+	// Settled: nothing rewrites the Secret or the bundle afterwards.
+	settled := secret().ResourceVersion
+	g.Consistently(func(g Gomega) {
+		g.Expect(secret().ResourceVersion).To(Equal(settled))
+		g.Expect(caBundle(configuration)).To(Equal(ca))
+	}, 3*time.Second).Should(Succeed())
+	mu.Lock()
+	defer mu.Unlock()
+	g.Expect(cas).To(HaveLen(1), "the Secret held more than one CA")
+	g.Expect(cas).To(HaveKey(string(ca)))
+	t.Logf("Secret versions with a CA seen: %d", writes)
+}
+
+// setUp starts an API server with the test's Lease held by someone else
+// (as an old Pod without a rotator holds it in an upgrade) for as long as
+// the test runs, and returns an admin client, its config and the
+// manager's config.
+func setUp(t *testing.T) (*WithT, client.Client, *rest.Config, *rest.Config) {
+	g := NewWithT(t)
+	g.SetDefaultEventuallyTimeout(90 * time.Second)
+	g.SetDefaultEventuallyPollingInterval(200 * time.Millisecond)
+	if testing.Verbose() {
+		ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true)))
+	} else {
+		ctrl.SetLogger(logr.Discard())
+	}
+	env, err := testenv.Start(testenv.Options{})
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx := context.Background()
+	admin, err := client.New(env.Config, client.Options{Scheme: testenv.Scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	managerConfig, err := env.ManagerConfig(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	now := metav1.NewMicroTime(time.Now())
+	g.Expect(admin.Create(ctx, &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: leaseName},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("someone-else"), LeaseDurationSeconds: ptr.To[int32](3600),
+			AcquireTime: &now, RenewTime: &now},
+	})).To(Succeed())
+	return g, admin, env.Config, managerConfig
+}
+
+// secretOf reads the Secret as it is now.
+func secretOf(g *WithT, admin client.Client) func() *corev1.Secret {
+	return func() *corev1.Secret {
+		s := &corev1.Secret{}
+		g.Expect(admin.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: secretName}, s)).To(Succeed())
+		return s
+	}
+}
+
+// caBundleOf reads the first webhook's CA bundle of a configuration.
+func caBundleOf(g *WithT, admin client.Client) func(string) []byte {
+	return func(name string) []byte {
+		c := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+		g.Expect(admin.Get(context.Background(), client.ObjectKey{Name: name}, c)).To(Succeed())
+		return c.Webhooks[0].ClientConfig.CABundle
+	}
 }
 
 // servedRaw is the DER of the served certificate.

@@ -3,14 +3,19 @@
 // config/default), so no manifest carries key material or a CA bundle and a
 // rendered chart is the same on every render (Argo CD stays Synced).
 //
-// cert-controller's rotator, on the leader only, keeps a self-signed CA and
-// a serving certificate for the webhook Service's DNS names in one Secret of
-// the operator namespace (renewing them before they expire, replacing what
-// is invalid) and writes the CA into the one ValidatingWebhookConfiguration
-// it is given. On every replica a syncer watches that Secret and writes the
-// serving certificate and key (never the CA key) into the webhook server's
-// certificate directory, a writable emptyDir, where the webhook server's
-// certificate watcher reloads them. The webhook server starts, and /readyz
+// cert-controller's rotator, on every replica (no leader is needed, so a
+// new Pod becomes ready while an old one without a rotator still leads,
+// as in an upgrade from a chart that rendered the certificate), keeps a
+// self-signed CA and a serving certificate for the webhook Service's DNS
+// names in one Secret of the operator namespace (renewing them before they
+// expire, replacing what is invalid) and writes the CA into the one
+// ValidatingWebhookConfiguration it is given. Replicas racing to fill or
+// renew the Secret write it with the resourceVersion they read, so one
+// wins and the others' updates fail with a conflict, re-read the winner's
+// Secret and find nothing to do: one CA. On every replica a syncer watches
+// that Secret and writes the serving certificate and key (never the CA
+// key) into the webhook server's certificate directory, a writable
+// emptyDir, where the webhook server's certificate watcher reloads them. The webhook server starts, and /readyz
 // turns ready, only once that certificate is there.
 package webhookcert
 
@@ -84,8 +89,8 @@ type Certs struct {
 	// ready is closed once the serving certificate is in CertDir.
 	ready     chan struct{}
 	readyOnce sync.Once
-	// injected is cert-controller's IsReady: closed once the leader wrote
-	// the CA into the webhook configuration.
+	// injected is cert-controller's IsReady: closed once this replica's
+	// rotator wrote (or found) the CA in the webhook configuration.
 	injected chan struct{}
 }
 
@@ -107,8 +112,9 @@ func (c *Certs) DNSNames() []string {
 // Ready is closed once this replica has a serving certificate in CertDir.
 func (c *Certs) Ready() <-chan struct{} { return c.ready }
 
-// Injected is closed once this replica, as the leader, has written the CA
-// into the webhook configuration (never on a replica that does not lead).
+// Injected is closed once this replica's rotator has written the Secret's
+// CA into the webhook configuration (every replica does, whether it leads
+// or not).
 func (c *Certs) Injected() <-chan struct{} { return c.injected }
 
 func (c *Certs) markReady() { c.readyOnce.Do(func() { close(c.ready) }) }
@@ -121,7 +127,7 @@ func (c *Certs) Server(s webhook.Server) webhook.Server {
 }
 
 // Setup makes sure the Secret exists (the rotator only updates it), then
-// adds the rotator (leader only) and the syncer (every replica) to mgr.
+// adds the rotator and the syncer to mgr, both on every replica.
 func (c *Certs) Setup(ctx context.Context, mgr ctrl.Manager) error {
 	if err := c.ensureSecret(ctx, mgr); err != nil {
 		return err
@@ -137,12 +143,14 @@ func (c *Certs) Setup(ctx context.Context, mgr ctrl.Manager) error {
 		IsReady:        c.injected,
 		Webhooks:       []rotator.WebhookInfo{{Name: c.opts.ConfigurationName, Type: rotator.Validating}},
 		FieldOwner:     FieldOwner,
-		// The leader writes; every replica serves what the syncer wrote.
-		RequireLeaderElection: true,
+		// Every replica issues, so none waits for a leader to become
+		// ready (an old leader without a rotator during an upgrade);
+		// updates of the Secret are guarded by its resourceVersion.
+		RequireLeaderElection: false,
 		// The webhook server reloads the files; no restart on refresh.
 		RestartOnSecretRefresh: false,
 		ExtKeyUsages:           &[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		// Inject the CA only once the leader's own certificate is in place.
+		// Inject the CA only once this replica's own certificate is in place.
 		EnableReadinessCheck: true,
 		ControllerName:       c.opts.ControllerName,
 	}); err != nil {
