@@ -21,6 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	psaapi "k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
 	"k8s.io/utils/ptr"
 	sigsyaml "sigs.k8s.io/yaml"
 
@@ -292,81 +294,37 @@ func podSpecs(t *testing.T, objs []*unstructured.Unstructured) map[string]corev1
 }
 
 // restrictedViolations lists how spec breaks the Pod Security restricted
-// profile (and the chart's read-only root filesystem); empty when it holds.
-func restrictedViolations(spec corev1.PodSpec) []string {
+// profile at the latest version, as the API server's PodSecurity admission
+// evaluates it (k8s.io/pod-security-admission's own checks), and the
+// chart's read-only root filesystem, which the profile does not ask for;
+// empty when both hold.
+func restrictedViolations(t *testing.T, spec corev1.PodSpec) []string {
+	t.Helper()
+	evaluator, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restricted := psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}
 	var bad []string
-	if spec.HostNetwork || spec.HostPID || spec.HostIPC {
-		bad = append(bad, "host namespaces")
-	}
-	for _, v := range spec.Volumes {
-		if v.Secret == nil && v.ConfigMap == nil && v.EmptyDir == nil && v.Projected == nil && v.DownwardAPI == nil &&
-			v.PersistentVolumeClaim == nil && v.CSI == nil && v.Ephemeral == nil {
-			bad = append(bad, "volume "+v.Name+" is of a type restricted forbids")
+	for _, r := range evaluator.EvaluatePod(restricted, &metav1.ObjectMeta{}, &spec) {
+		if !r.Allowed {
+			bad = append(bad, r.ForbiddenReason+" ("+r.ForbiddenDetail+")")
 		}
 	}
-	pod := spec.SecurityContext
-	if pod == nil {
-		pod = &corev1.PodSecurityContext{}
-	}
-	if pod.RunAsUser != nil && *pod.RunAsUser == 0 {
-		bad = append(bad, "pod runAsUser 0")
-	}
-	if pod.SeccompProfile != nil && pod.SeccompProfile.Type == corev1.SeccompProfileTypeUnconfined {
-		bad = append(bad, "pod seccomp Unconfined")
-	}
-	confinedSeccomp := func(p *corev1.SeccompProfile) bool {
-		return p != nil && (p.Type == corev1.SeccompProfileTypeRuntimeDefault || p.Type == corev1.SeccompProfileTypeLocalhost)
-	}
-	containers := append(slices.Clone(spec.InitContainers), spec.Containers...)
-	for _, c := range containers {
-		sc := c.SecurityContext
-		if sc == nil {
-			sc = &corev1.SecurityContext{}
-		}
-		name := "container " + c.Name + ": "
-		if sc.Privileged != nil && *sc.Privileged {
-			bad = append(bad, name+"privileged")
-		}
-		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-			bad = append(bad, name+"allowPrivilegeEscalation is not false")
-		}
-		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
-			bad = append(bad, name+"capabilities do not drop ALL")
-		}
-		if sc.Capabilities != nil {
-			for _, add := range sc.Capabilities.Add {
-				if add != "NET_BIND_SERVICE" {
-					bad = append(bad, name+"adds capability "+string(add))
-				}
-			}
-		}
-		nonRoot := (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot) || (sc.RunAsNonRoot == nil && pod.RunAsNonRoot != nil && *pod.RunAsNonRoot)
-		if !nonRoot {
-			bad = append(bad, name+"runAsNonRoot is not true (pod or container)")
-		}
-		if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
-			bad = append(bad, name+"runAsUser 0")
-		}
-		if !confinedSeccomp(sc.SeccompProfile) && (sc.SeccompProfile != nil || !confinedSeccomp(pod.SeccompProfile)) {
-			bad = append(bad, name+"seccomp is not RuntimeDefault or Localhost (pod or container)")
-		}
-		if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
-			bad = append(bad, name+"root filesystem is writable")
-		}
-		for _, p := range c.Ports {
-			if p.HostPort != 0 {
-				bad = append(bad, name+"host port")
-			}
+	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+		if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			bad = append(bad, "container "+c.Name+": root filesystem is writable")
 		}
 	}
 	return bad
 }
 
 // TestEveryPodTheChartRendersMeetsTheRestrictedProfile walks every Pod
-// spec the chart renders, with defaults and with every option, and checks
-// the Pod Security restricted profile on each: non-root, seccomp
-// RuntimeDefault, no privilege escalation, every capability dropped, no
-// host namespaces, ports or paths.
+// spec the chart renders, with defaults and with every option, and
+// evaluates each with Pod Security admission's own evaluator at level
+// restricted, version latest (non-root, seccomp RuntimeDefault, no
+// privilege escalation, every capability dropped, no host namespaces,
+// ports or paths, ...), plus a read-only root filesystem.
 func TestEveryPodTheChartRendersMeetsTheRestrictedProfile(t *testing.T) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -379,7 +337,7 @@ func TestEveryPodTheChartRendersMeetsTheRestrictedProfile(t *testing.T) {
 				t.Fatalf("found %d Pod specs, want the manager's and the check-in service's at least: %v", len(specs), specs)
 			}
 			for obj, spec := range specs {
-				for _, v := range restrictedViolations(spec) {
+				for _, v := range restrictedViolations(t, spec) {
 					t.Errorf("%s: %s", obj, v)
 				}
 			}
@@ -387,10 +345,13 @@ func TestEveryPodTheChartRendersMeetsTheRestrictedProfile(t *testing.T) {
 	}
 	t.Run("the check itself refuses a privileged override", func(t *testing.T) {
 		specs := podSpecs(t, mustRender(t, root, "--set", "securityContext.allowPrivilegeEscalation=true",
-			"--set", "podSecurityContext.runAsNonRoot=false", "--set", "securityContext.capabilities.drop=null"))
-		bad := restrictedViolations(specs["Deployment itmanager"])
-		if len(bad) != 3 {
-			t.Errorf("an escalating, root, all-capabilities manager shows %v; want three violations", bad)
+			"--set", "podSecurityContext.runAsNonRoot=false", "--set", "securityContext.capabilities.drop=null",
+			"--set", "securityContext.readOnlyRootFilesystem=false"))
+		bad := restrictedViolations(t, specs["Deployment itmanager"])
+		for _, want := range []string{"allowPrivilegeEscalation != false", "runAsNonRoot != true", "unrestricted capabilities", "root filesystem is writable"} {
+			if !slices.ContainsFunc(bad, func(v string) bool { return strings.Contains(v, want) }) {
+				t.Errorf("an escalating, root, all-capabilities, writable manager is not refused for %q: %v", want, bad)
+			}
 		}
 	})
 }
