@@ -109,14 +109,25 @@ var renderedFiles = map[string]string{
 }
 
 // Args of each process. Pure, so tests can read them.
+// EtcdURL is etcd's client endpoint: TLS on 127.0.0.1, a client
+// certificate of the etcd CA required.
+func (c Config) EtcdURL() string { return fmt.Sprintf("https://127.0.0.1:%d", c.EtcdPort) }
+
+// etcdArgs: TLS with client certificates on both listeners; only the
+// etcd CA (which signs the apiserver's etcd client certificate and
+// etcd's own) is trusted, so a local user cannot write to etcd.
 func (c Config) etcdArgs() []string {
-	client := fmt.Sprintf("http://127.0.0.1:%d", c.EtcdPort)
-	peer := fmt.Sprintf("http://127.0.0.1:%d", c.EtcdPeerPort)
+	client := c.EtcdURL()
+	peer := fmt.Sprintf("https://127.0.0.1:%d", c.EtcdPeerPort)
 	return []string{
 		"--name=itm", "--data-dir=" + filepath.Join(c.Dir, "etcd"),
 		"--listen-client-urls=" + client, "--advertise-client-urls=" + client,
 		"--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer,
 		"--initial-cluster=itm=" + peer, "--listen-metrics-urls=",
+		"--cert-file=" + c.pki("etcd-server.crt"), "--key-file=" + c.pki("etcd-server.key"),
+		"--client-cert-auth=true", "--trusted-ca-file=" + c.pki("etcd-ca.crt"),
+		"--peer-cert-file=" + c.pki("etcd-server.crt"), "--peer-key-file=" + c.pki("etcd-server.key"),
+		"--peer-client-cert-auth=true", "--peer-trusted-ca-file=" + c.pki("etcd-ca.crt"),
 		"--unsafe-no-fsync=true", "--log-level=warn",
 	}
 }
@@ -125,7 +136,10 @@ func (c Config) pki(name string) string { return filepath.Join(c.Dir, "pki", nam
 
 func (c Config) apiserverArgs() []string {
 	return []string{
-		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", c.EtcdPort),
+		"--etcd-servers=" + c.EtcdURL(),
+		"--etcd-cafile=" + c.pki("etcd-ca.crt"),
+		"--etcd-certfile=" + c.pki("apiserver-etcd-client.crt"),
+		"--etcd-keyfile=" + c.pki("apiserver-etcd-client.key"),
 		"--bind-address=" + c.NodeIP, fmt.Sprintf("--secure-port=%d", apiPort),
 		"--advertise-address=" + c.NodeIP,
 		"--tls-cert-file=" + c.pki("apiserver.crt"), "--tls-private-key-file=" + c.pki("apiserver.key"),

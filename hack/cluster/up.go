@@ -303,8 +303,12 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 	if err := k.start("etcd", k.bins.etcd, cfg.etcdArgs()); err != nil {
 		return err
 	}
+	etcd, err := etcdClient(cfg)
+	if err != nil {
+		return fmt.Errorf("etcd client certificate: %w", err)
+	}
 	if err := k.waitFor(ctx, "etcd", time.Minute, func() bool {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", cfg.EtcdPort)) //nolint:noctx // bounded by waitFor
+		resp, err := etcd.Get(cfg.EtcdURL() + "/health") //nolint:noctx // bounded by waitFor and the client's timeout
 		if err != nil {
 			return false
 		}
