@@ -101,11 +101,12 @@ func (c Config) render(name string) ([]byte, error) {
 
 // renderedFiles maps each file under the state directory to its template.
 var renderedFiles = map[string]string{
-	"kubelet.yaml":              "kubelet.yaml",
-	"containerd.toml":           "containerd.toml",
-	"kube-proxy.yaml":           "kube-proxy.yaml",
-	"cni/net.d/10-itm.conflist": "cni.conflist",
-	"guard.nft":                 "guard.nft",
+	"kubelet.yaml":                "kubelet.yaml",
+	"containerd.toml":             "containerd.toml",
+	"kube-proxy.yaml":             "kube-proxy.yaml",
+	"cni/net.d/10-itm.conflist":   "cni.conflist",
+	"guard.nft":                   "guard.nft",
+	"certs.d/_default/hosts.toml": "hosts.toml",
 }
 
 // Args of each process. Pure, so tests can read them.

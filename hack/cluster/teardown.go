@@ -121,7 +121,7 @@ func teardown(cfg Config, k *cluster) error {
 	note(removeCgroups(before))
 
 	// The state, except the logs and the stop status.
-	for _, d := range []string{"var", "run", "etcd", "opt", "cni", "pki", "devices"} {
+	for _, d := range []string{"var", "run", "etcd", "opt", "cni", "certs.d", "pki", "devices"} {
 		note(os.RemoveAll(filepath.Join(dir, d)))
 	}
 	for _, f := range []string{"kubeconfig.tmp", "kubelet.kubeconfig", "kube-proxy.kubeconfig", "controller-manager.kubeconfig", "scheduler.kubeconfig", "kube-router.kubeconfig"} {

@@ -289,6 +289,9 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 		if err != nil {
 			return err
 		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(cfg.Dir, file)), 0o755); err != nil {
+			return err
+		}
 		if err := os.WriteFile(filepath.Join(cfg.Dir, file), data, 0o644); err != nil {
 			return err
 		}
