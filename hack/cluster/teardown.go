@@ -66,7 +66,7 @@ func teardown(cfg Config, k *cluster) error {
 	}
 	note(restoreIPTables(before))
 	after := takeSnapshot()
-	for _, set := range diffNew(before.IPSets, after.IPSets) {
+	for _, set := range ownIPSets(before.IPSets, after.IPSets) {
 		note(sh("ipset", "destroy", set))
 	}
 
@@ -351,4 +351,25 @@ func removeCgroups(before Snapshot) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ownIPSet: the ipsets kube-router v2.1.0 makes (pkg/controllers/netpol:
+// KUBE-SRC-*, KUBE-DST-*; pkg/controllers: kube-router-*; IPv6 ones with
+// the "inet6:" prefix of pkg/utils/ipset.go). kube-proxy runs in iptables
+// mode and makes none.
+func ownIPSet(name string) bool {
+	name = strings.TrimPrefix(name, "inet6:")
+	return strings.HasPrefix(name, "KUBE-SRC-") || strings.HasPrefix(name, "KUBE-DST-") || strings.HasPrefix(name, "kube-router-")
+}
+
+// ownIPSets are the sets new since before that kube-router made; others'
+// new sets stay (and show in the host check).
+func ownIPSets(before, after []string) []string {
+	var out []string
+	for _, s := range diffNew(before, after) {
+		if ownIPSet(s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
