@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +34,11 @@ func teardown(cfg Config, k *cluster) error {
 			errs = append(errs, err)
 		}
 	}
+	// The device namespaces this cluster made (their markers go with them).
+	var ownNetns []string
+	for _, name := range node.Devices(dir) {
+		ownNetns = append(ownNetns, node.NetnsName(name))
+	}
 	// Nobody may take a stopping cluster for a ready one.
 	_ = os.Remove(filepath.Join(dir, "kubeconfig"))
 	_ = os.Remove(filepath.Join(dir, "env"))
@@ -57,7 +63,7 @@ func teardown(cfg Config, k *cluster) error {
 	// components.
 	killReferencing(dir, filepath.Join(filepathRoot(dir), "bin"))
 
-	note(unmountNew(before, dir))
+	note(unmountNew(before, dir, ownNetns))
 
 	// kube-proxy's own cleanup, then what kubelet, kube-router and the
 	// portmap plugin leave (kube-proxy --cleanup does not know them).
@@ -112,10 +118,20 @@ func teardown(cfg Config, k *cluster) error {
 		}
 	}
 
-	note(unmountNew(before, dir))
+	note(unmountNew(before, dir, ownNetns))
+	// /run/netns and /var/lib/cni are shared with podman (and others): only
+	// this cluster's entries go, and the directory only when it is new and
+	// empty. The other fixed paths are the node's own.
 	for _, p := range fixedPaths {
-		if !before.Paths[p] {
-			note(os.RemoveAll(p))
+		switch p {
+		case netnsRoot:
+			note(cleanShared(p, func(rel string) bool { return slices.Contains(ownNetns, rel) }, before.Paths[p]))
+		case cniCacheRoot:
+			note(cleanShared(p, ownCNICache, before.Paths[p]))
+		default:
+			if !before.Paths[p] {
+				note(os.RemoveAll(p))
+			}
 		}
 	}
 	note(removeCgroups(before))
@@ -239,16 +255,82 @@ func killReferencing(dir, binDir string) {
 	}
 }
 
-// unmountNew unmounts, deepest first, what was mounted since before under
-// the state directory or a fixed path (lazily if busy).
-func unmountNew(before Snapshot, dir string) error {
+const (
+	netnsRoot    = "/run/netns"
+	cniCacheRoot = "/var/lib/cni"
+	// cniNetwork is the name in templates/cni.conflist: libcni caches a
+	// result per attachment as /var/lib/cni/results/<network>-<id>-<ifname>.
+	cniNetwork = "itm-cluster"
+)
+
+// ownCNICache: this cluster's entries under /var/lib/cni (relative path).
+func ownCNICache(rel string) bool {
+	dir, file := filepath.Split(rel)
+	return dir == "results/" && strings.HasPrefix(file, cniNetwork+"-")
+}
+
+// ownMount says whether a mount point new since the start is this
+// cluster's to unmount: under the state directory; in /run/netns only its
+// own device namespaces, and /run/netns itself (ip-netns's bind mount)
+// only once it holds nothing (else other programs' namespaces under it
+// would be detached); nothing under /var/lib/cni; under the node's other
+// fixed paths, anything.
+func ownMount(p, dir string, ownNetns []string, netnsEmpty bool) bool {
+	switch {
+	case under(p, dir):
+		return true
+	case p == netnsRoot:
+		return netnsEmpty
+	case under(p, netnsRoot):
+		return filepath.Dir(p) == netnsRoot && slices.Contains(ownNetns, filepath.Base(p))
+	case under(p, cniCacheRoot):
+		return false
+	}
+	return underAny(p, fixedPaths)
+}
+
+// cleanShared removes the entries of root that own (given the path
+// relative to root) claims, then, if root did not exist before, the
+// directories left empty, root last. Others' entries stay.
+func cleanShared(root string, own func(rel string) bool, existedBefore bool) error {
+	var files, dirs []string
+	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		switch {
+		case d.IsDir():
+			dirs = append(dirs, path)
+		case own(rel):
+			files = append(files, path)
+		}
+		return nil
+	})
+	var errs []error
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if !existedBefore {
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = os.Remove(dirs[i]) // fails, and stays, while not empty
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unmountNew unmounts, deepest first, what was mounted since before and
+// is this cluster's (ownMount), lazily if busy.
+func unmountNew(before Snapshot, dir string, ownNetns []string) error {
 	var errs []error
 	for range 3 {
 		now := takeSnapshot()
 		var points []string
 		for _, m := range diffNew(before.Mounts, now.Mounts) {
 			p := mountPoint(m)
-			if under(p, dir) || underAny(p, fixedPaths) {
+			if ownMount(p, dir, ownNetns, emptyDir(netnsRoot)) {
 				points = append(points, p)
 			}
 		}
@@ -372,4 +454,9 @@ func ownIPSets(before, after []string) []string {
 		}
 	}
 	return out
+}
+
+func emptyDir(p string) bool {
+	entries, err := os.ReadDir(p)
+	return err == nil && len(entries) == 0
 }

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -13,5 +16,116 @@ func TestTeardownDestroysOnlyKubeRoutersNewIPSets(t *testing.T) {
 	want := []string{"KUBE-SRC-ABC", "KUBE-DST-DEF", "inet6:KUBE-DST-DEF", "kube-router-local-ips"}
 	if !slices.Equal(got, want) {
 		t.Errorf("destroyed %v, want %v (the sets that existed before and others' new sets stay)", got, want)
+	}
+}
+
+func TestTeardownUnmountsOnlyItsOwnMounts(t *testing.T) {
+	own := []string{"itm-dev-dev1"}
+	cases := []struct {
+		point      string
+		netnsEmpty bool
+		want       bool
+	}{
+		{"/lab/.cluster/run/containerd/x/rootfs", false, true},
+		{"/var/lib/kubelet/pods/x/volumes", false, true},
+		{"/run/netns/itm-dev-dev1", false, true},
+		{"/run/netns/netns-3f2a", false, false}, // podman's
+		{"/run/netns/cni-1234", false, false},
+		{"/run/netns/itm-dev-dev1/x", false, false},
+		{"/run/netns", false, false}, // others' namespaces still under it
+		{"/run/netns", true, true},
+		{"/var/lib/cni", false, false},
+		{"/var/lib/cni/results", false, false},
+		{"/var/lib/containers/storage/overlay/x", false, false},
+		{"/lab/.cluster-other/x", false, false},
+	}
+	for _, c := range cases {
+		if got := ownMount(c.point, "/lab/.cluster", own, c.netnsEmpty); got != c.want {
+			t.Errorf("ownMount(%s, netns empty %v) = %v, want %v", c.point, c.netnsEmpty, got, c.want)
+		}
+	}
+}
+
+func TestCleanSharedRemovesOnlyTheClustersCNIResultsAndKeepsOthers(t *testing.T) {
+	for _, existed := range []bool{false, true} {
+		root := filepath.Join(t.TempDir(), "cni")
+		files := map[string]bool{ // path → ours
+			"results/itm-cluster-abc-eth0": true,
+			"results/itm-cluster-def-eth0": true,
+			"results/podman-abc-eth0":      false,
+			"networks/podman/10.88.0.2":    false,
+			"results/sub/itm-cluster-x":    false,
+			"itm-cluster-top":              false,
+		}
+		for f := range files {
+			mustWrite(t, filepath.Join(root, f))
+		}
+		if err := cleanShared(root, ownCNICache, existed); err != nil {
+			t.Fatal(err)
+		}
+		for f, ours := range files {
+			_, err := os.Stat(filepath.Join(root, f))
+			if ours && err == nil {
+				t.Errorf("existed %v: %s (ours) stays", existed, f)
+			}
+			if !ours && err != nil {
+				t.Errorf("existed %v: %s (another's) removed: %v", existed, f, err)
+			}
+		}
+	}
+	// New and left empty: it goes; new but another's entries in it: it stays.
+	root := filepath.Join(t.TempDir(), "cni")
+	mustWrite(t, filepath.Join(root, "results", "itm-cluster-abc-eth0"))
+	if err := cleanShared(root, ownCNICache, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(root); err == nil {
+		t.Error("a new /var/lib/cni holding only the cluster's results stays")
+	}
+	mustWrite(t, filepath.Join(root, "results", "itm-cluster-abc-eth0"))
+	if err := cleanShared(root, ownCNICache, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(root); err != nil {
+		t.Error("a /var/lib/cni that existed before is removed")
+	}
+}
+
+func TestCleanSharedRemovesOnlyTheClustersNetnsFiles(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "netns")
+	mustWrite(t, filepath.Join(root, "itm-dev-dev1"))
+	mustWrite(t, filepath.Join(root, "netns-podman"))
+	if err := cleanShared(root, func(rel string) bool { return slices.Contains([]string{"itm-dev-dev1"}, rel) }, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "netns-podman")); err != nil {
+		t.Errorf("podman's namespace removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "itm-dev-dev1")); err == nil {
+		t.Error("the cluster's namespace file stays")
+	}
+}
+
+func TestCNIConfigNamesTheNetworkWhoseCacheTheStopRemoves(t *testing.T) {
+	out, err := defaultConfig("/lab").render("cni.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf struct{ Name string }
+	if err := json.Unmarshal(out, &conf); err != nil {
+		t.Fatal(err)
+	}
+	if conf.Name != cniNetwork {
+		t.Errorf("CNI network %q, the stop removes /var/lib/cni/results/%s-*", conf.Name, cniNetwork)
+	}
+}
+
+func mustWrite(t *testing.T, p string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
