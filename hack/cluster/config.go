@@ -28,7 +28,11 @@ const (
 	deviceCIDR    = "10.244.77.0/24"
 	deviceGateway = "10.244.77.1"
 	guardTable    = "itm_cluster_guard"
-	apiPort       = 6443
+	// cgroupRoot is kubelet's cgroupRoot: every pod's cgroup is under
+	// <hierarchy>/itmanager-cluster/kubepods, so the stop kills and removes
+	// only those, never another kubelet's (or anyone's) kubepods.
+	cgroupRoot = "/itmanager-cluster"
+	apiPort    = 6443
 
 	// e2ePause is the sandbox image of make e2e-images; ownPause the one
 	// this program builds when that is missing.
@@ -54,6 +58,7 @@ type Config struct {
 	CNIBinDir    string
 	EtcdPort     int
 	EtcdPeerPort int
+	CgroupRoot   string
 }
 
 func defaultConfig(dir string) Config {
@@ -63,6 +68,7 @@ func defaultConfig(dir string) Config {
 		ServiceCIDR: serviceCIDR, DeviceCIDR: deviceCIDR, DeviceGW: deviceGateway,
 		GuardTable: guardTable, SandboxImage: e2ePause, Runc: "/usr/sbin/runc",
 		CNIBinDir: "/usr/lib/cni", EtcdPort: 2479, EtcdPeerPort: 2480,
+		CgroupRoot: cgroupRoot,
 	}
 }
 

@@ -27,7 +27,7 @@ func TestRenderedFilesKeepEveryPathUnderTheStateDirectory(t *testing.T) {
 			// or the host tools and files they read.
 			for _, f := range strings.FieldsFunc(l, func(r rune) bool { return strings.ContainsRune(" \"=:,[]", r) }) {
 				if strings.HasPrefix(f, "/") && !strings.HasPrefix(f, "/lab/.cluster/") &&
-					f != "/usr/sbin/runc" && f != "/usr/lib/cni" && f != "/etc/resolv.conf" && f != "/32" {
+					f != "/usr/sbin/runc" && f != "/usr/lib/cni" && f != "/etc/resolv.conf" && f != "/32" && f != cgroupRoot {
 					t.Errorf("%s: path %q outside the state directory", file, f)
 				}
 			}
@@ -49,6 +49,7 @@ func TestKubeletConfigHasTheVerifiedSettings(t *testing.T) {
 		"oomScoreAdj": float64(0), "failSwapOn": false, "protectKernelDefaults": false,
 		"localStorageCapacityIsolation": true, "readOnlyPort": float64(0),
 		"address": nodeIP, "containerRuntimeEndpoint": "unix:///lab/run/containerd/containerd.sock",
+		"cgroupRoot": "/itmanager-cluster", "cgroupsPerQOS": true,
 	}
 	for k, v := range want {
 		if kc[k] != v {

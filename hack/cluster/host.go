@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -117,7 +116,7 @@ func takeSnapshot() Snapshot {
 		_, err := os.Lstat(p)
 		s.Paths[p] = err == nil
 	}
-	s.Cgroups, _ = filepath.Glob("/sys/fs/cgroup/*/kubepods*")
+	s.Cgroups = cgroupRoots(cgroupFS, cgroupRoot)
 	sort.Strings(s.Links)
 	sort.Strings(s.IPSets)
 	return s

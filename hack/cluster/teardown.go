@@ -185,12 +185,12 @@ func stopProc(p *proc) {
 	}
 }
 
-// killContainers kills every process in kubelet's pod cgroups (the pods'
-// containers and sandboxes) and waits for the cgroups to empty.
+// killContainers kills every process under the node's cgroup root (the
+// pods' containers and sandboxes) and waits for the cgroups to empty.
 func killContainers() {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := cgroupPIDs()
+		pids := cgroupPIDs(cgroupRoots(cgroupFS, cgroupRoot))
 		if len(pids) == 0 || time.Now().After(deadline) {
 			return
 		}
@@ -201,10 +201,32 @@ func killContainers() {
 	}
 }
 
-func cgroupPIDs() []int {
+// cgroupFS is where the cgroup hierarchies are mounted.
+const cgroupFS = "/sys/fs/cgroup"
+
+// cgroupRoots are the directories of the cgroup root name (kubelet's
+// cgroupRoot, "/itmanager-cluster") that exist: one per cgroup v1
+// hierarchy (fsRoot/<hierarchy>/name), or fsRoot/name on cgroup v2.
+func cgroupRoots(fsRoot, name string) []string {
+	name = strings.Trim(name, "/")
+	var out []string
+	if _, err := os.Stat(filepath.Join(fsRoot, name)); err == nil {
+		out = append(out, filepath.Join(fsRoot, name))
+	}
+	m, _ := filepath.Glob(filepath.Join(fsRoot, "*", name))
+	for _, d := range m {
+		// Not through a symlinked hierarchy (cpu -> cpu,cpuacct): once.
+		if st, err := os.Lstat(filepath.Dir(d)); err == nil && st.Mode()&os.ModeSymlink == 0 {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// cgroupPIDs lists the processes in the cgroups under roots.
+func cgroupPIDs(roots []string) []int {
 	var pids []int
 	seen := map[int]bool{}
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*")
 	for _, root := range roots {
 		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
@@ -406,14 +428,14 @@ func restoreIPTables(before Snapshot) error {
 	return errors.Join(errs...)
 }
 
-// removeCgroups removes kubelet's pod cgroups that did not exist before,
-// deepest first.
+// removeCgroups removes the node's cgroup root (and the pod cgroups in
+// it) where it did not exist before, deepest first.
 func removeCgroups(before Snapshot) error {
 	had := map[string]bool{}
 	for _, c := range before.Cgroups {
 		had[c] = true
 	}
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*")
+	roots := cgroupRoots(cgroupFS, cgroupRoot)
 	var errs []error
 	for _, root := range roots {
 		if had[root] {
@@ -459,4 +481,52 @@ func ownIPSets(before, after []string) []string {
 func emptyDir(p string) bool {
 	entries, err := os.ReadDir(p)
 	return err == nil && len(entries) == 0
+}
+
+// makeCgroupRoot creates kubelet's cgroup root name in every cgroup v1
+// hierarchy under fsRoot (kubelet checks cpu, cpuacct, cpuset, memory,
+// systemd, pids and hugetlb, pkg/kubelet/cm/cgroup_v1_manager_linux.go
+// Validate; the others are made too, as runc joins them), or once on
+// cgroup v2. A new cpuset cgroup gets its parent's cpus and mems, without
+// which no task may join it. It returns what it created.
+func makeCgroupRoot(fsRoot, name string) ([]string, error) {
+	name = strings.Trim(name, "/")
+	var hierarchies []string
+	if _, err := os.Stat(filepath.Join(fsRoot, "cgroup.controllers")); err == nil {
+		hierarchies = []string{fsRoot} // cgroup v2
+	} else {
+		entries, err := os.ReadDir(fsRoot)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.IsDir() { // not the symlinks (cpu -> cpu,cpuacct)
+				hierarchies = append(hierarchies, filepath.Join(fsRoot, e.Name()))
+			}
+		}
+	}
+	var made []string
+	for _, h := range hierarchies {
+		dir := filepath.Join(h, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				continue
+			}
+			return made, err
+		}
+		made = append(made, dir)
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			parent, err := os.ReadFile(filepath.Join(h, f))
+			if err != nil {
+				continue // not the cpuset hierarchy
+			}
+			if cur, err := os.ReadFile(filepath.Join(dir, f)); err == nil && strings.TrimSpace(string(cur)) != "" {
+				continue
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), parent, 0o644); err != nil {
+				return made, fmt.Errorf("cgroup %s: %w", filepath.Join(dir, f), err)
+			}
+		}
+	}
+	return made, nil
 }

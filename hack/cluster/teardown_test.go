@@ -129,3 +129,68 @@ func mustWrite(t *testing.T, p string) {
 		t.Fatal(err)
 	}
 }
+
+// fakeCgroupV1 is a cgroup v1 tree: hierarchies, a symlink, another
+// kubelet's kubepods with a process.
+func fakeCgroupV1(t *testing.T) string {
+	t.Helper()
+	fs := t.TempDir()
+	for _, h := range []string{"cpuset", "memory", "systemd", "pids"} {
+		if err := os.Mkdir(filepath.Join(fs, h), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("memory", filepath.Join(fs, "mem-link")); err != nil {
+		t.Fatal(err)
+	}
+	for f, v := range map[string]string{"cpuset/cpuset.cpus": "0-1\n", "cpuset/cpuset.mems": "0\n", "memory/kubepods/pod1/cgroup.procs": "4242\n"} {
+		mustWrite(t, filepath.Join(fs, f))
+		if err := os.WriteFile(filepath.Join(fs, f), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fs
+}
+
+func TestKubeletCgroupRootIsMadeInEveryHierarchyWithTheCpusetOfItsParent(t *testing.T) {
+	fs := fakeCgroupV1(t)
+	made, err := makeCgroupRoot(fs, cgroupRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, h := range []string{"cpuset", "memory", "pids", "systemd"} {
+		want = append(want, filepath.Join(fs, h, "itmanager-cluster"))
+	}
+	if !slices.Equal(made, want) {
+		t.Errorf("made %v, want %v", made, want)
+	}
+	for f, v := range map[string]string{"cpuset.cpus": "0-1\n", "cpuset.mems": "0\n"} {
+		got, err := os.ReadFile(filepath.Join(fs, "cpuset", "itmanager-cluster", f))
+		if err != nil || string(got) != v {
+			t.Errorf("%s = %q (%v), want the parent's %q", f, got, err, v)
+		}
+	}
+	if again, err := makeCgroupRoot(fs, cgroupRoot); err != nil || len(again) != 0 {
+		t.Errorf("second run made %v (%v): an existing root is not made again", again, err)
+	}
+	if roots := cgroupRoots(fs, cgroupRoot); !slices.Equal(roots, want) {
+		t.Errorf("cgroupRoots = %v, want %v", roots, want)
+	}
+}
+
+func TestStopKillsOnlyProcessesUnderTheClustersCgroupRoot(t *testing.T) {
+	fs := fakeCgroupV1(t)
+	if _, err := makeCgroupRoot(fs, cgroupRoot); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(fs, "memory", "itmanager-cluster", "kubepods", "besteffort", "podx", "c1", "cgroup.procs")
+	mustWrite(t, p)
+	if err := os.WriteFile(p, []byte("101\n102\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := cgroupPIDs(cgroupRoots(fs, cgroupRoot))
+	if !slices.Equal(got, []int{101, 102}) {
+		t.Errorf("pids %v, want 101 102 only (4242 is another kubelet's pod)", got)
+	}
+}

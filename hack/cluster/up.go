@@ -365,6 +365,9 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 	}
 	k.phase("Pause image imported")
 
+	if _, err := makeCgroupRoot(cgroupFS, cfg.CgroupRoot); err != nil {
+		return fmt.Errorf("kubelet's cgroup root %s: %w", cfg.CgroupRoot, err)
+	}
 	if err := k.start("kubelet", k.bins.kubelet, cfg.kubeletArgs()); err != nil {
 		return err
 	}
