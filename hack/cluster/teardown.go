@@ -107,15 +107,14 @@ func teardown(cfg Config, k *cluster) error {
 	}
 	_ = exec.Command("ip", "route", "del", "blackhole", cfg.PodCIDR).Run()
 
+	restore, leave := sysctlRestores(before.Sysctls, takeSnapshot().Sysctls)
 	for _, key := range sysctls {
-		want, ok := before.Sysctls[key]
-		if !ok {
-			continue
+		if want, ok := restore[key]; ok {
+			note(os.WriteFile("/proc/sys/"+strings.ReplaceAll(key, ".", "/"), []byte(want), 0o644))
 		}
-		path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) != want {
-			note(os.WriteFile(path, []byte(want), 0o644))
-		}
+	}
+	for _, l := range leave {
+		fmt.Fprintf(os.Stderr, "    %s\n", l)
 	}
 
 	note(unmountNew(before, dir, ownNetns))
@@ -529,4 +528,33 @@ func makeCgroupRoot(fsRoot, name string) ([]string, error) {
 		}
 	}
 	return made, nil
+}
+
+// sysctlSetBy are the values the node sets: the cluster ip_forward,
+// kubelet (pkg/kubelet/cm setupKernelTunables) overcommit and panic,
+// kube-proxy the others if it ever does.
+var sysctlSetBy = map[string]string{
+	"net.ipv4.ip_forward": "1", "vm.overcommit_memory": "1", "kernel.panic": "10", "kernel.panic_on_oops": "1",
+	"net.ipv4.conf.all.route_localnet": "1", "net.bridge.bridge-nf-call-iptables": "1",
+	"net.bridge.bridge-nf-call-ip6tables": "1", "net.ipv6.conf.all.forwarding": "1",
+}
+
+// sysctlRestores: a setting that changed goes back to its value before
+// only while it still has the value the node sets; one with another value
+// was changed since by someone else, and is left (and said so).
+func sysctlRestores(before, now map[string]string) (restore map[string]string, leave []string) {
+	restore = map[string]string{}
+	for _, key := range sysctls {
+		was, ok := before[key]
+		cur, ok2 := now[key]
+		if !ok || !ok2 || cur == was {
+			continue
+		}
+		if cur == sysctlSetBy[key] {
+			restore[key] = was
+		} else {
+			leave = append(leave, fmt.Sprintf("sysctl %s is %s, neither %s (before) nor %s (the node's): someone else set it, left as is", key, cur, was, sysctlSetBy[key]))
+		}
+	}
+	return restore, leave
 }

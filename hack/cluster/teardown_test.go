@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -192,5 +193,23 @@ func TestStopKillsOnlyProcessesUnderTheClustersCgroupRoot(t *testing.T) {
 	got := cgroupPIDs(cgroupRoots(fs, cgroupRoot))
 	if !slices.Equal(got, []int{101, 102}) {
 		t.Errorf("pids %v, want 101 102 only (4242 is another kubelet's pod)", got)
+	}
+}
+
+func TestSysctlIsRestoredOnlyWhileItHasTheValueTheNodeSet(t *testing.T) {
+	before := map[string]string{"net.ipv4.ip_forward": "0", "vm.overcommit_memory": "0", "kernel.panic": "0", "kernel.panic_on_oops": "0"}
+	now := map[string]string{
+		"net.ipv4.ip_forward":  "1", // the cluster's: back to 0
+		"vm.overcommit_memory": "2", // someone else's since: stays
+		"kernel.panic":         "0", // unchanged
+		"kernel.panic_on_oops": "1", // kubelet's: back to 0
+	}
+	restore, leave := sysctlRestores(before, now)
+	want := map[string]string{"net.ipv4.ip_forward": "0", "kernel.panic_on_oops": "0"}
+	if len(restore) != len(want) || restore["net.ipv4.ip_forward"] != "0" || restore["kernel.panic_on_oops"] != "0" {
+		t.Errorf("restore %v, want %v", restore, want)
+	}
+	if len(leave) != 1 || !strings.Contains(leave[0], "vm.overcommit_memory is 2") {
+		t.Errorf("left %v, want a note for vm.overcommit_memory", leave)
 	}
 }
