@@ -23,9 +23,15 @@ import (
 // goes on after errors, so one failure does not leave the rest behind.
 func teardown(cfg Config, k *cluster) error {
 	dir := cfg.Dir
+	if err := checkStateDir(dir); err != nil {
+		return err
+	}
 	before, err := loadSnapshot(filepath.Join(dir, "host.json"))
 	if err != nil {
 		return fmt.Errorf("no snapshot of the host before the cluster (.cluster/host.json): %w", err)
+	}
+	if err := validateSnapshot(before); err != nil {
+		return err
 	}
 	var errs []error
 	note := func(err error) {
@@ -129,7 +135,7 @@ func teardown(cfg Config, k *cluster) error {
 			note(cleanShared(p, ownCNICache, before.Paths[p]))
 		default:
 			if !before.Paths[p] {
-				note(os.RemoveAll(p))
+				note(removeTree(p, dir, currentMountPoints()))
 			}
 		}
 	}
@@ -137,7 +143,7 @@ func teardown(cfg Config, k *cluster) error {
 
 	// The state, except the logs and the stop status.
 	for _, d := range []string{"var", "run", "etcd", "opt", "cni", "certs.d", "pki", "devices"} {
-		note(os.RemoveAll(filepath.Join(dir, d)))
+		note(removeTree(filepath.Join(dir, d), dir, currentMountPoints()))
 	}
 	for _, f := range []string{"kubeconfig.tmp", "kubelet.kubeconfig", "kube-proxy.kubeconfig", "controller-manager.kubeconfig", "scheduler.kubeconfig", "kube-router.kubeconfig"} {
 		_ = os.Remove(filepath.Join(dir, f))

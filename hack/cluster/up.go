@@ -207,16 +207,9 @@ func up(root string, cfg Config, img string, extra []string) error {
 
 	// From nothing: the state directory of an earlier run goes, all but
 	// its logs, kept as logs.previous for a look at why it stopped.
-	prevLogs := dir + ".logs.previous"
-	_ = os.RemoveAll(prevLogs)
-	_ = os.Rename(filepath.Join(dir, "logs"), prevLogs)
-	if err := os.RemoveAll(dir); err != nil {
+	if err := freshStateDir(dir); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	_ = os.Rename(prevLogs, filepath.Join(dir, "logs.previous"))
 	for _, d := range []string{"logs", "cni/net.d", "var/log/pods", "run"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
