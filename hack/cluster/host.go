@@ -116,7 +116,7 @@ func takeSnapshot() Snapshot {
 		_, err := os.Lstat(p)
 		s.Paths[p] = err == nil
 	}
-	s.Cgroups = cgroupRoots(cgroupFS, cgroupRoot)
+	s.Cgroups = cgroupRoots(cgroupFS)
 	sort.Strings(s.Links)
 	sort.Strings(s.IPSets)
 	return s

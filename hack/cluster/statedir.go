@@ -70,7 +70,8 @@ func validateSnapshot(s Snapshot) error {
 // descend into a pod's volume, a hostPath among them).
 func removeTree(p, stateDir string, mountPoints []string) error {
 	p = filepath.Clean(p)
-	if !filepath.IsAbs(p) || !(under(p, stateDir) && p != stateDir || slices.Contains(fixedPaths, p)) {
+	inside := under(p, stateDir) && p != stateDir
+	if !filepath.IsAbs(p) || (!inside && !slices.Contains(fixedPaths, p)) {
 		return fmt.Errorf("refusing to remove %s: outside the state directory %s", p, stateDir)
 	}
 	for _, m := range mountPoints {

@@ -195,7 +195,7 @@ func stopProc(p *proc) {
 func killContainers() {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := cgroupPIDs(cgroupRoots(cgroupFS, cgroupRoot))
+		pids := cgroupPIDs(cgroupRoots(cgroupFS))
 		if len(pids) == 0 || time.Now().After(deadline) {
 			return
 		}
@@ -209,11 +209,12 @@ func killContainers() {
 // cgroupFS is where the cgroup hierarchies are mounted.
 const cgroupFS = "/sys/fs/cgroup"
 
-// cgroupRoots are the directories of the cgroup root name (kubelet's
-// cgroupRoot, "/itmanager-cluster") that exist: one per cgroup v1
-// hierarchy (fsRoot/<hierarchy>/name), or fsRoot/name on cgroup v2.
-func cgroupRoots(fsRoot, name string) []string {
-	name = strings.Trim(name, "/")
+// cgroupRoots are the directories of kubelet's cgroupRoot
+// ("/itmanager-cluster") that exist: one per cgroup v1 hierarchy
+// (fsRoot/<hierarchy>/itmanager-cluster), or fsRoot/itmanager-cluster on
+// cgroup v2.
+func cgroupRoots(fsRoot string) []string {
+	name := strings.Trim(cgroupRoot, "/")
 	var out []string
 	if _, err := os.Stat(filepath.Join(fsRoot, name)); err == nil {
 		out = append(out, filepath.Join(fsRoot, name))
@@ -440,7 +441,7 @@ func removeCgroups(before Snapshot) error {
 	for _, c := range before.Cgroups {
 		had[c] = true
 	}
-	roots := cgroupRoots(cgroupFS, cgroupRoot)
+	roots := cgroupRoots(cgroupFS)
 	var errs []error
 	for _, root := range roots {
 		if had[root] {

@@ -175,7 +175,7 @@ func TestKubeletCgroupRootIsMadeInEveryHierarchyWithTheCpusetOfItsParent(t *test
 	if again, err := makeCgroupRoot(fs, cgroupRoot); err != nil || len(again) != 0 {
 		t.Errorf("second run made %v (%v): an existing root is not made again", again, err)
 	}
-	if roots := cgroupRoots(fs, cgroupRoot); !slices.Equal(roots, want) {
+	if roots := cgroupRoots(fs); !slices.Equal(roots, want) {
 		t.Errorf("cgroupRoots = %v, want %v", roots, want)
 	}
 }
@@ -190,7 +190,7 @@ func TestStopKillsOnlyProcessesUnderTheClustersCgroupRoot(t *testing.T) {
 	if err := os.WriteFile(p, []byte("101\n102\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got := cgroupPIDs(cgroupRoots(fs, cgroupRoot))
+	got := cgroupPIDs(cgroupRoots(fs))
 	if !slices.Equal(got, []int{101, 102}) {
 		t.Errorf("pids %v, want 101 102 only (4242 is another kubelet's pod)", got)
 	}
