@@ -28,7 +28,11 @@ const (
 	deviceCIDR    = "10.244.77.0/24"
 	deviceGateway = "10.244.77.1"
 	guardTable    = "itm_cluster_guard"
-	apiPort       = 6443
+	// cgroupRoot is kubelet's cgroupRoot: every pod's cgroup is under
+	// <hierarchy>/itmanager-cluster/kubepods, so the stop kills and removes
+	// only those, never another kubelet's (or anyone's) kubepods.
+	cgroupRoot = "/itmanager-cluster"
+	apiPort    = 6443
 
 	// e2ePause is the sandbox image of make e2e-images; ownPause the one
 	// this program builds when that is missing.
@@ -54,6 +58,7 @@ type Config struct {
 	CNIBinDir    string
 	EtcdPort     int
 	EtcdPeerPort int
+	CgroupRoot   string
 }
 
 func defaultConfig(dir string) Config {
@@ -63,6 +68,7 @@ func defaultConfig(dir string) Config {
 		ServiceCIDR: serviceCIDR, DeviceCIDR: deviceCIDR, DeviceGW: deviceGateway,
 		GuardTable: guardTable, SandboxImage: e2ePause, Runc: "/usr/sbin/runc",
 		CNIBinDir: "/usr/lib/cni", EtcdPort: 2479, EtcdPeerPort: 2480,
+		CgroupRoot: cgroupRoot,
 	}
 }
 
@@ -101,22 +107,34 @@ func (c Config) render(name string) ([]byte, error) {
 
 // renderedFiles maps each file under the state directory to its template.
 var renderedFiles = map[string]string{
-	"kubelet.yaml":              "kubelet.yaml",
-	"containerd.toml":           "containerd.toml",
-	"kube-proxy.yaml":           "kube-proxy.yaml",
-	"cni/net.d/10-itm.conflist": "cni.conflist",
-	"guard.nft":                 "guard.nft",
+	"kubelet.yaml":                "kubelet.yaml",
+	"containerd.toml":             "containerd.toml",
+	"kube-proxy.yaml":             "kube-proxy.yaml",
+	"cni/net.d/10-itm.conflist":   "cni.conflist",
+	"guard.nft":                   "guard.nft",
+	"certs.d/_default/hosts.toml": "hosts.toml",
 }
 
 // Args of each process. Pure, so tests can read them.
+// EtcdURL is etcd's client endpoint: TLS on 127.0.0.1, a client
+// certificate of the etcd CA required.
+func (c Config) EtcdURL() string { return fmt.Sprintf("https://127.0.0.1:%d", c.EtcdPort) }
+
+// etcdArgs: TLS with client certificates on both listeners; only the
+// etcd CA (which signs the apiserver's etcd client certificate and
+// etcd's own) is trusted, so a local user cannot write to etcd.
 func (c Config) etcdArgs() []string {
-	client := fmt.Sprintf("http://127.0.0.1:%d", c.EtcdPort)
-	peer := fmt.Sprintf("http://127.0.0.1:%d", c.EtcdPeerPort)
+	client := c.EtcdURL()
+	peer := fmt.Sprintf("https://127.0.0.1:%d", c.EtcdPeerPort)
 	return []string{
 		"--name=itm", "--data-dir=" + filepath.Join(c.Dir, "etcd"),
 		"--listen-client-urls=" + client, "--advertise-client-urls=" + client,
 		"--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer,
 		"--initial-cluster=itm=" + peer, "--listen-metrics-urls=",
+		"--cert-file=" + c.pki("etcd-server.crt"), "--key-file=" + c.pki("etcd-server.key"),
+		"--client-cert-auth=true", "--trusted-ca-file=" + c.pki("etcd-ca.crt"),
+		"--peer-cert-file=" + c.pki("etcd-server.crt"), "--peer-key-file=" + c.pki("etcd-server.key"),
+		"--peer-client-cert-auth=true", "--peer-trusted-ca-file=" + c.pki("etcd-ca.crt"),
 		"--unsafe-no-fsync=true", "--log-level=warn",
 	}
 }
@@ -125,7 +143,10 @@ func (c Config) pki(name string) string { return filepath.Join(c.Dir, "pki", nam
 
 func (c Config) apiserverArgs() []string {
 	return []string{
-		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", c.EtcdPort),
+		"--etcd-servers=" + c.EtcdURL(),
+		"--etcd-cafile=" + c.pki("etcd-ca.crt"),
+		"--etcd-certfile=" + c.pki("apiserver-etcd-client.crt"),
+		"--etcd-keyfile=" + c.pki("apiserver-etcd-client.key"),
 		"--bind-address=" + c.NodeIP, fmt.Sprintf("--secure-port=%d", apiPort),
 		"--advertise-address=" + c.NodeIP,
 		"--tls-cert-file=" + c.pki("apiserver.crt"), "--tls-private-key-file=" + c.pki("apiserver.key"),

@@ -22,12 +22,12 @@ func TestRenderedFilesKeepEveryPathUnderTheStateDirectory(t *testing.T) {
 			if strings.HasPrefix(strings.TrimSpace(l), "#") {
 				continue
 			}
-			l = strings.ReplaceAll(l, "unix://", "")
+			l = strings.ReplaceAll(strings.ReplaceAll(l, "unix://", ""), "http://127.0.0.1:1", "")
 			// Absolute paths in the rendered files: the state directory,
 			// or the host tools and files they read.
 			for _, f := range strings.FieldsFunc(l, func(r rune) bool { return strings.ContainsRune(" \"=:,[]", r) }) {
 				if strings.HasPrefix(f, "/") && !strings.HasPrefix(f, "/lab/.cluster/") &&
-					f != "/usr/sbin/runc" && f != "/usr/lib/cni" && f != "/etc/resolv.conf" && f != "/32" {
+					f != "/usr/sbin/runc" && f != "/usr/lib/cni" && f != "/etc/resolv.conf" && f != "/32" && f != cgroupRoot {
 					t.Errorf("%s: path %q outside the state directory", file, f)
 				}
 			}
@@ -49,6 +49,7 @@ func TestKubeletConfigHasTheVerifiedSettings(t *testing.T) {
 		"oomScoreAdj": float64(0), "failSwapOn": false, "protectKernelDefaults": false,
 		"localStorageCapacityIsolation": true, "readOnlyPort": float64(0),
 		"address": nodeIP, "containerRuntimeEndpoint": "unix:///lab/run/containerd/containerd.sock",
+		"cgroupRoot": "/itmanager-cluster", "cgroupsPerQOS": true,
 	}
 	for k, v := range want {
 		if kc[k] != v {
@@ -213,5 +214,86 @@ func TestHostNetworkInstallsTheGuardFirstAndThePodGatewayFirstOnTheBridge(t *tes
 	}
 	if len(addrs) == 0 || addrs[0] != podGateway+"/24" {
 		t.Errorf("bridge addresses %v: the pod gateway must come first (Debian's CNI bridge plugin)", addrs)
+	}
+}
+
+// tomlSections reads "section → key → raw value" from a TOML file with
+// one key per line (what the templates hold).
+func tomlSections(data string) map[string]map[string]string {
+	out := map[string]map[string]string{"": {}}
+	cur := ""
+	for _, l := range strings.Split(data, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case l == "" || strings.HasPrefix(l, "#"):
+		case strings.HasPrefix(l, "["):
+			cur = strings.Trim(l, "[]")
+			if out[cur] == nil {
+				out[cur] = map[string]string{}
+			}
+		default:
+			if k, v, ok := strings.Cut(l, "="); ok {
+				out[cur][strings.TrimSpace(k)] = strings.TrimSpace(v)
+			}
+		}
+	}
+	return out
+}
+
+func TestContainerdPullsFromNoRegistryButAClosedLocalPort(t *testing.T) {
+	cfg := defaultConfig("/lab")
+	out, err := cfg.render("containerd.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// containerd v2.4.2 internal/cri/config: ImageConfig.Registry.ConfigPath
+	// (toml "registry"."config_path") of the io.containerd.cri.v1.images
+	// plugin; both the transfer service and the local pull read it.
+	reg := tomlSections(string(out))["plugins.'io.containerd.cri.v1.images'.registry"]
+	if reg["config_path"] != `"/lab/certs.d"` {
+		t.Fatalf("registry config_path = %q, want \"/lab/certs.d\"", reg["config_path"])
+	}
+	if len(reg) != 1 {
+		t.Errorf("registry section has more than config_path (mirrors/configs are ignored or deprecated): %v", reg)
+	}
+	file := ""
+	for f, tmpl := range renderedFiles {
+		if tmpl == "hosts.toml" {
+			file = f
+		}
+	}
+	// core/remotes/docker/config hostPaths: <config_path>/<host>, then
+	// <config_path>/_default, which serves every registry.
+	if file != "certs.d/_default/hosts.toml" {
+		t.Fatalf("hosts.toml is rendered to %q, want certs.d/_default/hosts.toml", file)
+	}
+	hosts, err := cfg.render("hosts.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := tomlSections(string(hosts))
+	if h[""]["server"] != `"http://127.0.0.1:1"` {
+		t.Errorf("server = %s, want the closed local port (no fallback to the registry itself)", h[""]["server"])
+	}
+	for section, keys := range h {
+		if section == "" {
+			continue
+		}
+		if section != `host."http://127.0.0.1:1"` {
+			t.Errorf("a host other than the closed local port: %s", section)
+		}
+		if keys["capabilities"] != `["pull", "resolve"]` {
+			t.Errorf("%s capabilities = %s", section, keys["capabilities"])
+		}
+	}
+	if strings.Contains(string(hosts), "https://") {
+		t.Error("hosts.toml names a remote registry")
+	}
+}
+
+func TestKubeletHasNoImageCredentialProvider(t *testing.T) {
+	args := strings.Join(defaultConfig("/lab").kubeletArgs(), " ")
+	if strings.Contains(args, "image-credential-provider") {
+		t.Errorf("kubelet args name an image credential provider: %s", args)
 	}
 }

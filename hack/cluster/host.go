@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -117,7 +116,7 @@ func takeSnapshot() Snapshot {
 		_, err := os.Lstat(p)
 		s.Paths[p] = err == nil
 	}
-	s.Cgroups, _ = filepath.Glob("/sys/fs/cgroup/*/kubepods*")
+	s.Cgroups = cgroupRoots(cgroupFS)
 	sort.Strings(s.Links)
 	sort.Strings(s.IPSets)
 	return s
@@ -280,10 +279,49 @@ func parseIPTablesSave(s string) map[string]*iptablesTable {
 }
 
 // ownChain: the chains kubelet (KUBE-FIREWALL, KUBE-KUBELET-CANARY,
-// KUBE-IPTABLES-HINT), kube-proxy (KUBE-*), kube-router (KUBE-ROUTER-*,
-// KUBE-POD-FW-*, KUBE-NWPLCY-*) and the CNI portmap plugin make.
-func ownChain(name string) bool {
-	return strings.HasPrefix(name, "KUBE-") || strings.HasPrefix(name, "CNI-HOSTPORT-") || strings.HasPrefix(name, "CNI-DN-")
+// KUBE-IPTABLES-HINT), kube-proxy (KUBE-*) and kube-router (KUBE-ROUTER-*,
+// KUBE-POD-FW-*, KUBE-NWPLCY-*) make. The CNI portmap plugin's chains are
+// shared with podman's CNI backend: see ownCNIChains.
+func ownChain(name string) bool { return strings.HasPrefix(name, "KUBE-") }
+
+// ownCNIChains are the portmap plugin's chains of one table that are this
+// cluster's, among those new since before (isNewChain):
+//   - a CNI-DN-<hash> chain (one per container) whose entry rule carries
+//     portmap's comment `dnat name: "itm-cluster" ...`, this cluster's CNI
+//     network;
+//   - the shared CNI-HOSTPORT-* chains only when no other CNI-DN-* chain
+//     (another network's container, podman's, old or new) is in the table:
+//     while one is, they serve it and stay.
+func ownCNIChains(t *iptablesTable, isNewChain func(string) bool) map[string]bool {
+	mark := `name: \"` + cniNetwork + `\"`
+	own := map[string]bool{}
+	foreign := false
+	for _, c := range t.chains {
+		if !strings.HasPrefix(c, "CNI-DN-") {
+			continue
+		}
+		ours := false
+		for _, rs := range t.rules {
+			for _, r := range rs {
+				if m := jumpRE.FindStringSubmatch(r); m != nil && m[1] == c && strings.Contains(r, mark) {
+					ours = true
+				}
+			}
+		}
+		if ours && isNewChain(c) {
+			own[c] = true
+		} else {
+			foreign = true
+		}
+	}
+	if !foreign {
+		for _, c := range t.chains {
+			if strings.HasPrefix(c, "CNI-HOSTPORT-") && isNewChain(c) {
+				own[c] = true
+			}
+		}
+	}
+	return own
 }
 
 var jumpRE = regexp.MustCompile(`\s-[jg]\s+(\S+)`)
@@ -316,9 +354,10 @@ func iptablesCleanup(before, after string) string {
 				}
 			}
 		}
+		cni := ownCNIChains(a, func(c string) bool { return !old[c] })
 		var newChains []string
 		for _, c := range a.chains {
-			if !old[c] && ownChain(c) {
+			if !old[c] && (ownChain(c) || cni[c]) {
 				newChains = append(newChains, c)
 			}
 		}

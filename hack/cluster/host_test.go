@@ -176,3 +176,61 @@ func TestLinkNamesDropThePeerSuffix(t *testing.T) {
 		t.Errorf("links = %v", got)
 	}
 }
+
+// A node's hostPort container (portmap, network itm-cluster) next to a
+// podman container's (network podman) in the nat table.
+const natWithPortmaps = `*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:CNI-HOSTPORT-DNAT - [0:0]
+:CNI-HOSTPORT-MASQ - [0:0]
+:CNI-HOSTPORT-SETMARK - [0:0]
+:CNI-DN-ours1 - [0:0]
+:CNI-DN-podman1 - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT
+-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ
+-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"itm-cluster\" id: \"abc\"" -m multiport --dports 8080 -j CNI-DN-ours1
+-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"podman\" id: \"def\"" -m multiport --dports 9090 -j CNI-DN-podman1
+-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE
+-A CNI-HOSTPORT-SETMARK -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000
+-A CNI-DN-ours1 -s 10.244.0.5/32 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK
+-A CNI-DN-ours1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.0.5:80
+-A CNI-DN-podman1 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.88.0.2:80
+COMMIT
+`
+
+func TestIPTablesCleanupKeepsPodmansPortmapChainsAndTheSharedOnesTheyUse(t *testing.T) {
+	got := iptablesCleanup("*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n", natWithPortmaps)
+	want := `*nat
+-D CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"itm-cluster\" id: \"abc\"" -m multiport --dports 8080 -j CNI-DN-ours1
+-F CNI-DN-ours1
+-X CNI-DN-ours1
+COMMIT
+`
+	if got != want {
+		t.Errorf("cleanup:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestIPTablesCleanupRemovesTheSharedPortmapChainsWhenOnlyTheClusterUsedThem(t *testing.T) {
+	var after []string
+	for _, l := range strings.Split(natWithPortmaps, "\n") {
+		if !strings.Contains(l, "podman1") {
+			after = append(after, l)
+		}
+	}
+	got := iptablesCleanup("*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n", strings.Join(after, "\n"))
+	for _, want := range []string{"-X CNI-DN-ours1", "-X CNI-HOSTPORT-DNAT", "-X CNI-HOSTPORT-MASQ", "-X CNI-HOSTPORT-SETMARK",
+		"-D PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+		`-D POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ`} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("cleanup lacks %s:\n%s", want, got)
+		}
+	}
+	// Chains that existed before are never claimed, even with our name.
+	before := "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:CNI-HOSTPORT-MASQ - [0:0]\n:CNI-DN-ours1 - [0:0]\nCOMMIT\n"
+	got = iptablesCleanup(before, strings.Join(after, "\n"))
+	if strings.Contains(got, "-X CNI-HOSTPORT") || strings.Contains(got, "-X CNI-DN-ours1") {
+		t.Errorf("claims chains that existed before:\n%s", got)
+	}
+}

@@ -77,6 +77,12 @@ func run(args []string) error {
 	}
 	cfg := defaultConfig(dir)
 	switch args[0] {
+	case "up", "down", "load", "netns":
+		if err := checkStateDir(dir); err != nil {
+			return err
+		}
+	}
+	switch args[0] {
 	case "up":
 		if err := needRoot("make cluster"); err != nil {
 			return err

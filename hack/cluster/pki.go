@@ -5,12 +5,15 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -28,6 +31,10 @@ type certSpec struct {
 	Client bool
 	DNS    []string
 	IPs    []string
+	// Etcd: signed by the etcd CA, which etcd trusts alone, so no
+	// certificate of the cluster CA (which kube-controller-manager signs
+	// CSRs with) can reach etcd.
+	Etcd bool
 }
 
 // certSpecs are the cluster's certificates, all signed by the one CA.
@@ -45,6 +52,9 @@ func (c Config) certSpecs() []certSpec {
 		{Name: "scheduler", CN: "system:kube-scheduler", Client: true},
 		// kube-router gets its own identity, bound to a read-only ClusterRole.
 		{Name: "kube-router", CN: "itm:kube-router", Client: true},
+		// etcd serves (clients and its one peer) on 127.0.0.1 only.
+		{Name: "etcd-server", CN: "itm-etcd", Server: true, Client: true, DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, Etcd: true},
+		{Name: "apiserver-etcd-client", CN: "kube-apiserver-etcd-client", Client: true, Etcd: true},
 	}
 }
 
@@ -67,7 +77,7 @@ func newKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P25
 
 func serial() (*big.Int, error) { return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)) }
 
-func newCA(now time.Time) (*authority, []byte, error) {
+func newCA(cn string, now time.Time) (*authority, []byte, error) {
 	key, err := newKey()
 	if err != nil {
 		return nil, nil, err
@@ -77,7 +87,7 @@ func newCA(now time.Time) (*authority, []byte, error) {
 		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: sn, Subject: pkix.Name{CommonName: "itm-cluster-ca"},
+		SerialNumber: sn, Subject: pkix.Name{CommonName: cn},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 365 * 24 * time.Hour),
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		IsCA:     true, BasicConstraintsValid: true,
@@ -138,13 +148,18 @@ func pemKey(key *ecdsa.PrivateKey) ([]byte, error) {
 }
 
 // writePKI creates the CA, every leaf, the service account key pair and
-// the component kubeconfigs (private keys and kubeconfigs mode 0600).
+// the component kubeconfigs (private keys and kubeconfigs mode 0600). The
+// etcd CA's key is not written: nothing signs with it after this.
 func writePKI(c Config, now time.Time) error {
 	dir := filepath.Join(c.Dir, "pki")
 	if err := os.MkdirAll(filepath.Join(dir, "kubelet"), 0o700); err != nil {
 		return err
 	}
-	ca, caDER, err := newCA(now)
+	ca, caDER, err := newCA("itm-cluster-ca", now)
+	if err != nil {
+		return err
+	}
+	etcdCA, etcdCADER, err := newCA("itm-etcd-ca", now)
 	if err != nil {
 		return err
 	}
@@ -153,10 +168,14 @@ func writePKI(c Config, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	files := map[string][]byte{"ca.crt": caPEM, "ca.key": caKey}
+	files := map[string][]byte{"ca.crt": caPEM, "ca.key": caKey, "etcd-ca.crt": pemCert(etcdCADER)}
 	leaves := map[string][2][]byte{}
 	for _, spec := range c.certSpecs() {
-		der, key, err := ca.issue(spec, now)
+		signer := ca
+		if spec.Etcd {
+			signer = etcdCA
+		}
+		der, key, err := signer.issue(spec, now)
 		if err != nil {
 			return fmt.Errorf("certificate %s: %w", spec.Name, err)
 		}
@@ -205,4 +224,27 @@ func kubeconfig(server string, ca, cert, key []byte, user string) *clientcmdapi.
 	kc.Contexts["itm-cluster"] = &clientcmdapi.Context{Cluster: "itm-cluster", AuthInfo: user}
 	kc.CurrentContext = "itm-cluster"
 	return kc
+}
+
+// etcdClient is an HTTPS client that trusts only the etcd CA and shows
+// the apiserver's etcd client certificate: how the start waits for etcd.
+func etcdClient(c Config) (*http.Client, error) {
+	caPEM, err := os.ReadFile(c.pki("etcd-ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("etcd-ca.crt holds no certificate")
+	}
+	cert, err := tls.LoadX509KeyPair(c.pki("apiserver-etcd-client.crt"), c.pki("apiserver-etcd-client.key"))
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		}},
+	}, nil
 }

@@ -64,6 +64,21 @@ func TestPKIIssuesEveryIdentityFromOneCA(t *testing.T) {
 		"scheduler":          {"system:kube-scheduler", ""},
 		"kube-router":        {"itm:kube-router", ""},
 	}
+	etcdPool := x509.NewCertPool()
+	etcdPool.AddCert(readCert(t, filepath.Join(dir, "pki", "etcd-ca.crt")))
+	for _, spec := range cfg.certSpecs() {
+		roots, other := pool, etcdPool
+		if spec.Etcd {
+			roots, other = etcdPool, pool
+		}
+		c := readCert(t, filepath.Join(dir, "pki", spec.Name+".crt"))
+		if _, err := c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("%s: not issued by its CA: %v", spec.Name, err)
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: other, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			t.Errorf("%s: verifies against the other CA too", spec.Name)
+		}
+	}
 	for name, id := range identities {
 		c := readCert(t, filepath.Join(dir, "pki", name+".crt"))
 		if c.Subject.CommonName != id[0] || (id[1] != "" && !slices.Contains(c.Subject.Organization, id[1])) {

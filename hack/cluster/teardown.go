@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,9 +23,15 @@ import (
 // goes on after errors, so one failure does not leave the rest behind.
 func teardown(cfg Config, k *cluster) error {
 	dir := cfg.Dir
+	if err := checkStateDir(dir); err != nil {
+		return err
+	}
 	before, err := loadSnapshot(filepath.Join(dir, "host.json"))
 	if err != nil {
 		return fmt.Errorf("no snapshot of the host before the cluster (.cluster/host.json): %w", err)
+	}
+	if err := validateSnapshot(before); err != nil {
+		return err
 	}
 	var errs []error
 	note := func(err error) {
@@ -32,6 +39,11 @@ func teardown(cfg Config, k *cluster) error {
 			fmt.Fprintf(os.Stderr, "    %v\n", err)
 			errs = append(errs, err)
 		}
+	}
+	// The device namespaces this cluster made (their markers go with them).
+	var ownNetns []string
+	for _, name := range node.Devices(dir) {
+		ownNetns = append(ownNetns, node.NetnsName(name))
 	}
 	// Nobody may take a stopping cluster for a ready one.
 	_ = os.Remove(filepath.Join(dir, "kubeconfig"))
@@ -57,7 +69,7 @@ func teardown(cfg Config, k *cluster) error {
 	// components.
 	killReferencing(dir, filepath.Join(filepathRoot(dir), "bin"))
 
-	note(unmountNew(before, dir))
+	note(unmountNew(before, dir, ownNetns))
 
 	// kube-proxy's own cleanup, then what kubelet, kube-router and the
 	// portmap plugin leave (kube-proxy --cleanup does not know them).
@@ -66,7 +78,7 @@ func teardown(cfg Config, k *cluster) error {
 	}
 	note(restoreIPTables(before))
 	after := takeSnapshot()
-	for _, set := range diffNew(before.IPSets, after.IPSets) {
+	for _, set := range ownIPSets(before.IPSets, after.IPSets) {
 		note(sh("ipset", "destroy", set))
 	}
 
@@ -101,28 +113,37 @@ func teardown(cfg Config, k *cluster) error {
 	}
 	_ = exec.Command("ip", "route", "del", "blackhole", cfg.PodCIDR).Run()
 
+	restore, leave := sysctlRestores(before.Sysctls, takeSnapshot().Sysctls)
 	for _, key := range sysctls {
-		want, ok := before.Sysctls[key]
-		if !ok {
-			continue
-		}
-		path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) != want {
-			note(os.WriteFile(path, []byte(want), 0o644))
+		if want, ok := restore[key]; ok {
+			note(os.WriteFile("/proc/sys/"+strings.ReplaceAll(key, ".", "/"), []byte(want), 0o644))
 		}
 	}
+	for _, l := range leave {
+		fmt.Fprintf(os.Stderr, "    %s\n", l)
+	}
 
-	note(unmountNew(before, dir))
+	note(unmountNew(before, dir, ownNetns))
+	// /run/netns and /var/lib/cni are shared with podman (and others): only
+	// this cluster's entries go, and the directory only when it is new and
+	// empty. The other fixed paths are the node's own.
 	for _, p := range fixedPaths {
-		if !before.Paths[p] {
-			note(os.RemoveAll(p))
+		switch p {
+		case netnsRoot:
+			note(cleanShared(p, func(rel string) bool { return slices.Contains(ownNetns, rel) }, before.Paths[p]))
+		case cniCacheRoot:
+			note(cleanShared(p, ownCNICache, before.Paths[p]))
+		default:
+			if !before.Paths[p] {
+				note(removeTree(p, dir, currentMountPoints()))
+			}
 		}
 	}
 	note(removeCgroups(before))
 
 	// The state, except the logs and the stop status.
-	for _, d := range []string{"var", "run", "etcd", "opt", "cni", "pki", "devices"} {
-		note(os.RemoveAll(filepath.Join(dir, d)))
+	for _, d := range []string{"var", "run", "etcd", "opt", "cni", "certs.d", "pki", "devices"} {
+		note(removeTree(filepath.Join(dir, d), dir, currentMountPoints()))
 	}
 	for _, f := range []string{"kubeconfig.tmp", "kubelet.kubeconfig", "kube-proxy.kubeconfig", "controller-manager.kubeconfig", "scheduler.kubeconfig", "kube-router.kubeconfig"} {
 		_ = os.Remove(filepath.Join(dir, f))
@@ -169,12 +190,12 @@ func stopProc(p *proc) {
 	}
 }
 
-// killContainers kills every process in kubelet's pod cgroups (the pods'
-// containers and sandboxes) and waits for the cgroups to empty.
+// killContainers kills every process under the node's cgroup root (the
+// pods' containers and sandboxes) and waits for the cgroups to empty.
 func killContainers() {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := cgroupPIDs()
+		pids := cgroupPIDs(cgroupRoots(cgroupFS))
 		if len(pids) == 0 || time.Now().After(deadline) {
 			return
 		}
@@ -185,10 +206,33 @@ func killContainers() {
 	}
 }
 
-func cgroupPIDs() []int {
+// cgroupFS is where the cgroup hierarchies are mounted.
+const cgroupFS = "/sys/fs/cgroup"
+
+// cgroupRoots are the directories of kubelet's cgroupRoot
+// ("/itmanager-cluster") that exist: one per cgroup v1 hierarchy
+// (fsRoot/<hierarchy>/itmanager-cluster), or fsRoot/itmanager-cluster on
+// cgroup v2.
+func cgroupRoots(fsRoot string) []string {
+	name := strings.Trim(cgroupRoot, "/")
+	var out []string
+	if _, err := os.Stat(filepath.Join(fsRoot, name)); err == nil {
+		out = append(out, filepath.Join(fsRoot, name))
+	}
+	m, _ := filepath.Glob(filepath.Join(fsRoot, "*", name))
+	for _, d := range m {
+		// Not through a symlinked hierarchy (cpu -> cpu,cpuacct): once.
+		if st, err := os.Lstat(filepath.Dir(d)); err == nil && st.Mode()&os.ModeSymlink == 0 {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// cgroupPIDs lists the processes in the cgroups under roots.
+func cgroupPIDs(roots []string) []int {
 	var pids []int
 	seen := map[int]bool{}
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*")
 	for _, root := range roots {
 		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
@@ -239,16 +283,82 @@ func killReferencing(dir, binDir string) {
 	}
 }
 
-// unmountNew unmounts, deepest first, what was mounted since before under
-// the state directory or a fixed path (lazily if busy).
-func unmountNew(before Snapshot, dir string) error {
+const (
+	netnsRoot    = "/run/netns"
+	cniCacheRoot = "/var/lib/cni"
+	// cniNetwork is the name in templates/cni.conflist: libcni caches a
+	// result per attachment as /var/lib/cni/results/<network>-<id>-<ifname>.
+	cniNetwork = "itm-cluster"
+)
+
+// ownCNICache: this cluster's entries under /var/lib/cni (relative path).
+func ownCNICache(rel string) bool {
+	dir, file := filepath.Split(rel)
+	return dir == "results/" && strings.HasPrefix(file, cniNetwork+"-")
+}
+
+// ownMount says whether a mount point new since the start is this
+// cluster's to unmount: under the state directory; in /run/netns only its
+// own device namespaces, and /run/netns itself (ip-netns's bind mount)
+// only once it holds nothing (else other programs' namespaces under it
+// would be detached); nothing under /var/lib/cni; under the node's other
+// fixed paths, anything.
+func ownMount(p, dir string, ownNetns []string, netnsEmpty bool) bool {
+	switch {
+	case under(p, dir):
+		return true
+	case p == netnsRoot:
+		return netnsEmpty
+	case under(p, netnsRoot):
+		return filepath.Dir(p) == netnsRoot && slices.Contains(ownNetns, filepath.Base(p))
+	case under(p, cniCacheRoot):
+		return false
+	}
+	return underAny(p, fixedPaths)
+}
+
+// cleanShared removes the entries of root that own (given the path
+// relative to root) claims, then, if root did not exist before, the
+// directories left empty, root last. Others' entries stay.
+func cleanShared(root string, own func(rel string) bool, existedBefore bool) error {
+	var files, dirs []string
+	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		switch {
+		case d.IsDir():
+			dirs = append(dirs, path)
+		case own(rel):
+			files = append(files, path)
+		}
+		return nil
+	})
+	var errs []error
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if !existedBefore {
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = os.Remove(dirs[i]) // fails, and stays, while not empty
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unmountNew unmounts, deepest first, what was mounted since before and
+// is this cluster's (ownMount), lazily if busy.
+func unmountNew(before Snapshot, dir string, ownNetns []string) error {
 	var errs []error
 	for range 3 {
 		now := takeSnapshot()
 		var points []string
 		for _, m := range diffNew(before.Mounts, now.Mounts) {
 			p := mountPoint(m)
-			if under(p, dir) || underAny(p, fixedPaths) {
+			if ownMount(p, dir, ownNetns, emptyDir(netnsRoot)) {
 				points = append(points, p)
 			}
 		}
@@ -324,14 +434,14 @@ func restoreIPTables(before Snapshot) error {
 	return errors.Join(errs...)
 }
 
-// removeCgroups removes kubelet's pod cgroups that did not exist before,
-// deepest first.
+// removeCgroups removes the node's cgroup root (and the pod cgroups in
+// it) where it did not exist before, deepest first.
 func removeCgroups(before Snapshot) error {
 	had := map[string]bool{}
 	for _, c := range before.Cgroups {
 		had[c] = true
 	}
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*")
+	roots := cgroupRoots(cgroupFS)
 	var errs []error
 	for _, root := range roots {
 		if had[root] {
@@ -351,4 +461,107 @@ func removeCgroups(before Snapshot) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ownIPSet: the ipsets kube-router v2.1.0 makes (pkg/controllers/netpol:
+// KUBE-SRC-*, KUBE-DST-*; pkg/controllers: kube-router-*; IPv6 ones with
+// the "inet6:" prefix of pkg/utils/ipset.go). kube-proxy runs in iptables
+// mode and makes none.
+func ownIPSet(name string) bool {
+	name = strings.TrimPrefix(name, "inet6:")
+	return strings.HasPrefix(name, "KUBE-SRC-") || strings.HasPrefix(name, "KUBE-DST-") || strings.HasPrefix(name, "kube-router-")
+}
+
+// ownIPSets are the sets new since before that kube-router made; others'
+// new sets stay (and show in the host check).
+func ownIPSets(before, after []string) []string {
+	var out []string
+	for _, s := range diffNew(before, after) {
+		if ownIPSet(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func emptyDir(p string) bool {
+	entries, err := os.ReadDir(p)
+	return err == nil && len(entries) == 0
+}
+
+// makeCgroupRoot creates kubelet's cgroup root name in every cgroup v1
+// hierarchy under fsRoot (kubelet checks cpu, cpuacct, cpuset, memory,
+// systemd, pids and hugetlb, pkg/kubelet/cm/cgroup_v1_manager_linux.go
+// Validate; the others are made too, as runc joins them), or once on
+// cgroup v2. A new cpuset cgroup gets its parent's cpus and mems, without
+// which no task may join it. It returns what it created.
+func makeCgroupRoot(fsRoot, name string) ([]string, error) {
+	name = strings.Trim(name, "/")
+	var hierarchies []string
+	if _, err := os.Stat(filepath.Join(fsRoot, "cgroup.controllers")); err == nil {
+		hierarchies = []string{fsRoot} // cgroup v2
+	} else {
+		entries, err := os.ReadDir(fsRoot)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.IsDir() { // not the symlinks (cpu -> cpu,cpuacct)
+				hierarchies = append(hierarchies, filepath.Join(fsRoot, e.Name()))
+			}
+		}
+	}
+	var made []string
+	for _, h := range hierarchies {
+		dir := filepath.Join(h, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				continue
+			}
+			return made, err
+		}
+		made = append(made, dir)
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			parent, err := os.ReadFile(filepath.Join(h, f))
+			if err != nil {
+				continue // not the cpuset hierarchy
+			}
+			if cur, err := os.ReadFile(filepath.Join(dir, f)); err == nil && strings.TrimSpace(string(cur)) != "" {
+				continue
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), parent, 0o644); err != nil {
+				return made, fmt.Errorf("cgroup %s: %w", filepath.Join(dir, f), err)
+			}
+		}
+	}
+	return made, nil
+}
+
+// sysctlSetBy are the values the node sets: the cluster ip_forward,
+// kubelet (pkg/kubelet/cm setupKernelTunables) overcommit and panic,
+// kube-proxy the others if it ever does.
+var sysctlSetBy = map[string]string{
+	"net.ipv4.ip_forward": "1", "vm.overcommit_memory": "1", "kernel.panic": "10", "kernel.panic_on_oops": "1",
+	"net.ipv4.conf.all.route_localnet": "1", "net.bridge.bridge-nf-call-iptables": "1",
+	"net.bridge.bridge-nf-call-ip6tables": "1", "net.ipv6.conf.all.forwarding": "1",
+}
+
+// sysctlRestores: a setting that changed goes back to its value before
+// only while it still has the value the node sets; one with another value
+// was changed since by someone else, and is left (and said so).
+func sysctlRestores(before, now map[string]string) (restore map[string]string, leave []string) {
+	restore = map[string]string{}
+	for _, key := range sysctls {
+		was, ok := before[key]
+		cur, ok2 := now[key]
+		if !ok || !ok2 || cur == was {
+			continue
+		}
+		if cur == sysctlSetBy[key] {
+			restore[key] = was
+		} else {
+			leave = append(leave, fmt.Sprintf("sysctl %s is %s, neither %s (before) nor %s (the node's): someone else set it, left as is", key, cur, was, sysctlSetBy[key]))
+		}
+	}
+	return restore, leave
 }

@@ -207,16 +207,9 @@ func up(root string, cfg Config, img string, extra []string) error {
 
 	// From nothing: the state directory of an earlier run goes, all but
 	// its logs, kept as logs.previous for a look at why it stopped.
-	prevLogs := dir + ".logs.previous"
-	_ = os.RemoveAll(prevLogs)
-	_ = os.Rename(filepath.Join(dir, "logs"), prevLogs)
-	if err := os.RemoveAll(dir); err != nil {
+	if err := freshStateDir(dir); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	_ = os.Rename(prevLogs, filepath.Join(dir, "logs.previous"))
 	for _, d := range []string{"logs", "cni/net.d", "var/log/pods", "run"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
@@ -289,6 +282,9 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 		if err != nil {
 			return err
 		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(cfg.Dir, file)), 0o755); err != nil {
+			return err
+		}
 		if err := os.WriteFile(filepath.Join(cfg.Dir, file), data, 0o644); err != nil {
 			return err
 		}
@@ -303,8 +299,12 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 	if err := k.start("etcd", k.bins.etcd, cfg.etcdArgs()); err != nil {
 		return err
 	}
+	etcd, err := etcdClient(cfg)
+	if err != nil {
+		return fmt.Errorf("etcd client certificate: %w", err)
+	}
 	if err := k.waitFor(ctx, "etcd", time.Minute, func() bool {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", cfg.EtcdPort)) //nolint:noctx // bounded by waitFor
+		resp, err := etcd.Get(cfg.EtcdURL() + "/health") //nolint:noctx // bounded by waitFor and the client's timeout
 		if err != nil {
 			return false
 		}
@@ -358,6 +358,9 @@ func (k *cluster) bringUp(ctx context.Context, img string, extra []string) error
 	}
 	k.phase("Pause image imported")
 
+	if _, err := makeCgroupRoot(cgroupFS, cfg.CgroupRoot); err != nil {
+		return fmt.Errorf("kubelet's cgroup root %s: %w", cfg.CgroupRoot, err)
+	}
 	if err := k.start("kubelet", k.bins.kubelet, cfg.kubeletArgs()); err != nil {
 		return err
 	}

@@ -115,6 +115,24 @@ func DevicesDir(stateDir string) string { return filepath.Join(stateDir, "device
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
 
+// NetnsPrefix starts the name of every device network namespace this
+// package makes, so a device can never take the name of another
+// program's namespace (podman's, a test's own).
+const NetnsPrefix = "itm-dev-"
+
+// NetnsName is the network namespace of device name (under /run/netns).
+// Exec, ExecContext and the commands here take the device name and use it.
+func NetnsName(name string) string { return NetnsPrefix + name }
+
+// Where ip(8) keeps named namespaces and the kernel lists links; and how
+// commands run. Variables so tests use a temporary directory and record
+// commands instead of running them.
+var (
+	netnsDir = "/run/netns"
+	linksDir = "/sys/class/net"
+	runCmd   = run
+)
+
 // HostVeth is the bridge side of a device's veth pair: a name that fits
 // IFNAMSIZ and is the same for the same device name.
 func HostVeth(name string) string {
@@ -143,11 +161,11 @@ func (e Env) DeviceAddress(addr string) (netip.Prefix, error) {
 // address addr: a namespace, a veth pair with one end on the bridge, and
 // routes only to the pod and service ranges through DEVICE_GATEWAY.
 func (e Env) DeviceCommands(name string, addr netip.Prefix) [][]string {
-	veth := HostVeth(name)
-	in := func(args ...string) []string { return append([]string{"ip", "-n", name}, args...) }
+	veth, ns := HostVeth(name), NetnsName(name)
+	in := func(args ...string) []string { return append([]string{"ip", "-n", ns}, args...) }
 	return [][]string{
-		{"ip", "netns", "add", name},
-		{"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name},
+		{"ip", "netns", "add", ns},
+		{"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
 		{"ip", "link", "set", veth, "master", e.Bridge, "up"},
 		in("link", "set", "lo", "up"),
 		in("addr", "add", addr.String(), "dev", "eth0"),
@@ -168,15 +186,31 @@ func (c *Cluster) AddDevice(name, addr string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(DevicesDir(c.Dir), 0o755); err != nil {
+	// Never adopt what exists: deleting the device would delete it.
+	for _, p := range []string{filepath.Join(netnsDir, NetnsName(name)), filepath.Join(linksDir, HostVeth(name))} {
+		if exists(p) {
+			return fmt.Errorf("device %s: %s exists and is not this cluster's to use (a device of that name is already made, or another program's)", name, p)
+		}
+	}
+	if err := os.MkdirAll(DevicesDir(c.Dir), 0o700); err != nil {
 		return err
 	}
-	// The marker comes first: a half-made device is still removed on stop.
-	if err := os.WriteFile(filepath.Join(DevicesDir(c.Dir), name), []byte(prefix.String()+"\n"), 0o644); err != nil {
+	marker := filepath.Join(DevicesDir(c.Dir), name)
+	cmds := c.Env.DeviceCommands(name, prefix)
+	// The namespace first: if ip refuses it (someone made it meanwhile),
+	// nothing here is ours and nothing is deleted.
+	if err := runCmd(cmds[0]...); err != nil {
+		return fmt.Errorf("device %s: %w", name, err)
+	}
+	// The ownership marker, written once the namespace is ours: a
+	// half-made device is still removed on stop, and only a device with a
+	// marker is ever removed.
+	if err := os.WriteFile(marker, []byte(prefix.String()+"\n"), 0o600); err != nil {
+		_ = runCmd("ip", "netns", "del", NetnsName(name))
 		return err
 	}
-	for _, argv := range c.Env.DeviceCommands(name, prefix) {
-		if err := run(argv...); err != nil {
+	for _, argv := range cmds[1:] {
+		if err := runCmd(argv...); err != nil {
 			_ = c.DelDevice(name)
 			return fmt.Errorf("device %s: %w", name, err)
 		}
@@ -184,22 +218,27 @@ func (c *Cluster) AddDevice(name, addr string) error {
 	return nil
 }
 
-// DelDevice removes the device namespace name and its veth. Removing a
-// device that does not exist is not an error.
+// DelDevice removes the device namespace name and its veth, if this
+// cluster made them (its marker says so). Removing a device that does not
+// exist is not an error; a namespace or link of that name that this
+// cluster did not make is left alone.
 func (c *Cluster) DelDevice(name string) error {
 	return DeleteDevice(c.Dir, name)
 }
 
 // DeleteDevice removes device name of the cluster in stateDir.
 func DeleteDevice(stateDir, name string) error {
+	if !nameRE.MatchString(name) || !exists(filepath.Join(DevicesDir(stateDir), name)) {
+		return nil
+	}
 	var errs []error
-	if exists("/run/netns/" + name) {
-		if err := run("ip", "netns", "del", name); err != nil {
+	if exists(filepath.Join(netnsDir, NetnsName(name))) {
+		if err := runCmd("ip", "netns", "del", NetnsName(name)); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if exists("/sys/class/net/" + HostVeth(name)) {
-		if err := run("ip", "link", "del", HostVeth(name)); err != nil {
+	if exists(filepath.Join(linksDir, HostVeth(name))) {
+		if err := runCmd("ip", "link", "del", HostVeth(name)); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -222,12 +261,12 @@ func Devices(stateDir string) []string {
 
 // Exec returns a command that runs argv inside device name's namespace.
 func Exec(name string, argv ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", name}, argv...)...)
+	return exec.Command("ip", append([]string{"netns", "exec", NetnsName(name)}, argv...)...)
 }
 
 // ExecContext is Exec bound to ctx (the command is killed when ctx ends).
 func ExecContext(ctx context.Context, name string, argv ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", name}, argv...)...)
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", NetnsName(name)}, argv...)...)
 }
 
 // GuardCounters reads the guard table's named drop counters (packets).

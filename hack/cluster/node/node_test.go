@@ -60,8 +60,8 @@ func TestDeviceRoutesOnlyToPodAndServiceRanges(t *testing.T) {
 		}
 	}
 	want := []string{
-		"ip -n dev1 route add 10.244.0.0/16 via 10.244.77.1 dev eth0",
-		"ip -n dev1 route add 10.96.0.0/12 via 10.244.77.1 dev eth0",
+		"ip -n itm-dev-dev1 route add 10.244.0.0/16 via 10.244.77.1 dev eth0",
+		"ip -n itm-dev-dev1 route add 10.96.0.0/12 via 10.244.77.1 dev eth0",
 	}
 	if strings.Join(routes, "\n") != strings.Join(want, "\n") {
 		t.Errorf("routes:\n%s", strings.Join(routes, "\n"))
