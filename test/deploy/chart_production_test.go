@@ -152,6 +152,7 @@ func TestChartValuesSchemaRefusesMistakes(t *testing.T) {
 		{"image.pullPolicy=Sometimes", "/image/pullPolicy"},
 		{"checkin.service.type=ExternalName", "/checkin/service/type"},
 		{"checkin.service.externalTrafficPolicy=local", "/checkin/service/externalTrafficPolicy"},
+		{"checkin.service.clusterIP=checkin", "/checkin/service/clusterIP"},
 		{"checkin.staleAfter=5 minutes", "/checkin/staleAfter"},
 		{"checkin.certManager.enabled=true", "/checkin/certSecret"},
 		{"checkin.certManager.enabled=true", "/checkin/certManager/issuerRef"},
@@ -440,7 +441,7 @@ func TestChartWithEveryOptionInstallsIntoARealAPIServer(t *testing.T) {
 		}
 
 		svc := typed[corev1.Service](t, named(t, objs, "Service", "fleet-checkin"))
-		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal ||
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.ClusterIP != "10.0.0.44" || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal ||
 			!slices.Equal(svc.Spec.LoadBalancerSourceRanges, []string{"198.51.100.0/24", "203.0.113.0/24"}) ||
 			svc.Spec.Ports[0].NodePort != 30443 || svc.Annotations["service.beta.kubernetes.io/aws-load-balancer-type"] != "external" {
 			t.Errorf("check-in Service does not carry the values: %+v %v", svc.Spec, svc.Annotations)
