@@ -118,6 +118,7 @@ var _ = Describe("Check-in service", func() {
 		res := post(d.Name, token, checkin.Request{Sequence: 1, Facts: facts("10.0.0.7", "192.168.1.20", "fd00::7")})
 		Expect(res.code).To(Equal(200), res.String())
 		Expect(res.body["nextCheckInSeconds"]).To(BeEquivalentTo(1))
+		Expect(res.body["minIntervalMilliseconds"]).To(BeEquivalentTo(checkinMinInterval.Milliseconds()), "the agent learns the minimum it must keep")
 		Expect(res.body["warnings"]).To(ConsistOf(ContainSubstring("192.168.1.20 is outside the allowed ranges")))
 
 		lease := leaseOf(d.Name)

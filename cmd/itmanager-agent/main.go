@@ -1,6 +1,8 @@
 // Command itmanager-agent runs on a managed device. Every interval it gathers
 // facts (OS version, hostname, addresses, disk encryption where it can tell)
-// and checks in with the itmanager check-in service using the device's token.
+// and checks in with the itmanager check-in service using the device's token;
+// between check-ins it re-gathers them every --fact-poll and checks in at
+// once (as soon as the service's minimum interval allows) when they changed.
 // It never holds Kubernetes credentials.
 //
 // Its enrolment is a directory with the files url, token and ca.crt: the
@@ -28,6 +30,7 @@ func main() {
 		stateFile      = flag.String("state-file", "/var/lib/itmanager-agent/sequence", "File that keeps the check-in sequence across restarts.")
 		interval       = flag.Duration("interval", time.Minute, "Check-in interval until the server asks for another.")
 		maxBackoff     = flag.Duration("max-backoff", 5*time.Minute, "Longest wait between retries after failures.")
+		factPoll       = flag.Duration("fact-poll", agent.DefaultFactPoll, "How often facts are re-gathered between check-ins (file reads and one interface listing, no processes); a change checks in as soon as the service's minimum interval allows. 0 disables.")
 		upgradeCommand = flag.String("upgrade-command", "", "Shell command that upgrades the device to $ITMANAGER_TARGET_VERSION when a maintenance window authorizes it.")
 		upgradeTimeout = flag.Duration("upgrade-timeout", time.Hour, "Longest the upgrade command may run before it is killed and the upgrade reported failed.")
 		once           = flag.Bool("once", false, "Check in once and exit (non-zero on failure); a refusal that says how to succeed (Retry-After up to a minute, a sequence out of step) is retried once.")
@@ -56,7 +59,7 @@ func main() {
 
 	a := &agent.Agent{
 		EnrolmentDir: *enrolmentDir, StateFile: *stateFile, System: agent.System{Root: *root},
-		Version: version.Version, Log: log, Interval: *interval, MaxBackoff: *maxBackoff,
+		Version: version.Version, Log: log, Interval: *interval, MaxBackoff: *maxBackoff, FactPoll: *factPoll,
 	}
 	if *upgradeCommand != "" {
 		a.Upgrader = agent.CommandUpgrader{Command: *upgradeCommand, Timeout: *upgradeTimeout}
@@ -73,7 +76,7 @@ func main() {
 		log.Info("Checked in", "nextCheckInSeconds", resp.NextCheckInSeconds, "upgrade", resp.Upgrade != nil)
 		return
 	}
-	log.Info("Starting", "version", version.Version, "commit", version.Commit, "enrolment", *enrolmentDir, "interval", *interval)
+	log.Info("Starting", "version", version.Version, "commit", version.Commit, "enrolment", *enrolmentDir, "interval", *interval, "factPoll", *factPoll)
 	if err := a.Run(ctx); err != nil {
 		log.Error("Agent stopped", "error", err)
 		os.Exit(1)

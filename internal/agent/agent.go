@@ -45,6 +45,16 @@ type Agent struct {
 	Interval time.Duration
 	// MaxBackoff caps the wait after failures.
 	MaxBackoff time.Duration
+	// FactPoll is how often facts are re-gathered between check-ins; when
+	// they differ from those last reported, the agent checks in as soon as
+	// the service allows instead of waiting for the interval. 0 disables.
+	FactPoll time.Duration
+
+	interval     time.Duration // asked for by the service
+	failures     int           // in a row
+	serviceMin   time.Duration // the service's minimum interval, when it says it
+	learnedMin   time.Duration // a floor a 429 taught, when it does not
+	lastAccepted time.Time     // when the last accepted check-in was answered
 
 	seq      uint64
 	upgrade  *wire.UpgradeReport // a report still to deliver
@@ -149,11 +159,16 @@ func (e *StatusError) Error() string {
 
 // CheckIn gathers facts and reports them once.
 func (a *Agent) CheckIn(ctx context.Context) (*wire.Response, error) {
+	return a.send(ctx, a.System.Gather(a.Version))
+}
+
+// send reports facts once.
+func (a *Agent) send(ctx context.Context, facts wire.Facts) (*wire.Response, error) {
 	enr, err := a.loadEnrolment()
 	if err != nil {
 		return nil, fmt.Errorf("read enrolment from %s: %w", a.EnrolmentDir, err)
 	}
-	req := wire.Request{Sequence: a.nextSequence(), Facts: a.System.Gather(a.Version), Upgrade: a.upgrade}
+	req := wire.Request{Sequence: a.nextSequence(), Facts: facts, Upgrade: a.upgrade}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -192,56 +207,122 @@ func (a *Agent) CheckIn(ctx context.Context) (*wire.Response, error) {
 }
 
 // Run checks in until ctx ends: every interval the server asks for (jittered
-// by ±10% so a fleet restarted together spreads out), and after failures with
-// exponential backoff and full jitter up to MaxBackoff.
+// by ±10% so a fleet restarted together spreads out), after failures with
+// exponential backoff and full jitter up to MaxBackoff, and, with FactPoll,
+// as soon as the service allows when the facts changed (see NextCheckIn).
 func (a *Agent) Run(ctx context.Context) error {
-	failures := 0
-	interval := a.Interval
+	a.interval = a.Interval
+	var reported *wire.Facts
 	for {
-		resp, err := a.CheckIn(ctx)
-		var wait time.Duration
-		switch {
-		case err == nil:
-			if failures > 0 {
-				a.Log.Info("Check-in succeeded again", "after", failures)
-			}
-			failures = 0
-			if resp.NextCheckInSeconds > 0 {
-				interval = time.Duration(resp.NextCheckInSeconds) * time.Second
-			}
-			for _, w := range resp.Warnings {
-				a.Log.Warn("Check-in service", "warning", w)
-			}
-			a.Log.Debug("Checked in", "next", interval)
-			a.handleUpgrade(ctx, resp.Upgrade)
-			wait = jitter(interval, 0.1)
-			if a.upgrade != nil {
-				wait = time.Second // report progress promptly
-			}
-		case ctx.Err() != nil:
+		facts := a.System.Gather(a.Version)
+		resp, err := a.send(ctx, facts)
+		if ctx.Err() != nil {
 			return nil
-		case a.resync(err):
-			wait = time.Second
-		case retryAfter(err) > 0:
-			// Checking in too often, or the service is busy: wait as asked
-			// (and a little more, so agents told together spread out).
-			wait = jitterUp(retryAfter(err), 0.1)
-			a.Log.Debug("Check-in deferred", "error", err, "retryIn", wait.Round(time.Second))
-		default:
-			failures++
-			wait = backoff(failures, a.MaxBackoff)
-			var se *StatusError
-			if errors.As(err, &se) && se.Code == http.StatusUnauthorized {
-				a.Log.Error("Token rejected: the agent was disabled or re-enrolled; install the current enrolment Secret", "dir", a.EnrolmentDir, "retryIn", wait.Round(time.Second))
-			} else {
-				a.Log.Warn("Check-in failed", "error", err, "attempt", failures, "retryIn", wait.Round(time.Second))
-			}
 		}
+		if err == nil {
+			reported = &facts
+		}
+		last := a.answered(ctx, resp, err)
+		if !a.waitForNext(ctx, reported, last) {
+			return nil
+		}
+	}
+}
+
+// waitForNext waits until NextCheckIn says, re-gathering facts every
+// FactPoll meanwhile; false when ctx ended.
+func (a *Agent) waitForNext(ctx context.Context, reported *wire.Facts, last LastAnswer) bool {
+	poll := a.FactPoll > 0 && reported != nil
+	for {
+		var current wire.Facts
+		if poll {
+			current = a.System.Gather(a.Version)
+		} else if reported != nil {
+			current = *reported
+		}
+		now := time.Now()
+		at, reason := NextCheckIn(now, reported, current, last)
+		wait := at.Sub(now)
+		if wait <= 0 {
+			a.Log.Debug("Checking in", "reason", reason)
+			return true
+		}
+		if poll {
+			wait = min(wait, a.FactPoll)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
+			t.Stop()
+			return false
+		case <-t.C:
 		}
+	}
+}
+
+// answered learns from one check-in's outcome (logging it, moving an
+// authorized upgrade along) when the next is due and how long the service
+// wants none.
+func (a *Agent) answered(ctx context.Context, resp *wire.Response, err error) LastAnswer {
+	if err == nil {
+		if a.failures > 0 {
+			a.Log.Info("Check-in succeeded again", "after", a.failures)
+		}
+		a.failures = 0
+		if resp.NextCheckInSeconds > 0 {
+			a.interval = time.Duration(resp.NextCheckInSeconds) * time.Second
+		}
+		if resp.MinIntervalMilliseconds > 0 {
+			a.serviceMin = time.Duration(resp.MinIntervalMilliseconds) * time.Millisecond
+		}
+		for _, w := range resp.Warnings {
+			a.Log.Warn("Check-in service", "warning", w)
+		}
+		a.Log.Debug("Checked in", "next", a.interval)
+		a.handleUpgrade(ctx, resp.Upgrade)
+		// Timed after the upgrade, which may take long: the service's
+		// minimum runs from its answer, so from now is never too soon.
+		a.lastAccepted = time.Now()
+		hold := a.minInterval()
+		wait := jitter(a.interval, 0.1)
+		if a.upgrade != nil {
+			wait = time.Second // report progress promptly
+		}
+		return LastAnswer{At: a.lastAccepted, Wait: max(wait, hold), Hold: hold}
+	}
+	now := time.Now()
+	// Since the last accepted check-in the service's minimum still holds.
+	held := time.Duration(0)
+	if !a.lastAccepted.IsZero() {
+		held = max(a.lastAccepted.Add(a.minInterval()).Sub(now), 0)
+	}
+	switch {
+	case a.resync(err):
+		wait := max(time.Second, held)
+		return LastAnswer{At: now, Wait: wait, Hold: wait}
+	case retryAfter(err) > 0:
+		// Checking in too often, or the service is busy: wait as asked
+		// (and a little more, so agents told together spread out); a fact
+		// change may check in once the Retry-After has passed.
+		ra := retryAfter(err)
+		if se := (*StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusTooManyRequests &&
+			a.serviceMin == 0 && !a.lastAccepted.IsZero() {
+			// The service did not say its minimum: this 429 bounds it.
+			a.learnedMin = max(a.learnedMin, min(now.Sub(a.lastAccepted)+ra, a.interval))
+		}
+		wait := jitterUp(ra, 0.1)
+		a.Log.Debug("Check-in deferred", "error", err, "retryIn", wait.Round(time.Second))
+		return LastAnswer{At: now, Wait: wait, Hold: ra}
+	default:
+		a.failures++
+		wait := max(backoff(a.failures, a.MaxBackoff), held)
+		var se *StatusError
+		if errors.As(err, &se) && se.Code == http.StatusUnauthorized {
+			a.Log.Error("Token rejected: the agent was disabled or re-enrolled; install the current enrolment Secret", "dir", a.EnrolmentDir, "retryIn", wait.Round(time.Second))
+		} else {
+			a.Log.Warn("Check-in failed", "error", err, "attempt", a.failures, "retryIn", wait.Round(time.Second))
+		}
+		return LastAnswer{At: now, Wait: wait, Hold: wait}
 	}
 }
 

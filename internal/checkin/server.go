@@ -219,7 +219,7 @@ func (s *Server) checkIn(ctx context.Context, name string, w http.ResponseWriter
 	}
 	s.recent.remember(key, now.Add(s.MinInterval), now)
 
-	resp := &Response{NextCheckInSeconds: int(s.Interval / time.Second), Warnings: warnings}
+	resp := &Response{NextCheckInSeconds: int(s.Interval / time.Second), MinIntervalMilliseconds: s.MinInterval.Milliseconds(), Warnings: warnings}
 	if u := dev.Status.Upgrade; u != nil && rollout.Authorizes(u.State) {
 		state := u.State
 		if req.Upgrade != nil {

@@ -91,6 +91,12 @@ type UpgradeReport struct {
 type Response struct {
 	// NextCheckInSeconds is when the server wants to hear from the agent again.
 	NextCheckInSeconds int `json:"nextCheckInSeconds"`
+	// MinIntervalMilliseconds is the service's minimum interval between two
+	// check-ins of a device (--checkin-min-interval): one sooner after this
+	// answer is refused 429. An agent that checks in early on a fact change
+	// waits at least this long after an answer. Absent (0) from services
+	// older than the field: the agent then assumes a conservative floor.
+	MinIntervalMilliseconds int64 `json:"minIntervalMilliseconds,omitempty"`
 	// Upgrade is present while an upgrade is authorized or in progress.
 	Upgrade *UpgradeAuthorization `json:"upgrade,omitempty"`
 	// Warnings about facts that were not recorded.

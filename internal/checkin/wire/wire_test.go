@@ -24,9 +24,9 @@ func TestTheWireFormatIsVersion1(t *testing.T) {
 		}, `{"sequence":42,"facts":{"osVersion":"24.04","hostname":"jdoe","addresses":["10.0.0.7"],"diskEncrypted":true,"agentVersion":"v1","attributes":{"k":"v"}},"upgrade":{"state":"Failed","targetVersion":"24.10","message":"disk full"}}`},
 		{"an empty check-in", Request{}, `{"sequence":0,"facts":{}}`},
 		{"an answer with an upgrade", Response{
-			NextCheckInSeconds: 60, Upgrade: &UpgradeAuthorization{State: UpgradeStateAuthorized, TargetVersion: "24.10", Window: "w"},
+			NextCheckInSeconds: 60, MinIntervalMilliseconds: 10000, Upgrade: &UpgradeAuthorization{State: UpgradeStateAuthorized, TargetVersion: "24.10", Window: "w"},
 			Warnings: []string{"x"},
-		}, `{"nextCheckInSeconds":60,"upgrade":{"state":"Authorized","targetVersion":"24.10","window":"w"},"warnings":["x"]}`},
+		}, `{"nextCheckInSeconds":60,"minIntervalMilliseconds":10000,"upgrade":{"state":"Authorized","targetVersion":"24.10","window":"w"},"warnings":["x"]}`},
 		{"a refused sequence", Error{Error: "replay", LastSequence: &seq}, `{"error":"replay","lastSequence":41}`},
 		{"another error", Error{Error: "busy"}, `{"error":"busy"}`},
 	} {
