@@ -93,14 +93,14 @@ func newNetDevice(name string) *netDevice {
 	Expect(os.MkdirAll(d.enrolment(), 0o700)).To(Succeed())
 	host := d.netns + "h"
 	bits := netip.MustParsePrefix(cluster["DEVICE_CIDR"]).Bits()
-	run("ip", "netns", "add", d.netns)
+	ip("netns", "add", d.netns)
 	DeferCleanup(func() {
 		_ = exec.Command("ip", "netns", "del", d.netns).Run()
 		_ = exec.Command("ip", "link", "del", host).Run()
 	})
-	run("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", d.netns)
-	run("ip", "link", "set", host, "master", cluster["BRIDGE"], "up")
-	in := func(args ...string) { run("ip", append([]string{"-n", d.netns}, args...)...) }
+	ip("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", d.netns)
+	ip("link", "set", host, "master", cluster["BRIDGE"], "up")
+	in := func(args ...string) { ip(append([]string{"-n", d.netns}, args...)...) }
 	in("link", "set", "lo", "up")
 	in("addr", "add", fmt.Sprintf("%s/%d", d.ip, bits), "dev", "eth0")
 	in("link", "set", "eth0", "up")

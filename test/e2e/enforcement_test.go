@@ -187,8 +187,8 @@ type flip struct {
 // each step of the chain saw the change.
 func measureFlips(d *netDevice, target string, policy *itmv1.AccessPolicy, ns string, labels map[string]string) {
 	GinkgoHelper()
-	devRec := record(&itmv1.DeviceList{}, nil, client.MatchingLabels(labels))
-	npRec := record(&networkingv1.NetworkPolicyList{}, nil, client.InNamespace(ns))
+	devRec := record(&itmv1.DeviceList{}, client.MatchingLabels(labels))
+	npRec := record(&networkingv1.NetworkPolicyList{}, client.InNamespace(ns))
 	admitted := d.reaches(target)
 	for i := range flips {
 		want := !admitted

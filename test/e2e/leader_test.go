@@ -49,7 +49,7 @@ func leaderLossSpecs() {
 				}).Should(Succeed(), "Device %s checked in at 1.0", d.name)
 			}
 
-			devRec := record(&itmv1.DeviceList{}, nil, client.MatchingLabels(labels))
+			devRec := record(&itmv1.DeviceList{}, client.MatchingLabels(labels))
 			old := leaderPod()
 			oldHolder := holder(leaderLease())
 			mw := &itmv1.MaintenanceWindow{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("agents")}, Spec: itmv1.MaintenanceWindowSpec{

@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -33,18 +34,41 @@ func onboardingSpecs() {
 			ns := newNamespace("e2e-kubeapi")
 			Expect(k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kubeconfig"},
 				Data: map[string][]byte{"kubeconfig": creds.Data["kubeconfig"]}})).To(Succeed())
-			pod := probePod(ns, "kubeapi", []string{"kubeapi", "--kubeconfig=/kube/kubeconfig"}, nil)
-			pod.Spec.RestartPolicy = corev1.RestartPolicyNever
-			pod.Spec.Volumes = []corev1.Volume{{Name: "kube", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "kubeconfig"}}}}
-			pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "kube", MountPath: "/kube", ReadOnly: true}}
-			Expect(k8s.Create(ctx, pod)).To(Succeed())
-			Eventually(func() corev1.PodPhase {
-				_ = k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)
-				return pod.Status.Phase
-			}).Should(Equal(corev1.PodSucceeded), "the kubeapi probe Pod (logs: %s)", func() string { return podLogs(pod) })
-			Expect(podLogs(pod)).To(ContainSubstring(fmt.Sprintf("system:serviceaccount:%s:%s", provider.Spec.Kubernetes.Namespace, person.Name)))
+			saUser := fmt.Sprintf("system:serviceaccount:%s:%s", provider.Spec.Kubernetes.Namespace, person.Name)
+			By("the API server authenticating the kubeconfig as the person (a right they lack is refused naming them)")
+			denied := kubeapiPod(ns, "kubeapi-denied", "/api/v1/namespaces/kube-system/secrets", 403)
+			Expect(podLogs(denied)).To(ContainSubstring(saUser))
+
+			By("an AccessPolicy granting view in the namespace: the same kubeconfig lists its Pods")
+			policy := &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("view")}, Spec: itmv1.AccessPolicySpec{
+				Subjects:         itmv1.Subjects{Users: []string{person.Name}},
+				Destinations:     []itmv1.Destination{{Namespaces: []string{ns}}},
+				KubernetesAccess: []itmv1.KubernetesAccess{{ClusterRole: "view", Namespaces: []string{ns}}},
+			}}
+			Expect(k8s.Create(ctx, policy)).To(Succeed())
+			DeferCleanup(func() { deleteAndWait(policy) })
+			waitAllowed(saUser, ns, rbacv1.PolicyRule{Resources: []string{"pods"}, Verbs: []string{"list"}})
+			allowed := kubeapiPod(ns, "kubeapi-allowed", "/api/v1/namespaces/"+ns+"/pods", 200)
+			Expect(podLogs(allowed)).To(ContainSubstring("kubeapi-denied"), "the list names the namespace's Pods")
 		})
 	})
+}
+
+// kubeapiPod runs the probe's kubeapi GET of path with the kubeconfig
+// Secret mounted and waits for it to succeed with the status expected.
+func kubeapiPod(namespace, name, path string, expect int) *corev1.Pod {
+	GinkgoHelper()
+	pod := probePod(namespace, name, []string{"kubeapi", "--kubeconfig=/kube/kubeconfig", "--path=" + path, fmt.Sprintf("--expect=%d", expect)}, nil)
+	pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	pod.Spec.Volumes = []corev1.Volume{{Name: "kube", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "kubeconfig"}}}}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "kube", MountPath: "/kube", ReadOnly: true}}
+	Expect(k8s.Create(ctx, pod)).To(Succeed())
+	Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+		g.Expect(pod.Status.Phase).NotTo(Equal(corev1.PodFailed), "the probe failed: %s", podLogs(pod))
+		g.Expect(pod.Status.Phase).To(Equal(corev1.PodSucceeded))
+	}).Should(Succeed(), "the kubeapi probe Pod %s", name)
+	return pod
 }
 
 // kubernetesProvider is a Kubernetes AccountProvider in a namespace of its

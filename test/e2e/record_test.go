@@ -33,15 +33,13 @@ type event struct {
 type recorder struct {
 	mu     sync.Mutex
 	events []event
-	// onEvent, when set, is called (outside the lock) on every event.
-	onEvent func(event)
 }
 
 // record lists list with opts, then watches from that resourceVersion until
 // the spec ends, reconnecting from the last version seen.
-func record(list client.ObjectList, onEvent func(event), opts ...client.ListOption) *recorder {
+func record(list client.ObjectList, opts ...client.ListOption) *recorder {
 	GinkgoHelper()
-	r := &recorder{onEvent: onEvent}
+	r := &recorder{}
 	Expect(k8s.List(ctx, list, opts...)).To(Succeed())
 	items, err := meta.ExtractList(list)
 	Expect(err).NotTo(HaveOccurred())
@@ -82,9 +80,6 @@ func (r *recorder) add(typ watch.EventType, o runtime.Object) {
 	r.mu.Lock()
 	r.events = append(r.events, e)
 	r.mu.Unlock()
-	if r.onEvent != nil {
-		r.onEvent(e)
-	}
 }
 
 // all is a copy of what was recorded so far.
@@ -103,17 +98,6 @@ func (r *recorder) latest() map[string]client.Object {
 			continue
 		}
 		out[e.name] = e.obj
-	}
-	return out
-}
-
-// added counts the Added events per object name (the initial list included).
-func (r *recorder) added() map[string]int {
-	out := map[string]int{}
-	for _, e := range r.all() {
-		if e.typ == watch.Added {
-			out[e.name]++
-		}
 	}
 	return out
 }

@@ -165,12 +165,11 @@ func readEnv(path string) map[string]string {
 	return out
 }
 
-// run runs a command and fails the spec with its output when it fails.
-func run(name string, args ...string) string {
+// ip runs ip(8) and fails the spec with its output when it fails.
+func ip(args ...string) {
 	GinkgoHelper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), "%s %s: %s", name, strings.Join(args, " "), out)
-	return string(out)
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "ip %s: %s", strings.Join(args, " "), out)
 }
 
 var nameSeq atomic.Int32
