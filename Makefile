@@ -27,7 +27,7 @@ KUBECTL ?= $(LOCALBIN)/kubectl
 # ITMANAGER_UNIT_ONLY makes a test that still reaches for a server fail).
 GO_TEST_FLAGS ?= -race -count=1
 TEST_TIMEOUT ?= 20m
-UNIT_PKGS ?= ./internal/... ./cmd/... ./hack/...
+UNIT_PKGS ?= ./internal/... ./cmd/... ./hack/... ./test/e2e/images/...
 # make fuzz: how long each fuzz target runs after its seed corpus.
 FUZZTIME ?= 10s
 
@@ -131,6 +131,92 @@ ENABLE_WEBHOOKS ?= false
 run: manifests generate ## Run the manager against the current kubeconfig.
 	go run . --enable-webhooks=$(ENABLE_WEBHOOKS) --metrics-secure=false --metrics-bind-address=127.0.0.1:8080 \
 		--health-probe-bind-address=127.0.0.1:8081 --webhook-cert-dir=$${WEBHOOK_CERT_DIR:-/tmp/k8s-webhook-server/serving-certs} --zap-devel
+
+##@ Image
+
+# The image (Containerfile) compiles nothing: static binaries are built here
+# first, staged with a CA bundle and the nonroot user's passwd/group lines
+# into a minimal build context under IMAGE_DIR, and copied FROM scratch. So
+# Docker, podman and buildah build it alike, with no Go base image and no
+# registry. VERSION and COMMIT are stamped into every binary (--version).
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
+ifeq ($(origin COMMIT),undefined)
+COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+endif
+CONTAINER_TOOL ?= podman
+# Extra flags for `$(CONTAINER_TOOL) build`. None are needed here: the
+# Containerfiles only COPY (no RUN), so the build starts no container and
+# neither the OCI runtime nor the hybrid cgroup hierarchy matters.
+CONTAINER_BUILD_FLAGS ?=
+# Flags for `$(CONTAINER_TOOL) run` on these machines: crun refuses the
+# hybrid cgroup v1/v2 hierarchy (so runc), and podman's default ulimits need
+# CAP_SYS_RESOURCE, which root here lacks (so explicit ones). Docker accepts
+# them too.
+CONTAINER_RUN_FLAGS ?= --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+# Build contexts (one directory per image, rebuilt each time).
+IMAGE_DIR ?= $(CURDIR)/.image
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+GOARCH ?= $(shell go env GOARCH)
+VERSION_PKG := github.com/itmanager-io/itmanager/internal/version
+GO_BUILD_STATIC = CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath \
+	-ldflags "-s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT)"
+IMAGE_BUILD_ARGS = --build-arg VERSION=$(VERSION) --build-arg REVISION=$(COMMIT)
+
+.PHONY: image
+image: docker-build ## Build the image IMG (/manager and /itmanager-checkin, FROM scratch, user 65532) with CONTAINER_TOOL (podman).
+
+.PHONY: docker-build
+docker-build: ## Build static binaries, then IMG from Containerfile with CONTAINER_TOOL (podman; docker works the same).
+	@test -r $(CA_BUNDLE) || { echo "no CA bundle at $(CA_BUNDLE): install Debian's ca-certificates or set CA_BUNDLE" >&2; exit 1; }
+	rm -rf $(IMAGE_DIR)/itmanager && mkdir -p $(IMAGE_DIR)/itmanager
+	$(GO_BUILD_STATIC) -o $(IMAGE_DIR)/itmanager/manager .
+	$(GO_BUILD_STATIC) -o $(IMAGE_DIR)/itmanager/itmanager-checkin ./cmd/itmanager-checkin
+	install -m 0644 $(CA_BUNDLE) $(IMAGE_DIR)/itmanager/ca-certificates.crt
+	install -m 0644 hack/image/passwd hack/image/group $(IMAGE_DIR)/itmanager/
+	$(call container-build,$(IMG),Containerfile,$(IMAGE_DIR)/itmanager)
+
+.PHONY: docker-push
+docker-push: ## Push IMG with CONTAINER_TOOL.
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: image-check
+image-check: ## Run both entry points of IMG with --version and check that it runs as 65532:65532.
+	$(CONTAINER_TOOL) run --rm $(CONTAINER_RUN_FLAGS) --entrypoint /manager $(IMG) --version
+	$(CONTAINER_TOOL) run --rm $(CONTAINER_RUN_FLAGS) --entrypoint /itmanager-checkin $(IMG) --version
+	@user=$$($(CONTAINER_TOOL) image inspect --format '{{.Config.User}}' $(IMG)); \
+		test "$$user" = 65532:65532 || { echo "$(IMG) runs as '$$user', not 65532:65532" >&2; exit 1; }; \
+		echo "$(IMG) runs as $$user"
+
+# Test images for make e2e, each a tiny static Go program under
+# test/e2e/images/<name> with its own Containerfile, tagged
+# $(E2E_IMAGE_PREFIX)<name>:$(E2E_IMAGE_TAG): pause (the sandbox image),
+# upgrade (a node upgrade that writes under /host and reports its version)
+# and probe (HTTP/TCP server and client for Pods).
+E2E_IMAGES ?= pause upgrade probe
+E2E_IMAGE_PREFIX ?= localhost/itmanager-e2e-
+E2E_IMAGE_TAG ?= dev
+
+.PHONY: e2e-images
+e2e-images: $(addprefix e2e-image-,$(E2E_IMAGES)) ## Build the e2e test images (localhost/itmanager-e2e-{pause,upgrade,probe}:dev).
+
+.PHONY: e2e-image-%
+e2e-image-%:
+	rm -rf $(IMAGE_DIR)/e2e-$* && mkdir -p $(IMAGE_DIR)/e2e-$*
+	$(GO_BUILD_STATIC) -o $(IMAGE_DIR)/e2e-$*/$* ./test/e2e/images/$*
+	$(call container-build,$(E2E_IMAGE_PREFIX)$*:$(E2E_IMAGE_TAG),test/e2e/images/$*/Containerfile,$(IMAGE_DIR)/e2e-$*)
+
+# container-build builds tag $(1) from Containerfile $(2) in context $(3),
+# then removes the image that tag named before, if it changed and nothing
+# uses it, so rebuilds do not pile up untagged images of ~90 MB.
+define container-build
+@set -e; old=$$($(CONTAINER_TOOL) image inspect --format '{{.Id}}' $(1) 2>/dev/null || true); \
+echo "$(CONTAINER_TOOL) build $(CONTAINER_BUILD_FLAGS) $(IMAGE_BUILD_ARGS) -t $(1) -f $(2) $(3)"; \
+$(CONTAINER_TOOL) build $(CONTAINER_BUILD_FLAGS) $(IMAGE_BUILD_ARGS) -t $(1) -f $(2) $(3); \
+new=$$($(CONTAINER_TOOL) image inspect --format '{{.Id}}' $(1)); \
+if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(CONTAINER_TOOL) rmi "$$old" >/dev/null 2>&1 || true; fi
+endef
 
 ##@ Deployment
 

@@ -41,6 +41,7 @@ import (
 	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/informer"
 	"github.com/itmanager-io/itmanager/internal/options"
+	"github.com/itmanager-io/itmanager/internal/version"
 )
 
 var scheme = runtime.NewScheme()
@@ -68,6 +69,10 @@ func main() {
 	o := options.NewManager(os.Getenv)
 	o.AddFlags(flag.CommandLine)
 	flag.Parse()
+	if o.ShowVersion {
+		version.Print(os.Stdout, "manager")
+		return
+	}
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.Zap)))
 	log := ctrl.Log.WithName("setup")
@@ -97,7 +102,7 @@ func run(ctx context.Context, o *options.Manager, log logr.Logger) error {
 	if err := wire(ctx, mgr, o, restConfig); err != nil {
 		return err
 	}
-	log.Info("Starting manager", "operatorNamespace", o.OperatorNamespace, "devicesNamespace", o.DevicesNamespace,
+	log.Info("Starting manager", "version", version.Version, "commit", version.Commit, "operatorNamespace", o.OperatorNamespace, "devicesNamespace", o.DevicesNamespace,
 		"upgradesNamespace", o.UpgradesNamespace, "checkinURL", o.CheckinURL)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("manager exited: %w", err)

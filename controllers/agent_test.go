@@ -42,7 +42,7 @@ var _ = Describe("The itmanager-agent binary", Ordered, func() {
 		root, err := testenv.RepoRoot()
 		Expect(err).NotTo(HaveOccurred())
 		agentBin = filepath.Join(GinkgoT().TempDir(), "itmanager-agent")
-		build := exec.Command("go", "build", "-ldflags", "-X main.version=v9.9.9-test", "-o", agentBin, "./cmd/itmanager-agent")
+		build := exec.Command("go", "build", "-ldflags", "-X github.com/itmanager-io/itmanager/internal/version.Version=v9.9.9-test", "-o", agentBin, "./cmd/itmanager-agent")
 		build.Dir = root
 		out, err := build.CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(out))

@@ -19,10 +19,8 @@ import (
 	"time"
 
 	"github.com/itmanager-io/itmanager/internal/agent"
+	"github.com/itmanager-io/itmanager/internal/version"
 )
-
-// version is set at build time (-ldflags "-X main.version=...").
-var version = "dev"
 
 func main() {
 	var (
@@ -36,11 +34,11 @@ func main() {
 		root           = flag.String("root", "/", "Root of the filesystem facts are read from.")
 		logLevel       = flag.String("log-level", "info", "debug, info, warn or error.")
 		logJSON        = flag.Bool("log-json", false, "Log JSON instead of text.")
-		showVersion    = flag.Bool("version", false, "Print the version and exit.")
+		showVersion    = flag.Bool("version", false, "Print the version and commit, and exit.")
 	)
 	flag.Parse()
 	if *showVersion {
-		fmt.Println(version)
+		version.Print(os.Stdout, "itmanager-agent")
 		return
 	}
 
@@ -58,7 +56,7 @@ func main() {
 
 	a := &agent.Agent{
 		EnrolmentDir: *enrolmentDir, StateFile: *stateFile, System: agent.System{Root: *root},
-		Version: version, Log: log, Interval: *interval, MaxBackoff: *maxBackoff,
+		Version: version.Version, Log: log, Interval: *interval, MaxBackoff: *maxBackoff,
 	}
 	if *upgradeCommand != "" {
 		a.Upgrader = agent.CommandUpgrader{Command: *upgradeCommand, Timeout: *upgradeTimeout}
@@ -75,7 +73,7 @@ func main() {
 		log.Info("Checked in", "nextCheckInSeconds", resp.NextCheckInSeconds, "upgrade", resp.Upgrade != nil)
 		return
 	}
-	log.Info("Starting", "version", version, "enrolment", *enrolmentDir, "interval", *interval)
+	log.Info("Starting", "version", version.Version, "commit", version.Commit, "enrolment", *enrolmentDir, "interval", *interval)
 	if err := a.Run(ctx); err != nil {
 		log.Error("Agent stopped", "error", err)
 		os.Exit(1)

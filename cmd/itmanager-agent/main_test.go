@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -28,5 +29,24 @@ func TestAgentLinksNoKubernetesClient(t *testing.T) {
 		if pkg == "github.com/itmanager-io/itmanager/internal/checkin" {
 			t.Errorf("the agent links %s; it needs only internal/checkin/wire", pkg)
 		}
+	}
+}
+
+// TestVersionFlagPrintsTheLinkedVersionAndCommit: the agent built with the
+// release's ldflags prints exactly what they stamped, and exits 0, so the
+// Makefile's -X paths and the flag are checked together.
+func TestVersionFlagPrintsTheLinkedVersionAndCommit(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "itmanager-agent")
+	const pkg = "github.com/itmanager-io/itmanager/internal/version"
+	build := exec.Command("go", "build", "-ldflags", "-X "+pkg+".Version=v9.9.9-test -X "+pkg+".Commit=abc1234", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatalf("--version: %v", err)
+	}
+	if got, want := string(out), "itmanager-agent v9.9.9-test (commit abc1234)\n"; got != want {
+		t.Errorf("--version printed %q, want %q", got, want)
 	}
 }

@@ -29,12 +29,17 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
+	"github.com/itmanager-io/itmanager/internal/version"
 )
 
 func main() {
 	o := newOptions()
 	o.addFlags(flag.CommandLine)
 	flag.Parse()
+	if o.showVersion {
+		version.Print(os.Stdout, "itmanager-checkin")
+		return
+	}
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	if err := run(ctrl.SetupSignalHandler(), o); err != nil {
@@ -97,7 +102,7 @@ func run(ctx context.Context, c *options) error {
 	}
 	listener := &checkin.Listener{Addr: c.addr, Handler: server.Handler(), GetCertificate: certs.GetCertificate, Log: log,
 		Started: func() { serving.Store(true) }}
-	log.Info("Starting the check-in service", "devicesNamespace", c.devicesNS, "minInterval", c.minInterval, "maxInFlight", c.maxInFlight)
+	log.Info("Starting the check-in service", "version", version.Version, "commit", version.Commit, "devicesNamespace", c.devicesNS, "minInterval", c.minInterval, "maxInFlight", c.maxInFlight)
 	return listener.Start(ctx)
 }
 

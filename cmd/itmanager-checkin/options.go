@@ -25,6 +25,7 @@ type options struct {
 	maxInFlight, apiBurst                                                    int
 	apiQPS                                                                   float64
 	zap                                                                      zap.Options
+	showVersion                                                              bool
 
 	// addressRanges are addressCIDRs parsed, set by validate.
 	addressRanges []netip.Prefix
@@ -54,6 +55,7 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.addressCIDRs, "agent-address-cidrs", o.addressCIDRs, "Comma-separated CIDRs that reported device addresses must fall in (default: any).")
 	fs.Float64Var(&o.apiQPS, "kube-api-qps", o.apiQPS, "Client-side rate limit of the API requests per second. Each accepted check-in reads a Lease and a Device and renews the Lease: N devices at one check-in a minute need about 3N/60.")
 	fs.IntVar(&o.apiBurst, "kube-api-burst", o.apiBurst, "Burst above --kube-api-qps.")
+	fs.BoolVar(&o.showVersion, "version", o.showVersion, "Print the version and commit, and exit.")
 	o.zap.BindFlags(fs)
 }
 

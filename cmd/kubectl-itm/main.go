@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/version"
 )
 
 const usage = `kubectl itm: itmanager's kubectl plugin
@@ -45,11 +46,16 @@ func main() {
 	fs := flag.NewFlagSet("kubectl-itm", flag.ContinueOnError)
 	devicesNS := fs.String("devices-namespace", "itmanager-devices", "namespace of the agents' Leases (as the manager's --devices-namespace)")
 	as := fs.String("as", "", "act as this user, as kubectl --as does (impersonation)")
+	showVersion := fs.Bool("version", false, "print the version and commit, and exit")
 	fs.SetOutput(os.Stderr)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
 	// The kubeconfig flag and KUBECONFIG are read by controller-runtime.
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
+	}
+	if *showVersion {
+		version.Print(os.Stdout, "kubectl-itm")
+		return
 	}
 	if err := run(fs.Args(), *devicesNS, *as, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)

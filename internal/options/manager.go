@@ -68,6 +68,10 @@ type Manager struct {
 
 	Zap zap.Options
 
+	// ShowVersion is --version: print the version and commit, and exit
+	// before anything is validated or started.
+	ShowVersion bool
+
 	// AddressRanges are AgentAddressCIDRs parsed, set by Complete.
 	AddressRanges []netip.Prefix
 }
@@ -136,6 +140,7 @@ func (o *Manager) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ExternalAPIURL, "external-api-url", o.ExternalAPIURL, "API server URL written into the kubeconfigs Kubernetes AccountProviders issue (default: the URL the manager itself uses).")
 	fs.DurationVar(&o.ProviderCheckInterval, "account-provider-check-interval", o.ProviderCheckInterval, "How often each AccountProvider's connectivity is checked again; an unreachable one sooner, after as long as it has been failing (from 1s up to this).")
 	fs.StringVar(&o.PprofAddr, "pprof-bind-address", o.PprofAddr, "Address of the Go profiling endpoints (net/http/pprof); \"0\" disables them.")
+	fs.BoolVar(&o.ShowVersion, "version", o.ShowVersion, "Print the version and commit, and exit.")
 	o.Zap.BindFlags(fs)
 }
 
