@@ -54,7 +54,7 @@ func nodeUpgradeSpecs() {
 
 			marker := filepath.Join("/var/lib/itmanager-e2e", uniqueName("upgraded"))
 			DeferCleanup(func() { _ = os.Remove(marker) })
-			nodeRec := record(&corev1.NodeList{}, client.MatchingLabels{"kubernetes.io/hostname": node})
+			nodeRec := record(&corev1.NodeList{}, client.MatchingFields{"metadata.name": node})
 			mw := nodeWindow(device, "--marker=/host"+marker)
 			started := time.Now()
 

@@ -53,6 +53,9 @@ func record(list client.ObjectList, opts ...client.ListOption) *recorder {
 		if listOpts.LabelSelector != nil {
 			raw.LabelSelector = listOpts.LabelSelector.String()
 		}
+		if listOpts.FieldSelector != nil {
+			raw.FieldSelector = listOpts.FieldSelector.String()
+		}
 		return k8s.Watch(c, fresh, &client.ListOptions{Namespace: listOpts.Namespace, Raw: &raw})
 	}}
 	wctx, stop := context.WithCancel(ctx)

@@ -127,7 +127,7 @@ var _ = BeforeSuite(func() {
 
 	By("building the real agent from the checkout")
 	agentBin = filepath.Join(work, "itmanager-agent")
-	build := exec.Command("go", "build", "-o", agentBin, "-ldflags", "-X main.version=v0.0.0-e2e", "./cmd/itmanager-agent")
+	build := exec.Command("go", "build", "-o", agentBin, "./cmd/itmanager-agent")
 	build.Dir = repoRoot
 	b, err := build.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), "go build ./cmd/itmanager-agent: %s", b)
