@@ -79,8 +79,7 @@ func nodeUpgradeSpecs() {
 				pdb.Spec.MinAvailable = ptr.To(intstr.FromInt32(0))
 				return k8s.Update(ctx, pdb)
 			}).Should(Succeed())
-			Eventually(func() itmv1.UpgradeState { return upgradeOf(device).State }).WithTimeout(5*time.Minute).
-				Should(Equal(itmv1.UpgradeStateSucceeded), func() string { return fmt.Sprintf("%+v", upgradeOf(device)) })
+			upgradeEnds(device, mw.Name, itmv1.UpgradeStateSucceeded)
 			figures.nodeUpgrade = fmt.Sprintf("window created → Device Succeeded and node uncordoned in %s (drain held by the PDB until it was relaxed)", time.Since(started).Round(time.Second))
 
 			job := upgradeJob(mw.Name)
@@ -117,9 +116,11 @@ func nodeUpgradeSpecs() {
 			node, device := nodeDevice("2.0", "3.0")
 			setUnschedulable(node, true)
 			DeferCleanup(func() { setUnschedulable(node, false) })
-			nodeWindow(device, "--marker=/host/var/lib/itmanager-e2e/"+uniqueName("upgraded"))
-			Eventually(func() itmv1.UpgradeState { return upgradeOf(device).State }).WithTimeout(5*time.Minute).
-				Should(Equal(itmv1.UpgradeStateSucceeded), func() string { return fmt.Sprintf("%+v", upgradeOf(device)) })
+			marker := filepath.Join("/var/lib/itmanager-e2e", uniqueName("upgraded"))
+			DeferCleanup(func() { _ = os.Remove(marker) })
+			mw := nodeWindow(device, "--marker=/host"+marker)
+			upgradeEnds(device, mw.Name, itmv1.UpgradeStateSucceeded)
+			Expect(marker).To(BeAnExistingFile())
 			Expect(getNode(node).Labels).To(HaveKeyWithValue(itmv1.LabelOSVersion, "3.0"))
 			n := getNode(node)
 			Expect(n.Spec.Unschedulable).To(BeTrue(), "still cordoned by its owner")
@@ -138,8 +139,7 @@ func nodeUpgradeSpecs() {
 					Expect(k8s.Patch(ctx, n, patch)).To(Succeed())
 				}
 			})
-			Eventually(func() itmv1.UpgradeState { return upgradeOf(device).State }).WithTimeout(5*time.Minute).
-				Should(Equal(itmv1.UpgradeStateFailed), func() string { return fmt.Sprintf("%+v", upgradeOf(device)) })
+			upgradeEnds(device, mw.Name, itmv1.UpgradeStateFailed)
 			u := upgradeOf(device)
 			Expect(u.Message).To(And(ContainSubstring("upgrade Job"), ContainSubstring("failed"), ContainSubstring("left cordoned for inspection")))
 			Eventually(func(g Gomega) {
@@ -230,6 +230,19 @@ func setUnschedulable(name string, on bool) {
 	patch := client.MergeFrom(n.DeepCopy())
 	n.Spec.Unschedulable = on
 	Expect(k8s.Patch(ctx, n, patch)).To(Succeed())
+}
+
+// upgradeEnds waits until the device's upgrade under window (to its
+// current target) ended in state; an earlier window's result does not count.
+func upgradeEnds(device, window string, state itmv1.UpgradeState) {
+	GinkgoHelper()
+	target := getDevice(device).Spec.OS.TargetVersion
+	Eventually(func(g Gomega) {
+		u := upgradeOf(device)
+		g.Expect(u.Window).To(Equal(window))
+		g.Expect(u.TargetVersion).To(Equal(target))
+		g.Expect(u.State).To(Equal(state))
+	}).WithTimeout(5*time.Minute).Should(Succeed(), func() string { return fmt.Sprintf("Device %s: %+v", device, upgradeOf(device)) })
 }
 
 func upgradeOf(device string) itmv1.UpgradeStatus {
