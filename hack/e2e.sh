@@ -103,6 +103,15 @@ run)
 	rc=0
 	(cd "$root" && go test -tags e2e ./test/e2e/ -count=1 -timeout 30m -v -args -ginkgo.v -ginkgo.label-filter=e2e) || rc=$?
 	[[ -f $REPORT ]] && cat "$REPORT"
+	# Nothing may leave the machine: make cluster's nftables guard counts
+	# (and drops) what would; every counter must read 0.
+	if [[ -n ${GUARD_TABLE:-} ]] && command -v nft >/dev/null; then
+		echo "e2e: guard counters (table inet $GUARD_TABLE; all must be 0):"
+		nft list counters table inet "$GUARD_TABLE" | awk '/counter/ {name=$2} /packets/ {print "  " name ": " $2 " packets, " $4 " bytes"; if ($2 != 0) bad=1} END {exit bad}' || {
+			echo "e2e: packets tried to leave the machine" >&2
+			rc=1
+		}
+	fi
 	exit $rc
 	;;
 *)
