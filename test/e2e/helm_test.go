@@ -36,10 +36,13 @@ func helmSpecs() {
 			figures.webhookOutage = probe()
 			AddReportEntry("webhook during helm upgrade", figures.webhookOutage)
 			Expect(mgr.Spec.Template.Annotations).To(HaveKeyWithValue("e2e-revision", revision))
-			for _, p := range managerPods() {
-				Expect(before).NotTo(ContainElement(p.UID), "Pod %s is a new one", p.Name)
-				Expect(p.Annotations).To(HaveKeyWithValue("e2e-revision", revision))
-			}
+			// The old Pods go after their grace period.
+			Eventually(func(g Gomega) {
+				for _, p := range managerPods() {
+					g.Expect(before).NotTo(ContainElement(p.UID), "Pod %s is a new one", p.Name)
+					g.Expect(p.Annotations).To(HaveKeyWithValue("e2e-revision", revision))
+				}
+			}).Should(Succeed())
 			leaderPod()
 			Expect(webhookAnswers()).To(Succeed())
 		})
