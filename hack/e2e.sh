@@ -26,6 +26,7 @@ RELEASE=${E2E_RELEASE:-itmanager}
 NAMESPACE=${E2E_NAMESPACE:-itmanager-system}
 VALUES=${E2E_VALUES:-$cluster_dir/e2e-values.yaml}
 REPORT=${E2E_REPORT:-$root/docs/e2e.md}
+CHART=${E2E_CHART:-$root/charts/itmanager}
 
 die() { echo "e2e: $*" >&2; exit 1; }
 
@@ -87,7 +88,7 @@ spec:
 EOF
 	fi
 	echo "e2e: helm upgrade --install $RELEASE (image $IMG, check-in at https://$ip)"
-	$HELM upgrade --install "$RELEASE" "$root/charts/itmanager" -n "$NAMESPACE" -f "$VALUES" --wait --timeout 5m
+	$HELM upgrade --install "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$VALUES" --wait --timeout 5m
 	$KUBECTL -n "$NAMESPACE" wait --for=condition=Available --timeout=3m deployment --all
 }
 
@@ -99,7 +100,7 @@ run)
 	start=$(date +%s)
 	install
 	echo "e2e: install took $(( $(date +%s) - start ))s"
-	export E2E_CLUSTER_DIR=$cluster_dir E2E_VALUES=$VALUES E2E_REPORT=$REPORT E2E_RELEASE=$RELEASE E2E_NAMESPACE=$NAMESPACE HELM KUBECTL IMG
+	export E2E_CLUSTER_DIR=$cluster_dir E2E_CHART=$CHART E2E_VALUES=$VALUES E2E_REPORT=$REPORT E2E_RELEASE=$RELEASE E2E_NAMESPACE=$NAMESPACE HELM KUBECTL IMG
 	rc=0
 	(cd "$root" && go test -tags e2e ./test/e2e/ -count=1 -timeout 30m -v -args -ginkgo.v -ginkgo.label-filter=e2e) || rc=$?
 	[[ -f $REPORT ]] && cat "$REPORT"

@@ -29,7 +29,7 @@ func helmSpecs() {
 			before := podUIDs(managerPods())
 			revision := uniqueName("rev")
 			probe := watchWebhook()
-			helm("upgrade", releaseName, filepath.Join(repoRoot, "charts", "itmanager"), "-n", operatorNS, "-f", valuesFile,
+			helm("upgrade", releaseName, env("E2E_CHART", filepath.Join(repoRoot, "charts", "itmanager")), "-n", operatorNS, "-f", valuesFile,
 				"--set", "logLevel=debug", "--set-string", "podAnnotations.e2e-revision="+revision, "--wait", "--timeout", "5m")
 			mgr := waitAvailable(managerDeployment(), 2)
 			waitAvailable(checkinDeployment(), 0)
