@@ -106,6 +106,31 @@ bench-100k: control-plane ## Convergence, propagation under churn and RSS at 1,0
 	hack/install-slapd.sh
 	go run ./test/bench -scenarios convergence,churn -curve 1000,10000,100000 $(if $(ALLOW_DIRTY),-allow-dirty) $(BENCH_FLAGS)
 
+##@ Real cluster (root; one per machine)
+
+# make cluster: a real single-node cluster from source (hack/cluster), in
+# the foreground until Ctrl-C/SIGTERM; it writes .cluster/kubeconfig when
+# the node is Ready. IMAGES: more podman images to import.
+IMAGES ?=
+CLUSTER_BIN ?= $(LOCALBIN)/itmanager-cluster
+
+.PHONY: cluster
+cluster: ## Run a real single-node cluster (root) until Ctrl-C or make cluster-down; writes .cluster/kubeconfig when Ready.
+	@if [ "$$(id -u)" != 0 ]; then echo "make cluster needs root: it creates links, routes, nftables/iptables rules and runs kubelet and containerd (sudo make cluster)" >&2; exit 1; fi
+	hack/control-plane.sh --node >/dev/null
+	go build -o $(CLUSTER_BIN) ./hack/cluster
+	IMG="$(IMG)" IMAGES="$(IMAGES)" $(CLUSTER_BIN) up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the cluster of this checkout (make cluster) and wait until the host is restored.
+	go build -o $(CLUSTER_BIN) ./hack/cluster
+	$(CLUSTER_BIN) down
+
+.PHONY: cluster-load
+cluster-load: ## Import podman images (IMAGES="a b") into the running cluster's containerd.
+	go build -o $(CLUSTER_BIN) ./hack/cluster
+	$(CLUSTER_BIN) load $(IMAGES)
+
 # make e2e: on the cluster of make cluster (.cluster/kubeconfig, or KUBECONFIG
 # / E2E_CLUSTER_DIR), helm install the chart from this checkout with IMG
 # (pullPolicy Never), then the Ginkgo suite test/e2e (tag and label e2e);
