@@ -141,7 +141,8 @@ func nodeUpgradeSpecs() {
 			})
 			upgradeEnds(device, mw.Name, itmv1.UpgradeStateFailed)
 			u := upgradeOf(device)
-			Expect(u.Message).To(And(ContainSubstring("upgrade Job"), ContainSubstring("failed"), ContainSubstring("left cordoned for inspection")))
+			Expect(u.Message).To(And(ContainSubstring("upgrade Job"), ContainSubstring("failed"), ContainSubstring("left cordoned for inspection"),
+				ContainSubstring("the upgrade container said: upgrade failed: the e2e upgrade image was told to fail")))
 			Eventually(func(g Gomega) {
 				g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(mw), mw)).To(Succeed())
 				g.Expect(mw.Status.Devices.Failed).To(BeEquivalentTo(1))
