@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -181,8 +182,19 @@ func (r *MaintenanceWindowReconciler) observeUpgrade(ctx context.Context, mw *it
 	f.Job = nodeupgrade.JobFacts{Observed: true, Exists: true, Name: job.Name,
 		Failed: jobCondition(job, batchv1.JobFailed), Failure: jobFailure(job), Complete: jobCondition(job, batchv1.JobComplete)}
 	if f.Job.Complete && !f.Job.Failed {
-		if f.Job.Report, err = r.terminationMessage(ctx, job); err != nil {
+		if f.Job.Report, err = r.terminationMessage(ctx, job, corev1.PodSucceeded); err != nil {
 			return nil, nil, err
+		}
+	}
+	if f.Job.Failed {
+		// The Job's condition only says it failed (BackoffLimitExceeded); the
+		// image's own termination message says why.
+		said, err := r.terminationMessage(ctx, job, corev1.PodFailed)
+		if err != nil {
+			return nil, nil, err
+		}
+		if said = strings.TrimSpace(said); said != "" {
+			f.Job.Failure += "; the upgrade container said: " + text.Truncate(said, 512)
 		}
 	}
 	return job, nil, nil

@@ -107,15 +107,16 @@ func (r *MaintenanceWindowReconciler) labelVersion(ctx context.Context, job *bat
 }
 
 // terminationMessage is the termination message of the upgrade container
-// of the Job's succeeded pod; empty when there is none.
-func (r *MaintenanceWindowReconciler) terminationMessage(ctx context.Context, job *batchv1.Job) (string, error) {
+// of the Job's pod that ended in phase (succeeded: its version report;
+// failed: what the image said went wrong); empty when there is none.
+func (r *MaintenanceWindowReconciler) terminationMessage(ctx context.Context, job *batchv1.Job, phase corev1.PodPhase) (string, error) {
 	pods := &corev1.PodList{}
 	if err := r.APIReader.List(ctx, pods, client.InNamespace(job.Namespace),
 		client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
 		return "", fmt.Errorf("list the pods of upgrade Job %s: %w", job.Name, err)
 	}
 	for _, p := range pods.Items {
-		if p.Status.Phase != corev1.PodSucceeded {
+		if p.Status.Phase != phase {
 			continue
 		}
 		for _, c := range p.Status.ContainerStatuses {

@@ -222,13 +222,14 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 
 	It("fails the device when the Job fails, and leaves a node someone else cordoned cordoned, never marked nor uncordoned (from a watch)", func() {
 		label := map[string]string{"pool": uniqueName("p")}
-		k := &kubelet{failJob: true}
+		k := &kubelet{failJob: true, report: "upgrade failed: /boot is full\n"}
 		node, dev, _ := nodeWithWorkload(label, k, true)
 		cordons := watchCordon(node.Name)
 		mw := nodeWindow(label)
 		Eventually(func() itmv1.UpgradeStatus { return upgradeOf(dev.Name) }).WithTimeout(30 * time.Second).Should(And(
 			HaveField("State", itmv1.UpgradeStateFailed),
 			HaveField("Message", ContainSubstring("upgrade Job itm-upgrade-"+dev.Name+"-1 failed")),
+			HaveField("Message", ContainSubstring("the upgrade container said: upgrade failed: /boot is full;")),
 		))
 		cordons.expectOnly(node.Name, "unschedulable=true mark=false")
 		Eventually(windowStatus(mw.Name)).Should(And(

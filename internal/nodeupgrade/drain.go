@@ -43,6 +43,7 @@ const (
 	RuleSkipLabel     = "SkipLabel"
 	RuleDaemonSet     = "DaemonSet"
 	RuleUpgradeJobPod = "UpgradeJobPod"
+	RuleTolerates     = "ToleratesCordon"
 	RuleTerminating   = "Terminating"
 	RuleUnmanaged     = "Unmanaged"
 	RuleLocalStorage  = "LocalStorage"
@@ -86,6 +87,7 @@ func Filters(o DrainOptions) []Filter {
 		SkipLabel,
 		DaemonSetPod(o.IgnoreDaemonSets),
 		UpgradeJobPod(o.UpgradesNamespace, o.DeviceLabel),
+		ToleratesCordon,
 		TerminatingPod,
 		Unmanaged,
 		LocalStorage(o.DeleteEmptyDirData),
@@ -155,6 +157,28 @@ func UpgradeJobPod(namespace, deviceLabel string) Filter {
 		}
 		return Verdict{}, false
 	}
+}
+
+// cordonTaint is the taint a cordoned node carries
+// (node.kubernetes.io/unschedulable:NoSchedule).
+var cordonTaint = corev1.Taint{Key: corev1.TaintNodeUnschedulable, Effect: corev1.TaintEffectNoSchedule}
+
+// ToleratesCordon skips a pod that tolerates the cordon: evicted, it (or
+// its replacement) would be scheduled straight back onto the cordoned node,
+// so evicting it drains nothing and, for itmanager's own pods on the only
+// node that can run them, would leave nothing to finish the upgrade and
+// uncordon it. Karpenter leaves pods that tolerate its disruption taint in
+// place for the same reason.
+func ToleratesCordon(p *corev1.Pod) (Verdict, bool) {
+	for i := range p.Spec.Tolerations {
+		t := p.Spec.Tolerations[i]
+		if (t.Key == "" && t.Operator == corev1.TolerationOpExists || t.Key == cordonTaint.Key) &&
+			(t.Effect == "" || t.Effect == cordonTaint.Effect) &&
+			(t.Operator == corev1.TolerationOpExists || t.Value == cordonTaint.Value) {
+			return Verdict{Class: Skip, Rule: RuleTolerates}, true
+		}
+	}
+	return Verdict{}, false
 }
 
 // TerminatingPod counts a pod already being deleted (evicted) without

@@ -37,6 +37,10 @@ func ownedBy(kind string) podMod {
 
 func unowned(p *corev1.Pod) { p.OwnerReferences = nil }
 
+func tolerates(t corev1.Toleration) podMod {
+	return func(p *corev1.Pod) { p.Spec.Tolerations = append(p.Spec.Tolerations, t) }
+}
+
 // ownedNotController has an owner that is not its controller.
 func ownedNotController(p *corev1.Pod) {
 	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "x", UID: "u"}}
@@ -207,6 +211,13 @@ func TestClassify(t *testing.T) {
 			Verdict{Class: Block, Rule: RuleLocalStorage, Message: "pod shop/web-1 has emptyDir data (drain.deleteEmptyDirData is false)"}},
 		{"emptyDir, allowed: evict", DrainOptions{IgnoreDaemonSets: true, DeleteEmptyDirData: true, UpgradesNamespace: upgrades, DeviceLabel: "itmanager.io/device"}, pod(emptyDir), evict},
 		{"pending pod: evict", opts, pod(phase(corev1.PodPending)), evict},
+		{"tolerates the cordon: skipped", opts, pod(tolerates(corev1.Toleration{Key: corev1.TaintNodeUnschedulable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})), skip(RuleTolerates)},
+		{"tolerates the cordon by key, any effect, terminating: skipped", opts, pod(deleting, tolerates(corev1.Toleration{Key: corev1.TaintNodeUnschedulable, Operator: corev1.TolerationOpExists})), skip(RuleTolerates)},
+		{"tolerates every taint, with emptyDir: skipped", opts, pod(emptyDir, tolerates(corev1.Toleration{Operator: corev1.TolerationOpExists})), skip(RuleTolerates)},
+		{"tolerates the cordon but has no controller: skipped (it stays, nothing deletes it)", opts, pod(unowned, tolerates(corev1.Toleration{Key: corev1.TaintNodeUnschedulable, Operator: corev1.TolerationOpExists})), skip(RuleTolerates)},
+		{"tolerates NoExecute of the cordon key only: evict", opts, pod(tolerates(corev1.Toleration{Key: corev1.TaintNodeUnschedulable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})), evict},
+		{"tolerates another taint: evict", opts, pod(tolerates(corev1.Toleration{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists})), evict},
+		{"tolerates the cordon key with a value: evict (the taint has none)", opts, pod(tolerates(corev1.Toleration{Key: corev1.TaintNodeUnschedulable, Operator: corev1.TolerationOpEqual, Value: "x", Effect: corev1.TaintEffectNoSchedule})), evict},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
