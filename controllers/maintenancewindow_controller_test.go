@@ -246,7 +246,7 @@ var _ = Describe("MaintenanceWindow rollout of agent devices", func() {
 		}
 		mw := window(label, maxUnavailable(intstr.FromInt32(1)))
 		Eventually(windowStatus(mw.Name)).WithTimeout(20 * time.Second).Should(And(
-			HaveField("BlockedBy", "failure budget: 1 failed in this window (maxFailures 1)"),
+			HaveField("BlockedBy", MatchRegexp(`^failure budget: 1 failed in this window \(maxFailures 1\); last: \S+: disk full$`)),
 			HaveField("Devices", itmv1.UpgradeCounts{Pending: 3, Failed: 1}),
 		))
 		Expect(upgradeOf(devs[0].Name)).To(And(HaveField("State", itmv1.UpgradeStateFailed), HaveField("Message", "disk full")))

@@ -234,7 +234,8 @@ var _ = Describe("MaintenanceWindow rollout of Node devices", func() {
 		cordons.expectOnly(node.Name, "unschedulable=true mark=false")
 		Eventually(windowStatus(mw.Name)).Should(And(
 			HaveField("Devices", itmv1.UpgradeCounts{Failed: 1}),
-			HaveField("BlockedBy", "failure budget: 1 failed in this window (maxFailures 1)"),
+			HaveField("BlockedBy", HavePrefix("failure budget: 1 failed in this window (maxFailures 1); last: "+dev.Name+": upgrade Job itm-upgrade-"+dev.Name+"-1 failed")),
+			HaveField("BlockedBy", ContainSubstring("/boot is full")),
 		))
 	})
 

@@ -16,6 +16,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/device"
+	"github.com/itmanager-io/itmanager/internal/text"
 )
 
 // Defaults of the contract, used when the API server has not defaulted
@@ -123,6 +124,13 @@ func Compute(in Input) Plan {
 
 	unavailable := 0
 	failuresNow := 0
+	var lastFailed *itmv1.Device // the failure of this window blockedBy names
+	failed := func(d *itmv1.Device) {
+		failuresNow++
+		if lastFailed == nil || laterFailure(d, lastFailed) {
+			lastFailed = d
+		}
+	}
 	var candidates []*itmv1.Device
 	for _, d := range devs {
 		u := d.Status.Upgrade
@@ -156,7 +164,7 @@ func Compute(in Input) Plan {
 				// not retried until the next window.
 				p.Counts.Failed++
 				if !in.WindowStart.IsZero() {
-					failuresNow++
+					failed(d)
 				}
 			} else if device.Active(d) {
 				p.Counts.Pending++ // failed in an earlier window: tried again
@@ -168,7 +176,7 @@ func Compute(in Input) Plan {
 			p.Unconfirmed = append(p.Unconfirmed, d)
 			p.Counts.Failed++
 			if !in.WindowStart.IsZero() {
-				failuresNow++
+				failed(d)
 			}
 		case NeedsUpgrade(d) && device.Active(d):
 			p.Counts.Pending++
@@ -187,7 +195,7 @@ func Compute(in Input) Plan {
 			p.BlockedBy = "outside window; next opens " + in.NextStart.UTC().Format(time.RFC3339)
 		}
 	case failuresNow >= maxFailures:
-		p.BlockedBy, p.Reason = fmt.Sprintf("failure budget: %d failed in this window (maxFailures %d)", failuresNow, maxFailures), itmv1.ReasonFailureBudget
+		p.BlockedBy, p.Reason = fmt.Sprintf("failure budget: %d failed in this window (maxFailures %d)%s", failuresNow, maxFailures, failureNote(lastFailed)), itmv1.ReasonFailureBudget
 	case !in.CanStart:
 		p.BlockedBy, p.Reason = "start cutoff: no new device starts this close to the window's end "+in.WindowEnd.UTC().Format(time.RFC3339), itmv1.ReasonStartCutoff
 	default:
@@ -222,4 +230,38 @@ func Compute(in Input) Plan {
 	p.Counts.Pending -= int32(len(p.Start))    //nolint:gosec // bounded by the device count
 	p.Counts.InProgress += int32(len(p.Start)) //nolint:gosec // bounded by the device count
 	return p
+}
+
+// laterFailure: a finished after b (by status.upgrade.finishedAt, then name),
+// so blockedBy names the same failure on every reconcile.
+func laterFailure(a, b *itmv1.Device) bool {
+	var at, bt time.Time
+	if f := a.Status.Upgrade.FinishedAt; f != nil {
+		at = f.Time
+	}
+	if f := b.Status.Upgrade.FinishedAt; f != nil {
+		bt = f.Time
+	}
+	if !at.Equal(bt) {
+		return at.After(bt)
+	}
+	return a.Name > b.Name
+}
+
+// maxFailureNote bounds the failed device's reason quoted in blockedBy
+// (MaxLength 1024 with the rest).
+const maxFailureNote = 768
+
+// failureNote names the last failure of the window and its reason from the
+// Device's status.upgrade.message, so whoever reads the window's blockedBy
+// knows which device to inspect and why (a failed node stays cordoned).
+func failureNote(d *itmv1.Device) string {
+	if d == nil {
+		return ""
+	}
+	msg := d.Status.Upgrade.Message
+	if msg == "" {
+		return "; last: " + d.Name
+	}
+	return text.Truncate("; last: "+d.Name+": "+msg, maxFailureNote)
 }

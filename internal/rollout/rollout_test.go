@@ -47,6 +47,10 @@ func upgrade(window string, state itmv1.UpgradeState, started, finished time.Dur
 	}
 }
 
+func failedWith(message string) devOpt {
+	return func(d *itmv1.Device) { d.Status.Upgrade.Message = message }
+}
+
 func fleet(n int, opts ...devOpt) []*itmv1.Device {
 	var out []*itmv1.Device
 	for i := range n {
@@ -116,11 +120,19 @@ func TestCompute(t *testing.T) {
 			}},
 			timedOut: "a", counts: itmv1.UpgradeCounts{InProgress: 1}, blocked: "outside window", maxUnavail: 1,
 		},
-		"failure budget exhausted in this window halts the rollout": {
+		"failure budget exhausted in this window halts the rollout, naming the failed device and its reason": {
 			in: open(Input{Spec: spec(num(3)), Devices: []*itmv1.Device{
-				dev("a", upgrade("w", itmv1.UpgradeStateFailed, -20*time.Minute, -10*time.Minute)), dev("b"),
+				dev("a", upgrade("w", itmv1.UpgradeStateFailed, -20*time.Minute, -10*time.Minute), failedWith("upgrade Job itm-upgrade-a-1 failed: disk full")), dev("b"),
 			}}),
-			counts: itmv1.UpgradeCounts{Pending: 1, Failed: 1}, blocked: "failure budget: 1 failed in this window (maxFailures 1)", maxUnavail: 3,
+			counts: itmv1.UpgradeCounts{Pending: 1, Failed: 1}, blocked: "failure budget: 1 failed in this window (maxFailures 1); last: a: upgrade Job itm-upgrade-a-1 failed: disk full", maxUnavail: 3,
+		},
+		"failure budget of 2: blockedBy names the later failure, whatever the order of the devices": {
+			in: open(Input{Spec: spec(num(3), func(s *itmv1.MaintenanceWindowSpec) { s.Rollout.MaxFailures = ptr.To[int32](2) }), Devices: []*itmv1.Device{
+				dev("z", upgrade("w", itmv1.UpgradeStateFailed, -20*time.Minute, -15*time.Minute), failedWith("first")),
+				dev("a", upgrade("w", itmv1.UpgradeStateFailed, -20*time.Minute, -5*time.Minute), failedWith("second")),
+				dev("b"),
+			}}),
+			counts: itmv1.UpgradeCounts{Pending: 1, Failed: 2}, blocked: "failure budget: 2 failed in this window (maxFailures 2); last: a: second", maxUnavail: 3,
 		},
 		"a failure in an earlier window is retried and does not count": {
 			in: open(Input{Spec: spec(num(3)), Devices: []*itmv1.Device{
@@ -140,7 +152,7 @@ func TestCompute(t *testing.T) {
 			in: open(Input{Spec: spec(num(1)), Devices: []*itmv1.Device{
 				dev("a", upgrade("w", itmv1.UpgradeStateSucceeded, -20*time.Minute, -10*time.Minute)), dev("b"),
 			}}),
-			counts: itmv1.UpgradeCounts{Pending: 1, Failed: 1}, blocked: "failure budget: 1 failed in this window (maxFailures 1)", maxUnavail: 1,
+			counts: itmv1.UpgradeCounts{Pending: 1, Failed: 1}, blocked: "failure budget: 1 failed in this window (maxFailures 1); last: a", maxUnavail: 1,
 		},
 		"paused": {
 			in:     open(Input{Spec: spec(num(1), func(s *itmv1.MaintenanceWindowSpec) { s.Paused = true }), Devices: fleet(2)}),

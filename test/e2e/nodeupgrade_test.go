@@ -37,7 +37,7 @@ var alwaysOpen = []itmv1.Window{{Schedule: "* * * * *", Duration: metav1.Duratio
 
 func nodeUpgradeSpecs() {
 	Describe("A real node upgrade", func() {
-		It("cordons the node, is held by a PodDisruptionBudget and says so in blockedBy, then evicts, runs the upgrade Job privileged on the node (marker on the host), moves the version label, and uncordons with the Device UpToDate and the Pods back; itmanager's own Pods, tolerating the cordon, keep running", func() {
+		It("cordons the node, is held by a PodDisruptionBudget and says so in blockedBy, then evicts, runs the upgrade Job privileged on the node (marker on the host), moves the version label, and uncordons with the Device UpToDate and the Pods back; itmanager's own Pods, labelled itmanager.io/drain=skip by the chart, keep running", func() {
 			node, device := nodeDevice("1.0", "2.0")
 			managersBefore := podUIDs(managerPods())
 
@@ -146,7 +146,8 @@ func nodeUpgradeSpecs() {
 			Eventually(func(g Gomega) {
 				g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(mw), mw)).To(Succeed())
 				g.Expect(mw.Status.Devices.Failed).To(BeEquivalentTo(1))
-				g.Expect(mw.Status.BlockedBy).To(ContainSubstring("failure budget"))
+				g.Expect(mw.Status.BlockedBy).To(And(HavePrefix("failure budget: 1 failed in this window"), ContainSubstring("; last: "+device+": "),
+					ContainSubstring("the e2e upgrade image was told to fail")), "the window names the failed device and why")
 			}).Should(Succeed())
 			AddReportEntry("failed upgrade", fmt.Sprintf("device message %q; window blockedBy %q", u.Message, mw.Status.BlockedBy))
 			n := getNode(node)
