@@ -229,8 +229,8 @@ func TestChartCRDsAreTheGeneratedOnesKeptAndOptional(t *testing.T) {
 }
 
 // TestChartNamespacesCarryPodSecurityLabels: every namespace the chart
-// creates says its Pod Security level at every mode: the devices namespace
-// restricted (no pod belongs there), the upgrades namespace privileged
+// creates says its Pod Security level at every mode, and only the devices
+// namespace is kept by helm uninstall: the devices namespace restricted (no pod belongs there), the upgrades namespace privileged
 // (node upgrade Jobs run privileged there by design, DESIGN §3).
 func TestChartNamespacesCarryPodSecurityLabels(t *testing.T) {
 	root, err := testenv.RepoRoot()
@@ -260,6 +260,11 @@ func TestChartNamespacesCarryPodSecurityLabels(t *testing.T) {
 					if got := ns.GetLabels()["pod-security.kubernetes.io/"+mode]; got != level {
 						t.Errorf("namespace %s: pod-security.kubernetes.io/%s=%q, want %q", ns.GetName(), mode, got, level)
 					}
+				}
+				// The enrolment Secrets and Leases outlive an uninstall
+				// (agents hold tokens for them); the upgrades namespace not.
+				if keep := ns.GetAnnotations()["helm.sh/resource-policy"] == "keep"; keep != (ns.GetName() == tc.devices) {
+					t.Errorf("namespace %s: kept by helm uninstall is %t, want %t", ns.GetName(), keep, ns.GetName() == tc.devices)
 				}
 			}
 		})

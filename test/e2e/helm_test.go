@@ -47,7 +47,7 @@ func helmSpecs() {
 			Expect(webhookAnswers()).To(Succeed())
 		})
 
-		It("leaves the CRDs, Devices, OnboardingRequests and accounts in place on helm uninstall (no cascade), and a reinstall takes them up again", func() {
+		It("leaves the CRDs, Devices, OnboardingRequests, accounts and the devices namespace (enrolment Secrets, Leases) in place on helm uninstall (no cascade), and a reinstall takes them up again", func() {
 			provider := kubernetesProvider()
 			person := onboard(provider, nil)
 			laptop := &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("kept-laptop")},
@@ -59,6 +59,8 @@ func helmSpecs() {
 			Expect(k8s.Get(ctx, saKey, sa)).To(Succeed())
 			credsKey := types.NamespacedName{Namespace: person.Status.CredentialsSecret.Namespace, Name: person.Status.CredentialsSecret.Name}
 			Expect(k8s.Get(ctx, credsKey, &corev1.Secret{})).To(Succeed())
+			devicesNamespace := &corev1.Namespace{}
+			Expect(k8s.Get(ctx, types.NamespacedName{Name: devicesNS}, devicesNamespace)).To(Succeed())
 
 			By("helm uninstall")
 			helm("uninstall", releaseName, "-n", operatorNS, "--wait", "--timeout", "5m")
@@ -85,6 +87,10 @@ func helmSpecs() {
 			Expect(k8s.Get(ctx, saKey, keptSA)).To(Succeed(), "the account")
 			Expect(keptSA.UID).To(Equal(sa.UID))
 			Expect(k8s.Get(ctx, credsKey, &corev1.Secret{})).To(Succeed(), "its credentials")
+			keptNamespace := &corev1.Namespace{}
+			Expect(k8s.Get(ctx, types.NamespacedName{Name: devicesNS}, keptNamespace)).To(Succeed(), "the devices namespace (kept by the chart)")
+			Expect(keptNamespace.UID).To(Equal(devicesNamespace.UID))
+			Expect(keptNamespace.DeletionTimestamp).To(BeNil(), "the devices namespace is not being deleted")
 
 			By("reinstalling")
 			reinstall()
@@ -93,6 +99,8 @@ func helmSpecs() {
 			Expect(got.Status.Phase).To(Equal(itmv1.OnboardingPhaseActive))
 			Expect(k8s.Get(ctx, saKey, keptSA)).To(Succeed())
 			Expect(keptSA.UID).To(Equal(sa.UID), "the account was kept, not made again")
+			Expect(k8s.Get(ctx, types.NamespacedName{Name: devicesNS}, keptNamespace)).To(Succeed())
+			Expect(keptNamespace.UID).To(Equal(devicesNamespace.UID), "the reinstall took up the kept devices namespace")
 		})
 	})
 }
@@ -113,10 +121,11 @@ func listOf(o client.Object) client.ObjectList {
 }
 
 // reinstall installs the chart again as make e2e did (hack/e2e.sh install),
-// once the namespaces the uninstall deletes are gone, and waits for it.
+// once the namespace the uninstall deletes (the upgrades one; the devices
+// namespace is kept) is gone, and waits for it.
 func reinstall() {
 	GinkgoHelper()
-	for _, ns := range []string{devicesNS, upgradesNS} {
+	for _, ns := range []string{upgradesNS} {
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Name: ns}, &corev1.Namespace{}))
 		}).WithTimeout(3*time.Minute).Should(BeTrue(), "namespace %s deleted by the uninstall", ns)
