@@ -8,12 +8,11 @@
 #   hack/e2e.sh install  only install (or upgrade to) the e2e values; the
 #                        suite calls this to reinstall after `helm uninstall`
 #
-# The check-in Service gets a fixed ClusterIP (E2E_CHECKIN_IP, default the
-# 44th address of SERVICE_CIDR) so the URL and certificate the manager writes
-# into every enrolment Secret name an address the test devices (network
-# namespaces without DNS) reach: the Service is created first with Helm's
-# ownership metadata, and `helm install` adopts it. The chart has no
-# clusterIP value for it (yet).
+# The check-in Service gets a fixed ClusterIP (the chart's
+# checkin.service.clusterIP: E2E_CHECKIN_IP, default the 44th address of
+# SERVICE_CIDR) so the URL and certificate the manager writes into every
+# enrolment Secret name an address the test devices (network namespaces
+# without DNS) reach.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,34 +58,20 @@ checkin:
   # A fixed ClusterIP: the devices have no DNS.
   url: https://$ip
   certHosts: [$ip, itmanager-checkin.$NAMESPACE.svc]
-  # Short, so a silent device goes stale within seconds and a posture
-  # change reaches the service within the agent interval.
+  service:
+    clusterIP: $ip
+  # Short, so a silent device goes stale within seconds. A posture change
+  # does not wait for the interval: the agent sees it within its fact poll
+  # (1s) and checks in at once, no sooner than minInterval after its last
+  # check-in.
   staleAfter: 30s
-  interval: 2s
+  interval: 5s
   minInterval: 1s
-# The node upgrade drains the only node: itmanager's own pods tolerate the
-# cordon, so they keep running on it (see docs/e2e.md).
-tolerations:
-  - key: node.kubernetes.io/unschedulable
-    operator: Exists
-    effect: NoSchedule
+# Nothing about the drain: the chart labels itmanager's own Pods
+# itmanager.io/drain=skip, so the upgrade of the only node leaves them
+# running to finish it (docs/maintenance.md).
 EOF
 	$KUBECTL get namespace "$NAMESPACE" >/dev/null 2>&1 || $KUBECTL create namespace "$NAMESPACE" >/dev/null
-	if ! $KUBECTL -n "$NAMESPACE" get service itmanager-checkin >/dev/null 2>&1; then
-		$KUBECTL apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Service
-metadata:
-  name: itmanager-checkin
-  namespace: $NAMESPACE
-  labels: {app.kubernetes.io/managed-by: Helm}
-  annotations: {meta.helm.sh/release-name: $RELEASE, meta.helm.sh/release-namespace: $NAMESPACE}
-spec:
-  clusterIP: $ip
-  ports: [{name: checkin, port: 443, protocol: TCP, targetPort: checkin}]
-  selector: {app.kubernetes.io/name: itmanager-checkin, app.kubernetes.io/instance: $RELEASE, app.kubernetes.io/component: checkin}
-EOF
-	fi
 	echo "e2e: helm upgrade --install $RELEASE (image $IMG, check-in at https://$ip)"
 	$HELM upgrade --install "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$VALUES" --wait --timeout 5m
 	$KUBECTL -n "$NAMESPACE" wait --for=condition=Available --timeout=3m deployment --all
