@@ -136,6 +136,9 @@ cluster-load: ## Import podman images (IMAGES="a b") into the running cluster's 
 # / E2E_CLUSTER_DIR), helm install the chart from this checkout with IMG
 # (pullPolicy Never), then the Ginkgo suite test/e2e (tag and label e2e);
 # writes and prints docs/e2e.md.
+.PHONY: helm
+helm: $(HELM) ## Build the pinned helm into bin/ (bin/helm-$(HELM_VERSION)), for installing the chart by hand.
+
 .PHONY: e2e
 e2e: $(HELM) ## Install the chart with IMG into the make cluster cluster and run the end-to-end suite (real Pods, packets and a node upgrade); writes docs/e2e.md.
 	IMG=$(IMG) HELM=$(HELM) KUBECTL=$(KUBECTL) hack/e2e.sh
