@@ -132,7 +132,7 @@ func teardown(cfg Config, k *cluster) error {
 		case netnsRoot:
 			note(cleanShared(p, func(rel string) bool { return slices.Contains(ownNetns, rel) }, before.Paths[p]))
 		case cniCacheRoot:
-			note(cleanShared(p, ownCNICache, before.Paths[p]))
+			note(cleanShared(p, ownCNICache(sandboxIDs(dir)), before.Paths[p]))
 		default:
 			if !before.Paths[p] {
 				note(removeTree(p, dir, currentMountPoints()))
@@ -291,10 +291,48 @@ const (
 	cniNetwork = "itm-cluster"
 )
 
-// ownCNICache: this cluster's entries under /var/lib/cni (relative path).
-func ownCNICache(rel string) bool {
-	dir, file := filepath.Split(rel)
-	return dir == "results/" && strings.HasPrefix(file, cniNetwork+"-")
+// cniLoopback is the network of the loopback attachment containerd's CRI
+// makes in every pod sandbox: its results are
+// results/cni-loopback-<sandbox id>-lo.
+const cniLoopback = "cni-loopback"
+
+// ownCNICache is what of /var/lib/cni (relative path) is this cluster's: the
+// results of its own network, and the loopback results of its own pod
+// sandboxes (sandboxes: their ids). Pods killed at stop never had their CNI
+// DEL, so those results stay unless claimed; another runtime's loopback
+// results name sandboxes that are not this cluster's.
+func ownCNICache(sandboxes []string) func(rel string) bool {
+	return func(rel string) bool {
+		dir, file := filepath.Split(rel)
+		if dir != "results/" {
+			return false
+		}
+		if strings.HasPrefix(file, cniNetwork+"-") {
+			return true
+		}
+		id, ok := strings.CutPrefix(file, cniLoopback+"-")
+		if !ok {
+			return false
+		}
+		id, ok = strings.CutSuffix(id, "-lo")
+		return ok && id != "" && slices.Contains(sandboxes, id)
+	}
+}
+
+// sandboxIDs are the pod sandboxes in this cluster's containerd root (dir:
+// the state directory), read before the state is removed.
+func sandboxIDs(dir string) []string {
+	entries, err := os.ReadDir(filepath.Join(dir, "var", "lib", "containerd", "io.containerd.grpc.v1.cri", "sandboxes"))
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids
 }
 
 // ownMount says whether a mount point new since the start is this

@@ -53,6 +53,9 @@ func TestCleanSharedRemovesOnlyTheClustersCNIResultsAndKeepsOthers(t *testing.T)
 		files := map[string]bool{ // path → ours
 			"results/itm-cluster-abc-eth0": true,
 			"results/itm-cluster-def-eth0": true,
+			"results/cni-loopback-s1-lo":   true,
+			"results/cni-loopback-s9-lo":   false, // another runtime's sandbox
+			"results/cni-loopback--lo":     false,
 			"results/podman-abc-eth0":      false,
 			"networks/podman/10.88.0.2":    false,
 			"results/sub/itm-cluster-x":    false,
@@ -61,7 +64,7 @@ func TestCleanSharedRemovesOnlyTheClustersCNIResultsAndKeepsOthers(t *testing.T)
 		for f := range files {
 			mustWrite(t, filepath.Join(root, f))
 		}
-		if err := cleanShared(root, ownCNICache, existed); err != nil {
+		if err := cleanShared(root, ownCNICache([]string{"s1", "s2"}), existed); err != nil {
 			t.Fatal(err)
 		}
 		for f, ours := range files {
@@ -77,14 +80,14 @@ func TestCleanSharedRemovesOnlyTheClustersCNIResultsAndKeepsOthers(t *testing.T)
 	// New and left empty: it goes; new but another's entries in it: it stays.
 	root := filepath.Join(t.TempDir(), "cni")
 	mustWrite(t, filepath.Join(root, "results", "itm-cluster-abc-eth0"))
-	if err := cleanShared(root, ownCNICache, false); err != nil {
+	if err := cleanShared(root, ownCNICache(nil), false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(root); err == nil {
 		t.Error("a new /var/lib/cni holding only the cluster's results stays")
 	}
 	mustWrite(t, filepath.Join(root, "results", "itm-cluster-abc-eth0"))
-	if err := cleanShared(root, ownCNICache, true); err != nil {
+	if err := cleanShared(root, ownCNICache(nil), true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(root); err != nil {
@@ -211,5 +214,22 @@ func TestSysctlIsRestoredOnlyWhileItHasTheValueTheNodeSet(t *testing.T) {
 	}
 	if len(leave) != 1 || !strings.Contains(leave[0], "vm.overcommit_memory is 2") {
 		t.Errorf("left %v, want a note for vm.overcommit_memory", leave)
+	}
+}
+
+func TestSandboxIDsAreTheClustersContainerdSandboxes(t *testing.T) {
+	dir := t.TempDir()
+	if got := sandboxIDs(dir); got != nil {
+		t.Errorf("no containerd root: %v", got)
+	}
+	sandboxes := filepath.Join(dir, "var", "lib", "containerd", "io.containerd.grpc.v1.cri", "sandboxes")
+	for _, id := range []string{"aa11", "bb22"} {
+		if err := os.MkdirAll(filepath.Join(sandboxes, id), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustWrite(t, filepath.Join(sandboxes, "not-a-sandbox"))
+	if got := sandboxIDs(dir); !slices.Equal(got, []string{"aa11", "bb22"}) {
+		t.Errorf("sandboxIDs = %v", got)
 	}
 }
