@@ -14,7 +14,8 @@ import (
 // could have made or changed: a root process must not follow .cluster ->
 // / into RemoveAll, nor let a forged host.json decide what it removes and
 // which sysctls it writes. A missing path is fine (it is made private).
-func checkPrivate(p string, wantDir bool) error {
+// owner is the uid it must belong to (root's, 0, for make cluster).
+func checkPrivate(p string, wantDir bool, owner uint32) error {
 	st, err := os.Lstat(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -30,18 +31,22 @@ func checkPrivate(p string, wantDir bool) error {
 	case st.Mode().Perm()&0o022 != 0:
 		return fmt.Errorf("%s is writable by group or others (%v): refusing it", p, st.Mode().Perm())
 	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || sys.Uid != 0 {
-		return fmt.Errorf("%s is not owned by root: refusing it (remove it; make cluster makes it again)", p)
+	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || sys.Uid != owner {
+		return fmt.Errorf("%s is not owned by uid %d: refusing it (remove it; make cluster makes it again)", p, owner)
 	}
 	return nil
 }
 
 // checkStateDir checks .cluster and, when present, its host.json.
-func checkStateDir(dir string) error {
-	if err := checkPrivate(dir, true); err != nil {
+func checkStateDir(dir string) error { return checkStateDirOwnedBy(dir, 0) }
+
+// checkStateDirOwnedBy is checkStateDir for a state directory that must
+// belong to owner.
+func checkStateDirOwnedBy(dir string, owner uint32) error {
+	if err := checkPrivate(dir, true, owner); err != nil {
 		return err
 	}
-	return checkPrivate(filepath.Join(dir, "host.json"), false)
+	return checkPrivate(filepath.Join(dir, "host.json"), false, owner)
 }
 
 // validateSnapshot refuses a host.json that says more than takeSnapshot
@@ -101,7 +106,7 @@ func currentMountPoints() []string {
 // freshStateDir empties dir (made 0700 if missing) but for its logs, which
 // become logs.previous. Only entries of dir are removed.
 func freshStateDir(dir string) error {
-	if err := checkPrivate(dir, true); err != nil {
+	if err := checkPrivate(dir, true, 0); err != nil {
 		return err
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {

@@ -26,55 +26,55 @@ func TestStateDirThatIsASymlinkIsRefusedAndItsTargetKept(t *testing.T) {
 	}
 }
 
+// TestStateDirWritableOrOwnedByOthersIsRefused runs as any user: the
+// directory and host.json belong to the test's own uid, and "owned by
+// another user" is the same files checked against another owner (make
+// cluster checks against root's).
 func TestStateDirWritableOrOwnedByOthersIsRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to chown")
-	}
+	me := uint32(os.Geteuid())
+	other := me + 1
 	dir := filepath.Join(t.TempDir(), ".cluster")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkStateDir(dir); err != nil {
-		t.Fatalf("a private root-owned state directory is refused: %v", err)
+	if err := checkStateDirOwnedBy(dir, me); err != nil {
+		t.Fatalf("a private state directory of its owner is refused: %v", err)
 	}
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkStateDir(dir); err == nil {
+	if err := checkStateDirOwnedBy(dir, me); err == nil {
 		t.Error("a world-writable state directory is accepted")
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(dir, 1000, 1000); err != nil {
-		t.Fatal(err)
-	}
-	if err := checkStateDir(dir); err == nil {
-		t.Error("a state directory owned by another user is accepted")
-	}
-	if err := os.Chown(dir, 0, 0); err != nil {
-		t.Fatal(err)
+	if err := checkStateDirOwnedBy(dir, other); err == nil || !strings.Contains(err.Error(), "not owned by") {
+		t.Errorf("a state directory owned by another user is accepted: %v", err)
 	}
 	hj := filepath.Join(dir, "host.json")
 	if err := os.WriteFile(hj, []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkStateDir(dir); err != nil {
+	if err := checkStateDirOwnedBy(dir, me); err != nil {
 		t.Errorf("a private host.json is refused: %v", err)
 	}
+	if err := checkPrivate(hj, false, other); err == nil {
+		t.Error("a host.json owned by another user is accepted")
+	}
 	for name, change := range map[string]func() error{
-		"other-writable": func() error { return os.Chmod(hj, 0o666) },
-		"not root's":     func() error { return os.Chown(hj, 1000, 1000) },
-		"a symlink":      func() error { _ = os.Remove(hj); return os.Symlink("/etc/passwd", hj) },
+		"other-writable":     func() error { return os.Chmod(hj, 0o666) },
+		"a symlink":          func() error { _ = os.Remove(hj); return os.Symlink("/etc/passwd", hj) },
+		"not a regular file": func() error { _ = os.Remove(hj); return os.Mkdir(hj, 0o700) },
 	} {
-		_ = os.Remove(hj)
+		_ = os.RemoveAll(hj)
 		if err := os.WriteFile(hj, []byte("{}"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if err := change(); err != nil {
 			t.Fatal(err)
 		}
-		if err := checkStateDir(dir); err == nil {
+		if err := checkStateDirOwnedBy(dir, me); err == nil {
 			t.Errorf("a host.json that is %s is accepted", name)
 		}
 	}
