@@ -1,114 +1,178 @@
 // Command kubectl-itm is itmanager's kubectl plugin: put it on the PATH and
-// run `kubectl itm <command>`.
+// run `kubectl itm <command>`. It takes kubectl's own connection flags
+// (--kubeconfig, --context, --as, --as-group, ...; k8s.io/cli-runtime's
+// ConfigFlags), so it talks to the cluster kubectl would talk to, as the
+// user kubectl would be.
 //
 //	kubectl itm why <device> <policy>   each requirement and whether the device passes it
 //	kubectl itm windows                 every MaintenanceWindow and its next opening
 //	kubectl itm schedule <window>       the next openings of one window
 //	kubectl itm approve|deny <user>     decide an OnboardingRequest
 //	kubectl itm status <user>           a person's accounts, devices and access at a glance
+//	kubectl itm enroll <device>         the agent's enrolment bundle and install command
 package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"io"
 	"os"
-	"strings"
 	"time"
 	_ "time/tzdata" // a zone unknown to this machine never falls back to UTC
 
+	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/version"
 )
 
-const usage = `kubectl itm: itmanager's kubectl plugin
-
-Usage:
-  kubectl itm why <device> <policy>   explain whether an AccessPolicy allows a Device, requirement by requirement
-  kubectl itm windows                 list MaintenanceWindows: open now?, next opening (window zone, local, UTC), progress
-  kubectl itm schedule <window>       the next 10 openings of a MaintenanceWindow
-  kubectl itm approve <user> [message]           approve an OnboardingRequest as it prints it (needs the verb "approve"; not your own;
-                                                 fails, deciding nothing, if the request changed in between)
-  kubectl itm deny <user> <reason> [message]     deny it the same way, with a reason (CamelCase, e.g. NoContract)
-  kubectl itm status <user>           a person's request, accounts, devices and access at a glance
-
-Flags:
-`
+// requestTimeout bounds one command's API calls unless the command waits
+// on purpose (enroll --wait has its own --timeout).
+const requestTimeout = 30 * time.Second
 
 func main() {
-	fs := flag.NewFlagSet("kubectl-itm", flag.ContinueOnError)
-	devicesNS := fs.String("devices-namespace", "itmanager-devices", "namespace of the agents' Leases (as the manager's --devices-namespace)")
-	as := fs.String("as", "", "act as this user, as kubectl --as does (impersonation)")
-	showVersion := fs.Bool("version", false, "print the version and commit, and exit")
-	fs.SetOutput(os.Stderr)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
-	// The kubeconfig flag and KUBECONFIG are read by controller-runtime.
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		os.Exit(2)
-	}
-	if *showVersion {
-		version.Print(os.Stdout, "kubectl-itm")
-		return
-	}
-	if err := run(fs.Args(), *devicesNS, *as, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
+	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	cmd := newRootCmd(streams)
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(streams.ErrOut, "error:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string, devicesNS, as string, out io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("no command; run kubectl itm -h")
+// options are the flags every command shares.
+type options struct {
+	config    *genericclioptions.ConfigFlags
+	devicesNS string
+	streams   genericiooptions.IOStreams
+	// now and local are the clock and zone commands compute with, and
+	// newClient makes the client (tests replace them).
+	now       func() time.Time
+	local     *time.Location
+	newClient func() (client.Client, error)
+}
+
+// client builds a client for the cluster, user and impersonation the
+// kubectl flags select. Nothing here calls the API server: a command
+// that only prints help never reaches it.
+func (o *options) client() (client.Client, error) {
+	if o.newClient != nil {
+		return o.newClient()
 	}
-	cfg, err := config.GetConfig()
+	cfg, err := o.config.ToRESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.UserAgent = "kubectl-itm/" + version.Version
+	return client.New(cfg, client.Options{Scheme: newScheme()})
+}
+
+func newRootCmd(streams genericiooptions.IOStreams) *cobra.Command {
+	return newRootCmdWith(&options{
+		config:  genericclioptions.NewConfigFlags(true),
+		streams: streams,
+		now:     time.Now,
+		local:   time.Local,
+	})
+}
+
+func newRootCmdWith(o *options) *cobra.Command {
+	streams := o.streams
+	root := &cobra.Command{
+		// The binary's name, so that `kubectl-itm completion bash` completes
+		// the binary; help and usage show how kubectl users type it.
+		Use:         "kubectl-itm",
+		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl itm"},
+		Short:       "itmanager's kubectl plugin",
+		Long: `kubectl itm explains and acts on itmanager's objects with the operator's own logic:
+why an AccessPolicy allows or denies a Device, when MaintenanceWindows open,
+a person's accounts, devices and access, approving or denying an
+OnboardingRequest, and enrolling a Device's agent.
+
+It takes kubectl's connection flags (--kubeconfig, --context, --as, ...), so
+it reaches the cluster kubectl reaches, as the same user; the API server's
+RBAC decides what it may read and do.`,
+		Example: `  kubectl itm why lt-pf3x8k2q engineering-observability
+  kubectl itm --context prod windows -o yaml
+  kubectl itm --as it-lead approve amara.okafor "contract signed"
+  kubectl itm enroll lt-pf3x8k2q --wait --bundle lt-pf3x8k2q.tar.gz`,
+		Version: version.String(),
+		// main prints the error, as kubectl does ("error: ..."); the usage
+		// comes with a wrong argument or flag only (usageArgs, the flag
+		// error func), not with an error of a command that ran.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// No command: the help, not an error (as kubectl does); an
+		// unknown one is an error naming it.
+		Args: usageArgs(cobra.NoArgs),
+		Run:  func(cmd *cobra.Command, _ []string) { _ = cmd.Help() },
+	}
+	root.SetVersionTemplate("kubectl-itm {{.Version}}\n")
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
+		return err
+	})
+	// Not cobra's default: it would take -v, which is kubectl's verbosity.
+	root.Flags().Bool("version", false, "print the version and commit, and exit")
+	flags := root.PersistentFlags()
+	o.config.AddFlags(flags)
+	flags.StringVar(&o.devicesNS, "devices-namespace", "itmanager-devices",
+		"namespace of the agents' Leases and enrolment Secrets (as the manager's --devices-namespace)")
+	registerConfigFlagCompletion(root, o)
+
+	root.AddCommand(
+		newWhyCmd(o),
+		newWindowsCmd(o),
+		newScheduleCmd(o),
+		newApproveCmd(o),
+		newDenyCmd(o),
+		newStatusCmd(o),
+		newEnrollCmd(o),
+		newVersionCmd(o),
+	)
+	return root
+}
+
+// usageArgs is check, printing the command's usage to stderr when the
+// arguments are wrong (cobra does not once SilenceUsage is set).
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
+			return err
+		}
+		return nil
+	}
+}
+
+func newVersionCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print the plugin's version and commit",
+		Example: "  kubectl itm version",
+		Args:    usageArgs(cobra.NoArgs),
+		Run: func(*cobra.Command, []string) {
+			version.Print(o.streams.Out, "kubectl-itm")
+		},
+	}
+}
+
+// withClient runs f with a client and a context bounded by requestTimeout.
+func (o *options) withClient(cmd *cobra.Command, f func(ctx context.Context, c client.Client) error) error {
+	c, err := o.client()
 	if err != nil {
 		return err
 	}
-	cfg.Impersonate.UserName = as
-	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 	defer cancel()
-	switch args[0] {
-	case "why":
-		if len(args) != 3 {
-			return fmt.Errorf("usage: kubectl itm why <device> <policy>")
-		}
-		return why(ctx, c, devicesNS, args[1], args[2], time.Now(), out)
-	case "windows":
-		return windows(ctx, c, time.Now(), time.Local, out)
-	case "schedule":
-		if len(args) != 2 {
-			return fmt.Errorf("usage: kubectl itm schedule <window>")
-		}
-		return scheduleOf(ctx, c, args[1], 10, time.Now(), time.Local, out)
-	case "approve":
-		if len(args) < 2 || len(args) > 3 {
-			return fmt.Errorf("usage: kubectl itm approve <user> [message]")
-		}
-		return decide(ctx, c, args[1], itmv1.OnboardingConditionApproved, "Approved", strings.Join(args[2:], " "), time.Now(), out)
-	case "deny":
-		if len(args) < 3 || len(args) > 4 {
-			return fmt.Errorf("usage: kubectl itm deny <user> <reason> [message]")
-		}
-		return decide(ctx, c, args[1], itmv1.OnboardingConditionDenied, args[2], strings.Join(args[3:], " "), time.Now(), out)
-	case "status":
-		if len(args) != 2 {
-			return fmt.Errorf("usage: kubectl itm status <user>")
-		}
-		return status(ctx, c, devicesNS, args[1], time.Now(), out)
-	default:
-		return fmt.Errorf("unknown command %q; run kubectl itm -h", args[0])
-	}
+	return f(ctx, c)
 }
 
 func newScheme() *runtime.Scheme {

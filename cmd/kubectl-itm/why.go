@@ -7,7 +7,6 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -21,16 +20,51 @@ import (
 	"github.com/itmanager-io/itmanager/internal/device"
 )
 
-// why explains an AccessPolicy's verdict on one Device with the operator's
-// own logic (internal/access and internal/posture), from live objects.
-func why(ctx context.Context, c client.Client, devicesNS, deviceName, policyName string, now time.Time, out io.Writer) error {
+// Verdicts of kubectl itm why.
+const (
+	verdictAllowed     = "Allowed"
+	verdictDenied      = "Denied"
+	verdictNotSelected = "NotSelected"
+)
+
+// WhyReport is what `kubectl itm why -o json|yaml` prints: an
+// AccessPolicy's verdict on one Device, requirement by requirement.
+type WhyReport struct {
+	// Device and Policy are the names asked about; Mode is the policy's.
+	Device string `json:"device"`
+	Policy string `json:"policy"`
+	Mode   string `json:"mode"`
+	// At is when the verdict was computed (check-in ages depend on it).
+	At time.Time `json:"at"`
+	// Verdict is Allowed, Denied or NotSelected (the policy's subjects do
+	// not include the device).
+	Verdict string `json:"verdict"`
+	// Checks are the requirements in order: "subjects" first, then each
+	// posture requirement, then "addresses" when the posture passes.
+	Checks []Check `json:"checks"`
+	// Addresses are the addresses the policy allows for the device (empty
+	// unless Verdict is Allowed).
+	Addresses []string `json:"addresses"`
+}
+
+// Check is one requirement and whether the device passes it.
+type Check struct {
+	Requirement string `json:"requirement"`
+	Passed      bool   `json:"passed"`
+	Detail      string `json:"detail"`
+}
+
+// whyReport explains an AccessPolicy's verdict on one Device with the
+// operator's own logic (internal/access and internal/posture), from live
+// objects.
+func whyReport(ctx context.Context, c client.Client, devicesNS, deviceName, policyName string, now time.Time) (*WhyReport, error) {
 	dev := &itmv1.Device{}
 	if err := c.Get(ctx, types.NamespacedName{Name: deviceName}, dev); err != nil {
-		return fmt.Errorf("get Device %s: %w", deviceName, err)
+		return nil, fmt.Errorf("get Device %s: %w", deviceName, err)
 	}
 	p := &itmv1.AccessPolicy{}
 	if err := c.Get(ctx, types.NamespacedName{Name: policyName}, p); err != nil {
-		return fmt.Errorf("get AccessPolicy %s: %w", policyName, err)
+		return nil, fmt.Errorf("get AccessPolicy %s: %w", policyName, err)
 	}
 	requests := map[string]*itmv1.OnboardingRequest{}
 	if a := dev.Spec.Assignee; a != "" {
@@ -39,23 +73,23 @@ func why(ctx context.Context, c client.Client, devicesNS, deviceName, policyName
 		case err == nil:
 			requests[a] = r
 		case !apierrors.IsNotFound(err):
-			return fmt.Errorf("get OnboardingRequest %s: %w", a, err)
+			return nil, fmt.Errorf("get OnboardingRequest %s: %w", a, err)
 		}
 	}
 	sel, err := access.Selector(p.Spec.Subjects)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	people := access.People(p.Spec.Subjects, requests)
 
 	cand := access.Candidate{Device: dev}
 	var checkInNote string
 	if cand.LastCheckIn, checkInNote, err = lastCheckIn(ctx, c, devicesNS, dev); err != nil {
-		return err
+		return nil, err
 	}
 	others := &itmv1.DeviceList{}
 	if err := c.List(ctx, others); err != nil {
-		return fmt.Errorf("list Devices: %w", err)
+		return nil, fmt.Errorf("list Devices: %w", err)
 	}
 	mine := device.Claims(dev)
 	for _, o := range others.Items {
@@ -72,36 +106,62 @@ func why(ctx context.Context, c client.Client, devicesNS, deviceName, policyName
 		}
 	}
 
-	fmt.Fprintf(out, "Device %s under AccessPolicy %s (mode %s), at %s\n\n", dev.Name, p.Name, p.Spec.Mode, now.UTC().Format(time.RFC3339))
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	rep := &WhyReport{Device: dev.Name, Policy: p.Name, Mode: string(p.Spec.Mode), At: now.UTC(), Addresses: []string{}}
 	selected, how := selection(dev, p, people, sel, requests)
-	row(tw, selected, "subjects", how)
+	rep.Checks = append(rep.Checks, Check{Requirement: "subjects", Passed: selected, Detail: how})
 	v := access.Evaluate(cand, p.Spec.Posture, now)
 	for _, ch := range v.Posture.Checks {
 		detail := ch.Detail
 		if ch.Requirement == "maxCheckInAge" && checkInNote != "" {
 			detail += " " + checkInNote
 		}
-		row(tw, ch.Passed, ch.Requirement, detail)
+		rep.Checks = append(rep.Checks, Check{Requirement: ch.Requirement, Passed: ch.Passed, Detail: detail})
 	}
 	if v.Posture.Allowed() {
 		if v.Allowed {
-			addrs := make([]string, 0, len(v.Addresses))
 			for _, a := range v.Addresses {
-				addrs = append(addrs, a.String())
+				rep.Addresses = append(rep.Addresses, a.String())
 			}
-			row(tw, true, "addresses", strings.Join(addrs, ", "))
+			rep.Checks = append(rep.Checks, Check{Requirement: "addresses", Passed: true, Detail: strings.Join(rep.Addresses, ", ")})
 		} else {
-			row(tw, false, "addresses", strings.Join(v.Reasons, "; "))
+			rep.Checks = append(rep.Checks, Check{Requirement: "addresses", Passed: false, Detail: strings.Join(v.Reasons, "; ")})
 		}
+	}
+	switch {
+	case !selected:
+		rep.Verdict = verdictNotSelected
+		rep.Addresses = []string{}
+	case v.Allowed:
+		rep.Verdict = verdictAllowed
+	default:
+		rep.Verdict = verdictDenied
+		rep.Addresses = []string{}
+	}
+	return rep, nil
+}
+
+// why prints whyReport as a table.
+func why(ctx context.Context, c client.Client, devicesNS, deviceName, policyName string, now time.Time, out io.Writer) error {
+	rep, err := whyReport(ctx, c, devicesNS, deviceName, policyName, now)
+	if err != nil {
+		return err
+	}
+	return printWhy(rep, out)
+}
+
+func printWhy(rep *WhyReport, out io.Writer) error {
+	fmt.Fprintf(out, "Device %s under AccessPolicy %s (mode %s), at %s\n\n", rep.Device, rep.Policy, rep.Mode, rep.At.Format(time.RFC3339))
+	tw := newDescribe(out)
+	for _, ch := range rep.Checks {
+		row(tw, ch.Passed, ch.Requirement, ch.Detail)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	switch {
-	case !selected:
+	switch rep.Verdict {
+	case verdictNotSelected:
 		fmt.Fprintln(out, "\nVerdict: NOT SELECTED: the policy's subjects do not include this device.")
-	case v.Allowed:
+	case verdictAllowed:
 		fmt.Fprintln(out, "\nVerdict: ALLOWED")
 	default:
 		fmt.Fprintln(out, "\nVerdict: DENIED")

@@ -52,7 +52,8 @@ func TestWindowsAndSchedule(t *testing.T) {
 			t.Errorf("opening %d: %q lacks %q", i+1, lines[3+i], want)
 		}
 	}
-	if !strings.Contains(lines[3], "2026-03-29 05:00 CEST  2h0m0s") {
+	// kubectl's table spacing: three spaces between columns.
+	if !strings.Contains(lines[3], "2026-03-29 05:00 CEST   2h0m0s   ") {
 		t.Errorf("the opening moved to 03:00 CEST still lasts 2h of elapsed time: %q", lines[3])
 	}
 	if !strings.Contains(lines[4], "starts in a blackout") {
