@@ -151,6 +151,7 @@ build: manifests generate ## Build the manager, the check-in service, the agent 
 	go build -o $(LOCALBIN)/itmanager-checkin ./cmd/itmanager-checkin
 	go build -o $(LOCALBIN)/itmanager-agent ./cmd/itmanager-agent
 	go build -o $(LOCALBIN)/kubectl-itm ./cmd/kubectl-itm
+	install -m 0755 cmd/kubectl-itm/kubectl_complete-itm $(LOCALBIN)/kubectl_complete-itm
 
 # The cluster's webhook configuration points at the in-cluster Service, so a
 # locally run manager serves no webhook unless asked (ENABLE_WEBHOOKS=true,
