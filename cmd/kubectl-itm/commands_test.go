@@ -19,8 +19,8 @@ import (
 )
 
 // plugin runs the root command with args against objs, returning
-// stdout, stderr, the error and how many clients were made.
-func plugin(t *testing.T, objs []client.Object, args ...string) (string, string, error, int) {
+// stdout, stderr, how many clients were made and the error.
+func plugin(t *testing.T, objs []client.Object, args ...string) (string, string, int, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	clients := 0
@@ -37,7 +37,7 @@ func plugin(t *testing.T, objs []client.Object, args ...string) (string, string,
 	cmd := newRootCmdWith(o)
 	cmd.SetArgs(args)
 	err := cmd.Execute()
-	return out.String(), errOut.String(), err, clients
+	return out.String(), errOut.String(), clients, err
 }
 
 // TestHelpAndArgumentErrorsNeverReachTheCluster: --help on every command
@@ -46,7 +46,7 @@ func plugin(t *testing.T, objs []client.Object, args ...string) (string, string,
 func TestHelpAndArgumentErrorsNeverReachTheCluster(t *testing.T) {
 	for _, c := range []string{"why", "windows", "schedule", "approve", "deny", "status", "enroll", "version"} {
 		for _, help := range []string{"--help", "-h"} {
-			out, _, err, clients := plugin(t, nil, c, help)
+			out, _, clients, err := plugin(t, nil, c, help)
 			if err != nil || clients != 0 {
 				t.Errorf("%s %s: err %v, %d clients", c, help, err, clients)
 			}
@@ -59,34 +59,34 @@ func TestHelpAndArgumentErrorsNeverReachTheCluster(t *testing.T) {
 		{"why", "lt-1"}, {"why", "a", "b", "c"}, {"windows", "extra"}, {"schedule"}, {"schedule", "a", "b"},
 		{"approve"}, {"approve", "a", "b", "c"}, {"deny", "a"}, {"status"}, {"enroll"}, {"enroll", "a", "b"},
 	} {
-		_, errOut, err, clients := plugin(t, nil, args...)
+		_, errOut, clients, err := plugin(t, nil, args...)
 		if err == nil || clients != 0 || !strings.Contains(err.Error(), "arg(s)") && !strings.Contains(err.Error(), "unknown command") || !strings.Contains(errOut, "Usage:") {
 			t.Errorf("%v: err %v, %d clients, stderr:\n%s", args, err, clients, errOut)
 		}
 	}
 	// Positive control: the right count does make a client.
-	if _, _, _, clients := plugin(t, nil, "schedule", "ring1"); clients != 1 {
+	if _, _, clients, _ := plugin(t, nil, "schedule", "ring1"); clients != 1 {
 		t.Errorf("schedule ring1 made %d clients", clients)
 	}
-	if _, _, err, _ := plugin(t, nil, "nope"); err == nil || !strings.Contains(err.Error(), `unknown command "nope" for "kubectl itm"`) {
+	if _, _, _, err := plugin(t, nil, "nope"); err == nil || !strings.Contains(err.Error(), `unknown command "nope" for "kubectl itm"`) {
 		t.Errorf("unknown command: %v", err)
 	}
 }
 
 func TestVersionCommandAndFlagPrintTheSameLine(t *testing.T) {
-	a, _, err1, _ := plugin(t, nil, "version")
-	b, _, err2, _ := plugin(t, nil, "--version")
+	a, _, _, err1 := plugin(t, nil, "version")
+	b, _, _, err2 := plugin(t, nil, "--version")
 	if err1 != nil || err2 != nil || a != b || !strings.HasPrefix(a, "kubectl-itm ") {
 		t.Errorf("version %q (%v), --version %q (%v)", a, err1, b, err2)
 	}
 	// -v is kubectl's verbosity, not cobra's default version shorthand.
-	if _, _, err, _ := plugin(t, nil, "-v"); err == nil {
+	if _, _, _, err := plugin(t, nil, "-v"); err == nil {
 		t.Error("-v was accepted as --version")
 	}
 }
 
 func TestOutputFlagRefusesAnUnknownFormat(t *testing.T) {
-	_, _, err, clients := plugin(t, nil, "windows", "-o", "wide")
+	_, _, clients, err := plugin(t, nil, "windows", "-o", "wide")
 	if err == nil || !strings.Contains(err.Error(), `output format "wide"`) || clients != 0 {
 		t.Errorf("-o wide: %v, %d clients", err, clients)
 	}
@@ -110,7 +110,7 @@ func TestReadCommandsPrintTheDocumentedStructure(t *testing.T) {
 
 	decode := func(t *testing.T, format string, args ...string) map[string]any {
 		t.Helper()
-		out, _, err, _ := plugin(t, objs, append(args, "-o", format)...)
+		out, _, _, err := plugin(t, objs, append(args, "-o", format)...)
 		if err != nil {
 			t.Fatalf("%v -o %s: %v", args, format, err)
 		}
@@ -173,7 +173,7 @@ func TestReadCommandsPrintTheDocumentedStructure(t *testing.T) {
 func TestTablesUseKubectlSpacing(t *testing.T) {
 	never := &itmv1.MaintenanceWindow{ObjectMeta: metav1.ObjectMeta{Name: "w"}, Spec: itmv1.MaintenanceWindowSpec{
 		Windows: []itmv1.Window{{Schedule: "0 0 30 2 *", Duration: metav1.Duration{Duration: time.Hour}}}}}
-	out, _, err, _ := plugin(t, []client.Object{never}, "windows")
+	out, _, _, err := plugin(t, []client.Object{never}, "windows")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestCompletionListsObjectNames(t *testing.T) {
 		{[]string{"enroll", "s"}, "srv-1\n:4\n"},
 		{[]string{"windows", "-o", ""}, "table\njson\nyaml\n:4\n"},
 	} {
-		out, _, err, _ := plugin(t, objs, append([]string{"__complete"}, tt.args...)...)
+		out, _, _, err := plugin(t, objs, append([]string{"__complete"}, tt.args...)...)
 		if err != nil || !strings.HasPrefix(out, tt.want) {
 			t.Errorf("__complete %q = %q (%v), want %q", tt.args, out, err, tt.want)
 		}
@@ -228,7 +228,7 @@ func TestCompletionListsObjectNames(t *testing.T) {
 
 func TestCompletionScriptsForEveryShell(t *testing.T) {
 	for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {
-		out, _, err, clients := plugin(t, nil, "completion", sh)
+		out, _, clients, err := plugin(t, nil, "completion", sh)
 		if err != nil || clients != 0 || !strings.Contains(out, "kubectl-itm") {
 			t.Errorf("completion %s: %v, %d clients, %d bytes", sh, err, clients, len(out))
 		}

@@ -58,7 +58,7 @@ func listNames(ctx context.Context, o *options, list client.ObjectList, prefix s
 // and --user from the kubeconfig, and --namespace and
 // --devices-namespace from the cluster, as kubectl does.
 func registerConfigFlagCompletion(root *cobra.Command, o *options) {
-	fromConfig := func(pick func(name string, kind string) bool, kind string) cobra.CompletionFunc {
+	fromConfig := func(kind string) cobra.CompletionFunc {
 		return func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 			raw, err := o.config.ToRawKubeConfigLoader().RawConfig()
 			if err != nil {
@@ -79,14 +79,13 @@ func registerConfigFlagCompletion(root *cobra.Command, o *options) {
 					names = append(names, n)
 				}
 			}
-			names = slices.DeleteFunc(names, func(n string) bool { return !pick(n, toComplete) })
+			names = slices.DeleteFunc(names, func(n string) bool { return !strings.HasPrefix(n, toComplete) })
 			slices.Sort(names)
 			return names, cobra.ShellCompDirectiveNoFileComp
 		}
 	}
-	prefixed := func(name, prefix string) bool { return strings.HasPrefix(name, prefix) }
 	for _, kind := range []string{"context", "cluster", "user"} {
-		_ = root.RegisterFlagCompletionFunc(kind, fromConfig(prefixed, kind))
+		_ = root.RegisterFlagCompletionFunc(kind, fromConfig(kind))
 	}
 	namespaces := func(cmd *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		return listNames(cmd.Context(), o, &corev1.NamespaceList{}, toComplete), cobra.ShellCompDirectiveNoFileComp

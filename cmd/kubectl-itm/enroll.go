@@ -152,7 +152,7 @@ func (eo *enrollOptions) run(cmd *cobra.Command, o *options, name string) error 
 // fetchBundle reads the Device and its enrolment Secret; with wait it
 // polls (get only: a user who may read the Secret need not watch it)
 // until the operator has written it.
-func fetchBundle(ctx context.Context, c client.Client, devicesNS, name string, wait_ bool) (*Bundle, error) {
+func fetchBundle(ctx context.Context, c client.Client, devicesNS, name string, waitFor bool) (*Bundle, error) {
 	dev := &itmv1.Device{}
 	if err := c.Get(ctx, types.NamespacedName{Name: name}, dev); err != nil {
 		return nil, fmt.Errorf("get Device %s: %w", name, err)
@@ -191,7 +191,7 @@ func fetchBundle(ctx context.Context, c client.Client, devicesNS, name string, w
 		b = &Bundle{Device: name, URL: string(s.Data[checkin.SecretKeyURL]), Token: string(s.Data[checkin.SecretKeyToken]), CACrt: string(s.Data[checkin.SecretKeyCA])}
 		return true, nil
 	}
-	if !wait_ {
+	if !waitFor {
 		done, err := get(ctx)
 		switch {
 		case err != nil:

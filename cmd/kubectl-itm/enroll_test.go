@@ -59,8 +59,8 @@ func testCA(t *testing.T) (string, string) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), strings.Join(fp, ":")
 }
 
-func enrolledDevice(name string, enabled bool) *itmv1.Device {
-	return &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: name, UID: "uid-" + "lt-1"},
+func enrolledDevice(enabled bool) *itmv1.Device {
+	return &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: "lt-1", UID: "uid-lt-1"},
 		Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop, Agent: &itmv1.AgentSpec{Enabled: enabled}}}
 }
 
@@ -105,11 +105,11 @@ func untar(t *testing.T, data []byte) map[string]string {
 // and not the token; an existing file is kept unless --force.
 func TestEnrollWritesTheBundleAndNeverPrintsTheToken(t *testing.T) {
 	ca, fp := testCA(t)
-	dev := enrolledDevice("lt-1", true)
+	dev := enrolledDevice(true)
 	objs := []client.Object{dev, enrolmentSecret(dev, ca)}
 	file := filepath.Join(t.TempDir(), "lt-1.tar.gz")
 
-	out, errOut, err, _ := plugin(t, objs, "enroll", "lt-1", "--bundle", file)
+	out, errOut, _, err := plugin(t, objs, "enroll", "lt-1", "--bundle", file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,14 +137,14 @@ func TestEnrollWritesTheBundleAndNeverPrintsTheToken(t *testing.T) {
 	if err := os.WriteFile(file, []byte("keep me"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err, _ := plugin(t, objs, "enroll", "lt-1", "--bundle", file); err == nil || !strings.Contains(err.Error(), "--force") {
+	if _, _, _, err := plugin(t, objs, "enroll", "lt-1", "--bundle", file); err == nil || !strings.Contains(err.Error(), "--force") {
 		t.Errorf("overwrote without --force: %v", err)
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep me" {
 		t.Error("the existing file changed")
 	}
 	// ...unless --force, which also makes it 0600.
-	if _, _, err, _ := plugin(t, objs, "enroll", "lt-1", "--bundle", file, "--force"); err != nil {
+	if _, _, _, err := plugin(t, objs, "enroll", "lt-1", "--bundle", file, "--force"); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
@@ -158,12 +158,12 @@ func TestEnrollWritesTheBundleAndNeverPrintsTheToken(t *testing.T) {
 
 func TestEnrollBundleOnStdoutAndStructuredOutput(t *testing.T) {
 	ca, _ := testCA(t)
-	dev := enrolledDevice("lt-1", true)
+	dev := enrolledDevice(true)
 	objs := []client.Object{dev, enrolmentSecret(dev, ca)}
 
 	// --bundle - to a pipe (not a terminal): the archive on stdout, the
 	// summary on stderr.
-	out, errOut, err, _ := plugin(t, objs, "enroll", "lt-1", "--bundle", "-")
+	out, errOut, _, err := plugin(t, objs, "enroll", "lt-1", "--bundle", "-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestEnrollBundleOnStdoutAndStructuredOutput(t *testing.T) {
 	}
 
 	for _, format := range []string{"json", "yaml"} {
-		out, _, err, _ = plugin(t, objs, "enroll", "lt-1", "-o", format)
+		out, _, _, err = plugin(t, objs, "enroll", "lt-1", "-o", format)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,7 +198,7 @@ func TestEnrollBundleOnStdoutAndStructuredOutput(t *testing.T) {
 // read says what permission is missing.
 func TestEnrollRefusals(t *testing.T) {
 	ca, _ := testCA(t)
-	dev := enrolledDevice("lt-1", true)
+	dev := enrolledDevice(true)
 	foreign := enrolmentSecret(dev, ca)
 	foreign.OwnerReferences[0].UID = "uid-of-an-earlier-lt-1"
 	unlabelled := enrolmentSecret(dev, ca)
@@ -207,7 +207,7 @@ func TestEnrollRefusals(t *testing.T) {
 		objs []client.Object
 		want string
 	}{
-		"agent disabled":  {[]client.Object{enrolledDevice("lt-1", false)}, `kubectl patch device lt-1 --type=merge -p '{"spec":{"agent":{"enabled":true}}}'`},
+		"agent disabled":  {[]client.Object{enrolledDevice(false)}, `kubectl patch device lt-1 --type=merge -p '{"spec":{"agent":{"enabled":true}}}'`},
 		"no agent spec":   {[]client.Object{&itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: "lt-1"}}}, "spec.agent.enabled: true"},
 		"no device":       {nil, "get Device lt-1"},
 		"no secret yet":   {[]client.Object{dev}, "run with --wait"},
@@ -215,7 +215,7 @@ func TestEnrollRefusals(t *testing.T) {
 		"not itmanager's": {[]client.Object{dev, unlabelled}, "is not this Device's enrolment"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			out, _, err, _ := plugin(t, tt.objs, "enroll", "lt-1", "--bundle", filepath.Join(t.TempDir(), "b"))
+			out, _, _, err := plugin(t, tt.objs, "enroll", "lt-1", "--bundle", filepath.Join(t.TempDir(), "b"))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err %v, want %q", err, tt.want)
 			}
@@ -243,7 +243,7 @@ func TestEnrollRefusals(t *testing.T) {
 // writes later is picked up; the positive control without --wait fails.
 func TestEnrollWaitsForTheOperator(t *testing.T) {
 	ca, _ := testCA(t)
-	dev := enrolledDevice("lt-1", true)
+	dev := enrolledDevice(true)
 	secret := enrolmentSecret(dev, ca)
 	gets := 0
 	c := fake.NewClientBuilder().WithScheme(newScheme()).WithObjects(dev).
@@ -294,7 +294,7 @@ func TestEnrollRefusesATerminalForTheBundle(t *testing.T) {
 	defer func() { _ = tty.Close() }()
 
 	ca, _ := testCA(t)
-	dev := enrolledDevice("lt-1", true)
+	dev := enrolledDevice(true)
 	clients := 0
 	var errOut bytes.Buffer
 	o := &options{config: genericclioptions.NewConfigFlags(true), streams: genericiooptions.IOStreams{Out: tty, ErrOut: &errOut},

@@ -75,11 +75,3 @@ func newTable(out io.Writer) table { return printers.GetNewTabWriter(out) }
 // newDescribe is the layout of `kubectl describe`'s sections (padding 2),
 // for the explanations of why and status.
 func newDescribe(out io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(out, 0, 8, 2, ' ', 0) }
-
-// cell is a table cell: kubectl prints <none> for an empty one.
-func cell(s string) string {
-	if s == "" {
-		return "<none>"
-	}
-	return s
-}
