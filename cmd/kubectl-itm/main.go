@@ -57,8 +57,8 @@ type options struct {
 }
 
 // client builds a client for the cluster, user and impersonation the
-// kubectl flags select. Nothing here calls the API server: a command
-// that only prints help never reaches it.
+// kubectl flags select. Commands build it only once their arguments are
+// valid, so --help and a usage error never reach the API server.
 func (o *options) client() (client.Client, error) {
 	if o.newClient != nil {
 		return o.newClient()
