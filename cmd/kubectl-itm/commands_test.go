@@ -234,3 +234,25 @@ func TestCompletionScriptsForEveryShell(t *testing.T) {
 		}
 	}
 }
+
+// TestKubectlFlagsOnEveryCommand: kubectl's connection flags are the
+// plugin's, on every command, with kubectl's names (the issue's
+// "flag provided but not defined" for --kubeconfig is gone).
+func TestKubectlFlagsOnEveryCommand(t *testing.T) {
+	root := newRootCmd(genericiooptions.NewTestIOStreamsDiscard())
+	for _, c := range root.Commands() {
+		for _, name := range []string{"kubeconfig", "context", "cluster", "user", "as", "as-group", "as-uid", "namespace",
+			"request-timeout", "server", "token", "certificate-authority", "insecure-skip-tls-verify", "devices-namespace"} {
+			if c.InheritedFlags().Lookup(name) == nil && c.Flags().Lookup(name) == nil {
+				t.Errorf("%s has no --%s", c.Name(), name)
+			}
+		}
+	}
+	if f := root.PersistentFlags().ShorthandLookup("n"); f == nil || f.Name != "namespace" {
+		t.Error("-n is not --namespace")
+	}
+	_, _, _, err := plugin(t, nil, "--kubeconfig", "/dev/null", "--context", "x", "--as", "a", "--as-group", "g", "--request-timeout", "5s", "-n", "x", "windows")
+	if err != nil {
+		t.Errorf("kubectl flags before the command: %v", err)
+	}
+}
