@@ -12,12 +12,18 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 KUSTOMIZE_VERSION ?= v5.8.2
 HELM_VERSION ?= v3.22.0
+# Release tools, each from its own tools module under hack/tools/<name>
+# (go.mod pins the version; keep the two in step).
+NFPM_VERSION ?= v2.45.2
+GORELEASER_VERSION ?= v2.15.1
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUBECTL ?= $(LOCALBIN)/kubectl
+NFPM ?= $(LOCALBIN)/nfpm-$(NFPM_VERSION)
+GORELEASER ?= $(LOCALBIN)/goreleaser-$(GORELEASER_VERSION)
 
 # Tests. Pure tests need nothing; integration tests need the real control
 # plane built from source (hack/control-plane.sh) and a real slapd, and are
@@ -161,6 +167,24 @@ run: manifests generate ## Run the manager against the current kubeconfig.
 	go run . --enable-webhooks=$(ENABLE_WEBHOOKS) --metrics-secure=false --metrics-bind-address=127.0.0.1:8080 \
 		--health-probe-bind-address=127.0.0.1:8081 --webhook-cert-dir=$${WEBHOOK_CERT_DIR:-/tmp/k8s-webhook-server/serving-certs} --zap-devel
 
+##@ Packages and releases
+
+# make packages: the agent's .deb, .rpm and tarball for linux/amd64 and
+# arm64 (nfpm, packaging/nfpm.yaml), the install script and checksums.txt,
+# into dist/packages (hack/build-packages.sh; the version is VERSION).
+DIST ?= $(CURDIR)/dist
+.PHONY: packages
+packages: $(NFPM) ## Build the agent's .deb, .rpm and tarball (linux amd64, arm64), install-agent.sh and checksums.txt into dist/packages.
+	NFPM=$(NFPM) hack/build-packages.sh $(DIST)/packages $(VERSION) $(COMMIT)
+
+.PHONY: release-snapshot
+release-snapshot: $(GORELEASER) $(HELM) ## Build every release artifact with goreleaser into dist/release (binaries, archives, packages, chart, krew manifest, checksums) without publishing.
+	HELM=$(HELM) $(GORELEASER) release --snapshot --clean
+
+.PHONY: release-check
+release-check: $(GORELEASER) ## Check .goreleaser.yaml (goreleaser check).
+	$(GORELEASER) check
+
 ##@ Image
 
 # The image (Containerfile) compiles nothing: static binaries are built here
@@ -284,6 +308,19 @@ $(KUSTOMIZE): | $(LOCALBIN)
 
 $(HELM): | $(LOCALBIN)
 	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
+
+$(NFPM): | $(LOCALBIN)
+	$(call tools-module-build,$(NFPM),nfpm,github.com/goreleaser/nfpm/v2/cmd/nfpm)
+
+$(GORELEASER): | $(LOCALBIN)
+	$(call tools-module-build,$(GORELEASER),goreleaser,github.com/goreleaser/goreleaser/v2)
+
+# tools-module-build builds package $(3) of the tools module hack/tools/$(2)
+# (its go.mod and go.sum pin every version) as the file $(1).
+define tools-module-build
+@set -e; echo "Building $(3) from hack/tools/$(2)"; \
+cd hack/tools/$(2) && CGO_ENABLED=0 go build -trimpath -o $(1).tmp $(3) && mv $(1).tmp $(1)
+endef
 
 # go-install-tool installs package $(2) at version $(3) as the file $(1).
 define go-install-tool
