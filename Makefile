@@ -16,6 +16,7 @@ HELM_VERSION ?= v3.22.0
 # (go.mod pins the version; keep the two in step).
 NFPM_VERSION ?= v2.45.2
 GORELEASER_VERSION ?= v2.15.1
+KREW_VERSION ?= v0.4.3
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
@@ -24,6 +25,7 @@ HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUBECTL ?= $(LOCALBIN)/kubectl
 NFPM ?= $(LOCALBIN)/nfpm-$(NFPM_VERSION)
 GORELEASER ?= $(LOCALBIN)/goreleaser-$(GORELEASER_VERSION)
+KREW_VALIDATE ?= $(LOCALBIN)/validate-krew-manifest-$(KREW_VERSION)
 
 # Tests. Pure tests need nothing; integration tests need the real control
 # plane built from source (hack/control-plane.sh) and a real slapd, and are
@@ -85,9 +87,10 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubect
 	hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run every test: the pure ones and the integration ones against the real control plane built from source (and a real slapd).
+test: control-plane manifests generate $(HELM) $(KUSTOMIZE) $(NFPM) ## Run every test: the pure ones and the integration ones against the real control plane built from source (and a real slapd), and the agent packages in scratch roots.
 	hack/install-slapd.sh
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
+	hack/install-package-tools.sh
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" NFPM="$(NFPM)" \
 		go test -tags integration $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-unit
@@ -177,9 +180,12 @@ DIST ?= $(CURDIR)/dist
 packages: $(NFPM) ## Build the agent's .deb, .rpm and tarball (linux amd64, arm64), install-agent.sh and checksums.txt into dist/packages.
 	NFPM=$(NFPM) hack/build-packages.sh $(DIST)/packages $(VERSION) $(COMMIT)
 
+# GORELEASER_FLAGS: e.g. --parallelism 1 on a shared machine.
+GORELEASER_FLAGS ?=
 .PHONY: release-snapshot
-release-snapshot: $(GORELEASER) $(HELM) ## Build every release artifact with goreleaser into dist/release (binaries, archives, packages, chart, krew manifest, checksums) without publishing.
-	HELM=$(HELM) $(GORELEASER) release --snapshot --clean
+release-snapshot: $(GORELEASER) $(HELM) $(KREW_VALIDATE) ## Build every release artifact with goreleaser into dist/release (binaries, archives, packages, chart, krew manifest, checksums) without publishing; validate the krew manifest.
+	HELM=$(HELM) $(GORELEASER) release --snapshot --clean $(GORELEASER_FLAGS)
+	$(KREW_VALIDATE) -manifest $(DIST)/release/krew/itm.yaml -skip-install
 
 .PHONY: release-check
 release-check: $(GORELEASER) ## Check .goreleaser.yaml (goreleaser check).
@@ -314,6 +320,9 @@ $(NFPM): | $(LOCALBIN)
 
 $(GORELEASER): | $(LOCALBIN)
 	$(call tools-module-build,$(GORELEASER),goreleaser,github.com/goreleaser/goreleaser/v2)
+
+$(KREW_VALIDATE): | $(LOCALBIN)
+	$(call tools-module-build,$(KREW_VALIDATE),krew,sigs.k8s.io/krew/cmd/validate-krew-manifest)
 
 # tools-module-build builds package $(3) of the tools module hack/tools/$(2)
 # (its go.mod and go.sum pin every version) as the file $(1).

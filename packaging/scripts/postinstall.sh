@@ -41,6 +41,11 @@ if [ -n "$first_install" ]; then
 	if [ -n "$running" ] && [ -s /etc/itmanager-agent/token ]; then
 		systemctl start itmanager-agent.service || true
 	fi
+elif [ -n "${ITMANAGER_TARGET_VERSION:-}" ]; then
+	# Upgraded by the agent's own --upgrade-command: a restart now would
+	# stop the unit's cgroup, and with it the package manager mid-upgrade.
+	# The new agent runs from the next restart or reboot.
+	echo "itmanager-agent: upgraded during an itmanager upgrade; the new agent runs after the next restart or reboot"
 elif [ -n "$running" ]; then
 	systemctl try-restart itmanager-agent.service || true
 fi

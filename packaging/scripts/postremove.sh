@@ -9,6 +9,11 @@ case "$1" in
 purge)
 	rm -rf "$root/var/lib/itmanager-agent" "$root/etc/itmanager-agent"
 	rmdir "$root/etc/systemd/system/itmanager-agent.service.d" 2>/dev/null || true
+	if [ -n "$root" ]; then
+		# dpkg --root: systemctl --root enable made these in the root;
+		# leave them only when something else is in them.
+		rmdir "$root/etc/systemd/system/multi-user.target.wants" "$root/etc/systemd/system" "$root/etc/systemd" 2>/dev/null || true
+	fi
 	;;
 esac
 case "$1" in

@@ -34,6 +34,9 @@ const (
 	binaryVersion  = "v0.0.0-pkgtest.1"
 	packageVersion = "0.0.0-pkgtest.1"
 	testCommit     = "abc1234"
+	// debVersion is dpkg's: nfpm writes a semver prerelease with ~ (sorts
+	// before the release) and adds the package release.
+	debVersion = "0.0.0~pkgtest.1-1"
 )
 
 var (
@@ -164,12 +167,12 @@ func dpkg(t *testing.T, root string, args ...string) string {
 
 // expectedFiles are the package's paths with mode and owner.
 var expectedFiles = map[string]string{
-	"usr/bin/itmanager-agent":                         "-rwxr-xr-x 0:0",
-	"usr/lib/systemd/system/itmanager-agent.service":  "-rw-r--r-- 0:0",
-	"usr/share/itmanager-agent/upgrade-command.conf":  "-rw-r--r-- 0:0",
-	"etc/default/itmanager-agent":                     "-rw-r--r-- 0:0",
-	"etc/itmanager-agent":                             "drwx------ 0:0",
-	"var/lib/itmanager-agent":                         "drwx------ 0:0",
+	"usr/bin/itmanager-agent":                        "-rwxr-xr-x 0:0",
+	"usr/lib/systemd/system/itmanager-agent.service": "-rw-r--r-- 0:0",
+	"usr/share/itmanager-agent/upgrade-command.conf": "-rw-r--r-- 0:0",
+	"etc/default/itmanager-agent":                    "-rw-r--r-- 0:0",
+	"etc/itmanager-agent":                            "drwx------ 0:0",
+	"var/lib/itmanager-agent":                        "drwx------ 0:0",
 }
 
 func TestDebInstallsFilesOwnersAndModesRunsVersionThenRemovesKeepingEnrolmentAndPurgesEverything(t *testing.T) {
@@ -243,8 +246,9 @@ func TestDebInstallsFilesOwnersAndModesRunsVersionThenRemovesKeepingEnrolmentAnd
 	if len(files) > 0 {
 		t.Errorf("left in the scratch root after purge: %v", files)
 	}
-	if status := run(t, "dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f=${db:Status-Status}", "itmanager-agent"); status != "not-installed" && status != "" {
-		t.Errorf("dpkg status after purge = %q, want not-installed", status)
+	// dpkg forgets a purged package (dpkg-query finds none) or lists it not-installed.
+	if out, err := exec.Command("dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f=${db:Status-Status}", "itmanager-agent").CombinedOutput(); err == nil && string(out) != "not-installed" {
+		t.Errorf("dpkg status after purge = %q, want not-installed", out)
 	}
 }
 
@@ -253,6 +257,21 @@ func TestUnitPassesSystemdAnalyzeVerifyAloneAndWithTheUpgradeDropIn(t *testing.T
 	root := scratchDpkgRoot(t)
 	dpkg(t, root, "-i", filepath.Join(dir, debName()))
 	unit := filepath.Join(root, "usr/lib/systemd/system/itmanager-agent.service")
+	// The targets a unit's default dependencies name (sysinit.target, ...),
+	// from this host's systemd, so verify can load the unit's graph.
+	targets, err := filepath.Glob("/usr/lib/systemd/system/*.target")
+	if err != nil || len(targets) == 0 {
+		t.Fatalf("no systemd targets under /usr/lib/systemd/system (install systemd: hack/install-package-tools.sh): %v", err)
+	}
+	for _, target := range targets {
+		data, err := os.ReadFile(target)
+		if err != nil {
+			continue // a dangling alias
+		}
+		if err := os.WriteFile(filepath.Join(root, "usr/lib/systemd/system", filepath.Base(target)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	verify := func(unitPath string) (string, error) {
 		// --root resolves ExecStart's /usr/bin/itmanager-agent inside the root.
@@ -302,7 +321,7 @@ func TestUnitIsStrictByDefaultAndTheDropInLiftsWhatAnOSUpgradeNeeds(t *testing.T
 		"EnvironmentFile=-/etc/default/itmanager-agent", "ExecStart=/usr/bin/itmanager-agent $ITMANAGER_AGENT_ARGS",
 		"ProtectSystem=strict", "ProtectHome=yes", "NoNewPrivileges=yes", "PrivateTmp=yes",
 		"ProtectKernelTunables=yes", "ProtectKernelModules=yes", "CapabilityBoundingSet=",
-		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "WantedBy=multi-user.target",
+		"RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK", "WantedBy=multi-user.target",
 	} {
 		if !hasLine(unit, line) {
 			t.Errorf("itmanager-agent.service has no line %q", line)
@@ -313,6 +332,7 @@ func TestUnitIsStrictByDefaultAndTheDropInLiftsWhatAnOSUpgradeNeeds(t *testing.T
 	for _, line := range []string{
 		"ProtectSystem=no", "ProtectHome=no", "NoNewPrivileges=no", "CapabilityBoundingSet=~",
 		"ProtectKernelModules=no", "ProtectKernelTunables=no", "RestrictSUIDSGID=no", "SystemCallFilter=",
+		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
 	} {
 		if !hasLine(dropIn, line) {
 			t.Errorf("upgrade-command.conf has no line %q", line)
@@ -576,8 +596,8 @@ func TestInstallScriptInstallsTheDebAndBundleIntoARootWithDpkg(t *testing.T) {
 		t.Errorf("the script did not verify the .deb:\n%s", out)
 	}
 	status := run(t, "dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f=${db:Status-Status} ${Version}", "itmanager-agent")
-	if status != "installed "+packageVersion {
-		t.Errorf("dpkg status in the root = %q, want installed %s", status, packageVersion)
+	if status != "installed "+debVersion {
+		t.Errorf("dpkg status in the root = %q, want installed %s", status, debVersion)
 	}
 	checkEnrolment(t, root)
 }
@@ -634,22 +654,28 @@ func TestInstallScriptRefusesABundleWithAnythingButUrlTokenAndCaCrt(t *testing.T
 	dir := artifacts(t)
 	with := func(extra ...bundleEntry) []bundleEntry { return append(slices.Clone(goodBundle), extra...) }
 	for name, entries := range map[string][]bundleEntry{
-		"an extra file":            with(bundleEntry{name: "extra", typ: tar.TypeReg, body: "x"}),
-		"a traversing entry":       with(bundleEntry{name: "../../etc/cron.d/evil", typ: tar.TypeReg, body: "x"}),
-		"a traversing url":         {{name: "../url", typ: tar.TypeReg, body: "x"}, goodBundle[1], goodBundle[2]},
-		"an absolute path":         {{name: "/tmp/url", typ: tar.TypeReg, body: "x"}, goodBundle[1], goodBundle[2]},
-		"a symlinked token":        {goodBundle[0], {name: "token", typ: tar.TypeSymlink, linkname: "/etc/shadow"}, goodBundle[2]},
-		"a hard-linked token":      {goodBundle[0], {name: "token", typ: tar.TypeLink, linkname: "url"}, goodBundle[2]},
-		"a directory":              with(bundleEntry{name: "sub/", typ: tar.TypeDir}),
-		"a duplicated token":       with(goodBundle[1]),
-		"a missing ca.crt":         goodBundle[:2],
-		"an empty token":           {goodBundle[0], {name: "token", typ: tar.TypeReg}, goodBundle[2]},
+		"an extra file":       with(bundleEntry{name: "extra", typ: tar.TypeReg, body: "x"}),
+		"a traversing entry":  with(bundleEntry{name: "../../etc/cron.d/evil", typ: tar.TypeReg, body: "x"}),
+		"a traversing url":    {{name: "../url", typ: tar.TypeReg, body: "x"}, goodBundle[1], goodBundle[2]},
+		"an absolute path":    {{name: "/tmp/url", typ: tar.TypeReg, body: "x"}, goodBundle[1], goodBundle[2]},
+		"a symlinked token":   {goodBundle[0], {name: "token", typ: tar.TypeSymlink, linkname: "/etc/shadow"}, goodBundle[2]},
+		"a hard-linked token": {goodBundle[0], {name: "token", typ: tar.TypeLink, linkname: "url"}, goodBundle[2]},
+		"a directory":         with(bundleEntry{name: "sub/", typ: tar.TypeDir}),
+		"a duplicated token":  with(goodBundle[1]),
+		"a missing ca.crt":    goodBundle[:2],
+		"an empty token":      {goodBundle[0], {name: "token", typ: tar.TypeReg}, goodBundle[2]},
 	} {
 		t.Run(name, func(t *testing.T) {
 			root := t.TempDir()
 			out, err := installScript(t, dir, "--root", root, "--bundle", writeBundle(t, entries))
 			if err == nil {
 				t.Fatalf("install-agent.sh accepted the bundle:\n%s", out)
+			}
+			if !strings.Contains(out, "bundle.tar.gz") {
+				t.Errorf("the refusal does not name the bundle:\n%s", out)
+			}
+			if _, err := os.Stat(filepath.Join(root, "usr/bin/itmanager-agent")); err == nil {
+				t.Error("the agent was installed although its bundle was refused")
 			}
 			if entries, _ := os.ReadDir(filepath.Join(root, "etc/itmanager-agent")); len(entries) != 0 {
 				t.Errorf("a refused bundle left files in the enrolment directory: %v", entries)
