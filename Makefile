@@ -180,11 +180,16 @@ DIST ?= $(CURDIR)/dist
 packages: $(NFPM) ## Build the agent's .deb, .rpm and tarball (linux amd64, arm64), install-agent.sh and checksums.txt into dist/packages.
 	NFPM=$(NFPM) hack/build-packages.sh $(DIST)/packages $(VERSION) $(COMMIT)
 
-# GORELEASER_FLAGS: e.g. --parallelism 1 on a shared machine.
+# GORELEASER_FLAGS: e.g. --parallelism 1 on a shared machine. goreleaser
+# reads the commit only from a clone with a remote (without one a snapshot
+# says "none"); a checkout without one gets the project's URL for the run.
 GORELEASER_FLAGS ?=
+RELEASE_REMOTE ?= https://github.com/itmanager-io/itmanager.git
 .PHONY: release-snapshot
 release-snapshot: $(GORELEASER) $(HELM) $(KREW_VALIDATE) ## Build every release artifact with goreleaser into dist/release (binaries, archives, packages, chart, krew manifest, checksums) without publishing; validate the krew manifest.
-	HELM=$(HELM) $(GORELEASER) release --snapshot --clean $(GORELEASER_FLAGS)
+	if git ls-remote --get-url >/dev/null 2>&1; then no_remote=; else no_remote=1; fi; \
+	HELM=$(HELM) env $${no_remote:+GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0=$(RELEASE_REMOTE)} \
+		$(GORELEASER) release --snapshot --clean $(GORELEASER_FLAGS)
 	$(KREW_VALIDATE) -manifest $(DIST)/release/krew/itm.yaml -skip-install
 
 .PHONY: release-check

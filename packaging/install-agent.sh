@@ -13,7 +13,8 @@
 # Flags:
 #   --bundle FILE    enrolment bundle (kubectl itm enroll <device>)
 #   --version V      release to install (default: the latest)
-#   --base-url URL   where releases are (default: GitHub's release downloads)
+#   --base-url URL   where releases are, as URL/v<version>/<file> (needs
+#                    --version; default: GitHub's release downloads)
 #   --from DIR       take checksums.txt and the artifacts from DIR (no download)
 #   --root DIR       install into DIR, a scratch root (no systemctl)
 #   --no-start       do not enable or start the unit
@@ -61,6 +62,7 @@ if [ -n "$root" ]; then
 fi
 [ -z "$bundle" ] || [ -f "$bundle" ] || die "--bundle $bundle: no such file"
 [ -z "$from" ] || [ -d "$from" ] || die "--from $from is not a directory"
+[ -z "$base_set" ] || [ -n "$version" ] || [ -n "$from" ] || die "--base-url needs --version (files are at URL/v<version>/<file>)"
 
 case "$(uname -m)" in
 x86_64 | amd64) arch=amd64 rpm_arch=x86_64 ;;
@@ -89,7 +91,6 @@ fetch() {
 		return
 	fi
 	if [ -n "$version" ]; then url="$base_url/v$version/$1"
-	elif [ -n "$base_set" ]; then url="$base_url/latest/download/$1"
 	else url="$latest_url/$1"; fi
 	echo "Downloading $url"
 	if command -v curl >/dev/null 2>&1; then

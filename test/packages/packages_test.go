@@ -160,9 +160,9 @@ func scratchDpkgRoot(t *testing.T) string {
 	return root
 }
 
-func dpkg(t *testing.T, root string, args ...string) string {
+func dpkg(t *testing.T, root string, args ...string) {
 	t.Helper()
-	return run(t, "dpkg", append([]string{"--root=" + root, "--force-script-chrootless"}, args...)...)
+	run(t, "dpkg", append([]string{"--root=" + root, "--force-script-chrootless"}, args...)...)
 }
 
 // expectedFiles are the package's paths with mode and owner.
