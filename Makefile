@@ -12,12 +12,20 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 KUSTOMIZE_VERSION ?= v5.8.2
 HELM_VERSION ?= v3.22.0
+# Release tools, each from its own tools module under hack/tools/<name>
+# (go.mod pins the version; keep the two in step).
+NFPM_VERSION ?= v2.45.2
+GORELEASER_VERSION ?= v2.15.1
+KREW_VERSION ?= v0.4.3
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUBECTL ?= $(LOCALBIN)/kubectl
+NFPM ?= $(LOCALBIN)/nfpm-$(NFPM_VERSION)
+GORELEASER ?= $(LOCALBIN)/goreleaser-$(GORELEASER_VERSION)
+KREW_VALIDATE ?= $(LOCALBIN)/validate-krew-manifest-$(KREW_VERSION)
 
 # Tests. Pure tests need nothing; integration tests need the real control
 # plane built from source (hack/control-plane.sh) and a real slapd, and are
@@ -79,9 +87,10 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubect
 	hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run every test: the pure ones and the integration ones against the real control plane built from source (and a real slapd).
+test: control-plane manifests generate $(HELM) $(KUSTOMIZE) $(NFPM) ## Run every test: the pure ones and the integration ones against the real control plane built from source (and a real slapd), and the agent packages in scratch roots.
 	hack/install-slapd.sh
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
+	hack/install-package-tools.sh
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" NFPM="$(NFPM)" \
 		go test -tags integration $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-unit
@@ -161,6 +170,32 @@ ENABLE_WEBHOOKS ?= false
 run: manifests generate ## Run the manager against the current kubeconfig.
 	go run . --enable-webhooks=$(ENABLE_WEBHOOKS) --metrics-secure=false --metrics-bind-address=127.0.0.1:8080 \
 		--health-probe-bind-address=127.0.0.1:8081 --webhook-cert-dir=$${WEBHOOK_CERT_DIR:-/tmp/k8s-webhook-server/serving-certs} --zap-devel
+
+##@ Packages and releases
+
+# make packages: the agent's .deb, .rpm and tarball for linux/amd64 and
+# arm64 (nfpm, packaging/nfpm.yaml), the install script and checksums.txt,
+# into dist/packages (hack/build-packages.sh; the version is VERSION).
+DIST ?= $(CURDIR)/dist
+.PHONY: packages
+packages: $(NFPM) ## Build the agent's .deb, .rpm and tarball (linux amd64, arm64), install-agent.sh and checksums.txt into dist/packages.
+	NFPM=$(NFPM) hack/build-packages.sh $(DIST)/packages $(VERSION) $(COMMIT)
+
+# GORELEASER_FLAGS: e.g. --parallelism 1 on a shared machine. goreleaser
+# reads the commit only from a clone with a remote (without one a snapshot
+# says "none"); a checkout without one gets the project's URL for the run.
+GORELEASER_FLAGS ?=
+RELEASE_REMOTE ?= https://github.com/itmanager-io/itmanager.git
+.PHONY: release-snapshot
+release-snapshot: $(GORELEASER) $(HELM) $(KREW_VALIDATE) ## Build every release artifact with goreleaser into dist/release (binaries, archives, packages, chart, krew manifest, checksums) without publishing; validate the krew manifest.
+	if git ls-remote --get-url >/dev/null 2>&1; then no_remote=; else no_remote=1; fi; \
+	HELM=$(HELM) env $${no_remote:+GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0=$(RELEASE_REMOTE)} \
+		$(GORELEASER) release --snapshot --clean $(GORELEASER_FLAGS)
+	$(KREW_VALIDATE) -manifest $(DIST)/release/krew/itm.yaml -skip-install
+
+.PHONY: release-check
+release-check: $(GORELEASER) ## Check .goreleaser.yaml (goreleaser check).
+	$(GORELEASER) check
 
 ##@ Image
 
@@ -285,6 +320,22 @@ $(KUSTOMIZE): | $(LOCALBIN)
 
 $(HELM): | $(LOCALBIN)
 	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
+
+$(NFPM): | $(LOCALBIN)
+	$(call tools-module-build,$(NFPM),nfpm,github.com/goreleaser/nfpm/v2/cmd/nfpm)
+
+$(GORELEASER): | $(LOCALBIN)
+	$(call tools-module-build,$(GORELEASER),goreleaser,github.com/goreleaser/goreleaser/v2)
+
+$(KREW_VALIDATE): | $(LOCALBIN)
+	$(call tools-module-build,$(KREW_VALIDATE),krew,sigs.k8s.io/krew/cmd/validate-krew-manifest)
+
+# tools-module-build builds package $(3) of the tools module hack/tools/$(2)
+# (its go.mod and go.sum pin every version) as the file $(1).
+define tools-module-build
+@set -e; echo "Building $(3) from hack/tools/$(2)"; \
+cd hack/tools/$(2) && CGO_ENABLED=0 go build -trimpath -o $(1).tmp $(3) && mv $(1).tmp $(1)
+endef
 
 # go-install-tool installs package $(2) at version $(3) as the file $(1).
 define go-install-tool
