@@ -330,7 +330,13 @@ func printEnrolment(out io.Writer, b *Bundle, file, pluginVersion string) error 
 	}
 	base, released := installBase(pluginVersion)
 	fmt.Fprintf(out, "\nOn the host, with the bundle in the current directory, install and enrol the agent:\n\n")
-	fmt.Fprintf(out, "  curl -fsSLO %s/install-agent.sh && sudo sh install-agent.sh --bundle %s\n", base, shellQuote(target))
+	// A released plugin pins the agent to its own version: the script
+	// alone would install the latest release.
+	pin := ""
+	if released {
+		pin = " --version v" + strings.TrimPrefix(pluginVersion, "v")
+	}
+	fmt.Fprintf(out, "  curl -fsSLO %s/install-agent.sh && sudo sh install-agent.sh%s --bundle %s\n", base, pin, shellQuote(target))
 	if !released {
 		fmt.Fprintf(out, "\nThis plugin is a development build (%s): the command installs the latest release, not a matching one.\n", pluginVersion)
 	}

@@ -332,7 +332,7 @@ func TestInstallCommandNamesThePluginsRelease(t *testing.T) {
 	if err := printEnrolment(&out, &Bundle{Device: "lt-1", URL: "https://x", Token: testToken}, "my bundle.tgz", "v0.3.1"); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "curl -fsSLO https://github.com/itmanager-io/itmanager/releases/download/v0.3.1/install-agent.sh && sudo sh install-agent.sh --bundle 'my bundle.tgz'\n") ||
+	if !strings.Contains(out.String(), "curl -fsSLO https://github.com/itmanager-io/itmanager/releases/download/v0.3.1/install-agent.sh && sudo sh install-agent.sh --version v0.3.1 --bundle 'my bundle.tgz'\n") ||
 		strings.Contains(out.String(), "development build") || strings.Contains(out.String(), testToken) {
 		t.Errorf("release summary:\n%s", out.String())
 	}
