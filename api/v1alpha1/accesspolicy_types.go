@@ -289,6 +289,10 @@ type AccessPolicy struct {
 
 	// status is what the operator computed and wrote.
 	// +optional
+	// A status nobody wrote yet reads as observedGeneration 0, below
+	// generation 1, so kstatus (Flux, kubectl wait) sees InProgress, never
+	// Current, before the first reconcile.
+	// +kubebuilder:default={observedGeneration:0,networkPolicies:0,addressBlocks:0,devices:{matched:0,allowed:0,denied:0}}
 	Status AccessPolicyStatus `json:"status,omitempty"`
 }
 
