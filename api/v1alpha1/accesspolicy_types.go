@@ -126,9 +126,11 @@ type Port struct {
 	// +kubebuilder:validation:Maximum=65535
 	EndPort *int32 `json:"endPort,omitempty"`
 
-	// protocol is TCP (default), UDP or SCTP.
+	// protocol is TCP (when omitted), UDP or SCTP. It has no schema
+	// default: destinations is an atomic list, and a default inside it
+	// would make every server-side apply of the same manifest a write (the
+	// applied list, without the default, differs from the stored one).
 	// +optional
-	// +kubebuilder:default=TCP
 	Protocol Protocol `json:"protocol,omitempty"`
 }
 
