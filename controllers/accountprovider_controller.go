@@ -64,7 +64,7 @@ func (r *AccountProviderReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	wasReady := meta.IsStatusConditionTrue(p.Status.Conditions, itmv1.ConditionReady)
 	p.Status.Message = v.StatusMessage
 	kit.Summarize(&p.Status.Conditions, &p.Status.ObservedGeneration, p.Generation, now,
-		kit.Summary{Ready: v.Ready, Reason: v.Reason, Message: v.Message, Stalled: v.Stalled})
+		kit.Summary{Ready: v.Ready, Reason: v.Reason, Message: v.Message, Stalled: v.Stalled, Reconciling: v.Transient})
 	if _, werr := r.writer().Write(ctx, base, p); werr != nil && !apierrors.IsNotFound(werr) {
 		return ctrl.Result{}, werr
 	}

@@ -251,7 +251,7 @@ var _ = Describe("Check-in service", func() {
 		otherToken := tokenOf(other.Name)
 		Expect(post(d.Name, token, checkin.Request{Sequence: 1, Facts: facts("10.7.7.7")}).code).To(Equal(200))
 		Expect(post(other.Name, otherToken, checkin.Request{Sequence: 1, Facts: facts("10.7.7.7")}).code).To(Equal(200))
-		// Ready is False before the first check-in too, so wait for the reason.
+		// Ready is True before the first check-in (enrolled), so wait for the reason.
 		readyMessage := func(name string) func() string {
 			return func() string {
 				raw, _ := json.Marshal(getDevice(name).Status.Conditions)

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/checkin"
 	"github.com/itmanager-io/itmanager/internal/device"
 	"github.com/itmanager-io/itmanager/internal/device/news"
 	"github.com/itmanager-io/itmanager/internal/index"
@@ -74,6 +75,7 @@ func (r *DeviceReconciler) writer() *kit.Status {
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=kube-node-lease,resources=leases,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=itmanager-devices,resources=leases,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=itmanager-devices,resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile computes one Device's status and writes it when it changed.
@@ -108,6 +110,9 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 	if in.Conflicts, err = AddressConflicts(ctx, r.Client, dev); err != nil {
+		return ctrl.Result{}, err
+	}
+	if in.Unenrolled, in.EnrolmentConflict, err = AgentEnrolment(ctx, r.Client, r.DevicesNamespace, dev); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -183,9 +188,14 @@ func (r *DeviceReconciler) devicesSharingAddresses(ctx context.Context, o client
 // verdict: a device that was stale (or never checked in) is fresh again.
 // Renewals of an already fresh device change nothing and cost nothing; the
 // controller is already requeued for the instant the device would go stale.
+// A token hash that appears or goes changes whether the agent is enrolled
+// (Ready).
 func (r *DeviceReconciler) freshnessChanged() predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld.(*coordinationv1.Lease), e.ObjectNew.(*coordinationv1.Lease)
+		if (o.Annotations[checkin.AnnotationTokenHash] == "") != (n.Annotations[checkin.AnnotationTokenHash] == "") {
+			return true
+		}
 		if n.Spec.RenewTime == nil {
 			return o.Spec.RenewTime != nil
 		}

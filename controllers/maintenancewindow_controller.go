@@ -101,7 +101,9 @@ func (r *MaintenanceWindowReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// Nothing is claimed for an invalid window, so it needs no finalizer
 		// (and one stored before the webhook existed stays deletable).
 		base := mw.DeepCopy()
-		kit.Summarize(&mw.Status.Conditions, nil, mw.Generation, r.Clock.Now(),
+		// The generation is observed (and found invalid): kstatus reads a
+		// stale observedGeneration as InProgress, never as Failed.
+		kit.Summarize(&mw.Status.Conditions, &mw.Status.ObservedGeneration, mw.Generation, r.Clock.Now(),
 			kit.Summary{Reason: itmv1.ReasonInvalidSpec, Message: err.Error(), Stalled: true})
 		_, serr := r.statusWriters().windowStatus.Write(ctx, base, mw)
 		return ctrl.Result{}, errors.Join(serr, reconcile.TerminalError(err))

@@ -37,11 +37,9 @@ func (r *MaintenanceWindowReconciler) conditions(mw, base *itmv1.MaintenanceWind
 				"%d succeeded, %d failed, %d pending, %d in progress", plan.Counts.Succeeded, plan.Counts.Failed, plan.Counts.Pending, plan.Counts.InProgress)
 		}
 	}
-	s := kit.Summary{Ready: true, Reason: itmv1.ReasonReconciled, Message: "schedule valid; rollout reconciled",
-		Reconciling: c.Reconciling, ReconcilingReason: itmv1.MaintenanceReasonUpgrading}
+	s := rollout.Ready(c, mw.Spec.Paused, err)
 	observed := &mw.Status.ObservedGeneration
 	if err != nil {
-		s.Ready, s.Reason, s.Message = false, itmv1.MaintenanceReasonApplyFailed, err.Error()
 		observed = nil // observedGeneration only after a reconcile that succeeded
 	}
 	kit.Summarize(conds, observed, gen, now, s)

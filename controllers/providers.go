@@ -80,7 +80,8 @@ func (f *Providers) secretKey(ctx context.Context, field string, ref itmv1.Secre
 	var s corev1.Secret
 	err := f.Reader.Get(ctx, client.ObjectKey{Namespace: f.OperatorNamespace, Name: ref.Name}, &s)
 	if apierrors.IsNotFound(err) {
-		return nil, &accounts.ConfigError{Msg: fmt.Sprintf("%s: Secret %s/%s does not exist", field, f.OperatorNamespace, ref.Name)}
+		return nil, &accounts.ConfigError{Msg: fmt.Sprintf("%s: Secret %s/%s does not exist", field, f.OperatorNamespace, ref.Name),
+			Reason: itmv1.AccountProviderReasonSecretNotFound}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: read Secret %s/%s: %w", field, f.OperatorNamespace, ref.Name, err)

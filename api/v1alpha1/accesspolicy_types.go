@@ -126,9 +126,11 @@ type Port struct {
 	// +kubebuilder:validation:Maximum=65535
 	EndPort *int32 `json:"endPort,omitempty"`
 
-	// protocol is TCP (default), UDP or SCTP.
+	// protocol is TCP (when omitted), UDP or SCTP. It has no schema
+	// default: destinations is an atomic list, and a default inside it
+	// would make every server-side apply of the same manifest a write (the
+	// applied list, without the default, differs from the stored one).
 	// +optional
-	// +kubebuilder:default=TCP
 	Protocol Protocol `json:"protocol,omitempty"`
 }
 
@@ -289,6 +291,10 @@ type AccessPolicy struct {
 
 	// status is what the operator computed and wrote.
 	// +optional
+	// A status nobody wrote yet reads as observedGeneration 0, below
+	// generation 1, so kstatus (Flux, kubectl wait) sees InProgress, never
+	// Current, before the first reconcile.
+	// +kubebuilder:default={observedGeneration:0,networkPolicies:0,addressBlocks:0,devices:{matched:0,allowed:0,denied:0}}
 	Status AccessPolicyStatus `json:"status,omitempty"`
 }
 

@@ -29,6 +29,10 @@ const (
 	// itmanager.io/managed-namespace=true, so itmanager creates nothing
 	// there.
 	AccountProviderReasonNamespaceNotManaged = "NamespaceNotManaged"
+	// AccountProviderReasonSecretNotFound: a Secret the provider refers to
+	// does not exist (yet); it is checked again with backoff, Reconciling
+	// meanwhile, since the Secret appearing fixes it without a spec change.
+	AccountProviderReasonSecretNotFound = "SecretNotFound"
 )
 
 // AccountProviderEventCheckFailed is the reason of the Warning Event when a
@@ -192,6 +196,10 @@ type AccountProvider struct {
 
 	// status reports the last connectivity check.
 	// +optional
+	// A status nobody wrote yet reads as observedGeneration 0, below
+	// generation 1, so kstatus (Flux, kubectl wait) sees InProgress, never
+	// Current, before the first reconcile.
+	// +kubebuilder:default={observedGeneration:0}
 	Status AccountProviderStatus `json:"status,omitempty"`
 }
 

@@ -101,8 +101,12 @@ const (
 	// ReasonAddressOutsideRanges: a static (or recorded) address lies
 	// outside the manager's --agent-address-cidrs and does not count.
 	ReasonAddressOutsideRanges = "AddressOutsideRanges"
-	// ReasonAwaitingCheckIn: a device that should check in has not yet.
+	// ReasonAwaitingCheckIn: a device that should check in has not yet
+	// (Ready stays True: CheckedIn tells freshness, Ready does not).
 	ReasonAwaitingCheckIn = "AwaitingCheckIn"
+	// ReasonAwaitingEnrolment: the agent's enrolment (its Lease and
+	// Secret) is not done yet; Ready=False and Reconciling.
+	ReasonAwaitingEnrolment = "AwaitingEnrolment"
 	// ReasonDeviceRetired: spec.lifecycle is Retired.
 	ReasonDeviceRetired = "Retired"
 	// ReasonDeviceLost: spec.lifecycle is Lost.
@@ -124,7 +128,8 @@ const (
 	// Node discovery, which never adopts it.
 	ReasonNodeDeviceNameTaken = "NodeDeviceNameTaken"
 	// ReasonEnrolmentConflict: the enrolment Secret's name is taken by a
-	// Secret itmanager did not create.
+	// Secret itmanager did not create (an Event, and Ready=False with
+	// Stalled).
 	ReasonEnrolmentConflict = "EnrolmentConflict"
 	// ReasonAgentTokenRotated: the enrolment was rewritten with a new
 	// token; the old one no longer works.
@@ -364,6 +369,10 @@ type Device struct {
 
 	// status is what the operator and the agent observed.
 	// +optional
+	// A status nobody wrote yet reads as observedGeneration 0, below
+	// generation 1, so kstatus (Flux, kubectl wait) sees InProgress, never
+	// Current, before the first reconcile.
+	// +kubebuilder:default={observedGeneration:0}
 	Status DeviceStatus `json:"status,omitempty"`
 }
 

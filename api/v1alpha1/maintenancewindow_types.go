@@ -310,6 +310,10 @@ type MaintenanceWindow struct {
 
 	// status reports the window and the rollout in it.
 	// +optional
+	// A status nobody wrote yet reads as observedGeneration 0, below
+	// generation 1, so kstatus (Flux, kubectl wait) sees InProgress, never
+	// Current, before the first reconcile.
+	// +kubebuilder:default={observedGeneration:0,windowOpen:false,devices:{pending:0,inProgress:0,succeeded:0,failed:0}}
 	Status MaintenanceWindowStatus `json:"status,omitempty"`
 }
 

@@ -333,6 +333,10 @@ type OnboardingRequest struct {
 
 	// status is what was provisioned.
 	// +optional
+	// A status nobody wrote yet reads as observedGeneration 0, below
+	// generation 1, so kstatus (Flux, kubectl wait) sees InProgress, never
+	// Current, before the first reconcile.
+	// +kubebuilder:default={observedGeneration:0}
 	Status OnboardingRequestStatus `json:"status,omitempty"`
 }
 

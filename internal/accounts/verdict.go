@@ -19,8 +19,9 @@ type Verdict struct {
 	// Stalled: only a change to the provider's spec, its Secrets or its
 	// namespace fixes it (a *ConfigError); retrying as such is pointless.
 	Stalled bool
-	// Transient: a retry may fix it (the provider is unreachable), so it
-	// is checked again sooner (Recheck).
+	// Transient: a retry may fix it (the provider is unreachable, a Secret
+	// it refers to does not exist yet), so it is checked again sooner
+	// (Recheck) and the provider is Reconciling meanwhile.
 	Transient bool
 }
 
@@ -31,13 +32,18 @@ func Judge(err error, description string) Verdict {
 		return Verdict{Ready: true, Reason: itmv1.AccountProviderReasonConnected, Message: description, StatusMessage: "connected"}
 	}
 	v := Verdict{Reason: itmv1.AccountProviderReasonUnreachable, Message: err.Error(), StatusMessage: text.Truncate(err.Error(), MaxStatusMessage)}
-	if IsConfig(err) {
+	if IsConfig(err) && ConfigReason(err) != itmv1.AccountProviderReasonSecretNotFound {
 		v.Stalled, v.Reason = true, itmv1.AccountProviderReasonInvalidConfiguration
 		if r := ConfigReason(err); r != "" {
 			v.Reason = r
 		}
 	} else {
+		// A missing Secret is the common GitOps ordering (the Secret comes
+		// from another tool, after the provider): it is waited for.
 		v.Transient = true
+		if r := ConfigReason(err); r != "" {
+			v.Reason = r
+		}
 	}
 	return v
 }

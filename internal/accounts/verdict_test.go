@@ -22,6 +22,7 @@ func TestJudgeStallsOnlyOnWhatAChangeMustFix(t *testing.T) {
 		{"unreachable is retried, not stalled", errors.New("dial tcp: connection refused"), false, itmv1.AccountProviderReasonUnreachable, false, true, "dial tcp: connection refused"},
 		{"invalid configuration stalls", &ConfigError{Msg: "spec.ldap.url: bad"}, false, itmv1.AccountProviderReasonInvalidConfiguration, true, false, "spec.ldap.url: bad"},
 		{"wrapped configuration error stalls", fmt.Errorf("open: %w", &ConfigError{Msg: "bad"}), false, itmv1.AccountProviderReasonInvalidConfiguration, true, false, "open: bad"},
+		{"a missing Secret is waited for (retried, not stalled) under its own reason", &ConfigError{Reason: itmv1.AccountProviderReasonSecretNotFound, Msg: "Secret x/y does not exist"}, false, itmv1.AccountProviderReasonSecretNotFound, false, true, "Secret x/y does not exist"},
 		{"unmanaged namespace stalls with its own reason", &ConfigError{Reason: itmv1.AccountProviderReasonNamespaceNotManaged, Msg: "not labelled"}, false, itmv1.AccountProviderReasonNamespaceNotManaged, true, false, "not labelled"},
 	}
 	for _, c := range cases {

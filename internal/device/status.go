@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/kit"
 	"github.com/itmanager-io/itmanager/internal/text"
 )
 
@@ -47,6 +48,15 @@ type Input struct {
 	// RefreshEvery bounds how often status.lastCheckIn is rewritten while
 	// CheckedIn does not change.
 	RefreshEvery time.Duration
+	// Unenrolled says why the agent of a device with spec.agent.enabled is
+	// not enrolled yet (its Lease is missing or carries no token hash);
+	// empty when it is, or when the device has no agent. The enrolment
+	// controller finishes it by itself: Ready=False and Reconciling.
+	Unenrolled string
+	// EnrolmentConflict says why the agent can never be enrolled as things
+	// stand (its enrolment Secret's name is held by a Secret itmanager did
+	// not create); empty otherwise. Only a person fixes it: Stalled.
+	EnrolmentConflict string
 }
 
 // Result is the status a Device should have and when to evaluate it again.
@@ -142,7 +152,7 @@ func Evaluate(in Input) Result {
 	_, outside := Addresses(&judged, in.AddressRanges)
 
 	set(upToDate(d, st.Observed))
-	set(ready(d, fresh, in.Conflicts, outside))
+	kit.Summarize(&st.Conditions, &st.ObservedGeneration, d.Generation, in.Now, Ready(d, in, verdict, outside))
 	res.Status = st
 	return res
 }
@@ -172,43 +182,58 @@ func upToDate(d *itmv1.Device, observed *itmv1.ObservedFacts) metav1.Condition {
 	return c
 }
 
-func ready(d *itmv1.Device, fresh bool, conflicts map[string][]string, outside []string) metav1.Condition {
-	c := metav1.Condition{Type: itmv1.ConditionReady, Status: metav1.ConditionTrue}
+// Ready is the Device's kstatus summary (DESIGN §3): reconciled and no
+// problem of itmanager's making. Whether the device checks in is CheckedIn's
+// business, not Ready's: a laptop that is asleep is still Ready, so a GitOps
+// tool never turns Degraded because someone closed a lid. Not Ready:
+//   - an agent whose enrolment the enrolment controller has not finished
+//     (Reconciling: it finishes by itself);
+//   - an enrolment Secret name held by a Secret itmanager did not create, an
+//     address another Device claims too, an address outside
+//     --agent-address-cidrs (Stalled: only a person changes that).
+func Ready(d *itmv1.Device, in Input, checkIn CheckInVerdict, outside []string) kit.Summary {
 	outsideMsg := ""
 	if len(outside) > 0 {
 		outsideMsg = "addresses outside the allowed ranges (--agent-address-cidrs) do not count: " + strings.Join(outside, ", ")
 	}
+	agent := d.Spec.Agent != nil && d.Spec.Agent.Enabled && d.Spec.Class != itmv1.DeviceClassNode
 	switch {
-	case len(conflicts) > 0:
-		addrs := make([]string, 0, len(conflicts))
-		for a := range conflicts {
+	case len(in.Conflicts) > 0:
+		addrs := make([]string, 0, len(in.Conflicts))
+		for a := range in.Conflicts {
 			addrs = append(addrs, a)
 		}
 		slices.Sort(addrs)
 		parts := make([]string, 0, len(addrs))
 		for _, a := range addrs {
-			parts = append(parts, fmt.Sprintf("%s (also claimed by %s)", a, strings.Join(conflicts[a], ", ")))
+			parts = append(parts, fmt.Sprintf("%s (also claimed by %s)", a, strings.Join(in.Conflicts[a], ", ")))
 		}
-		c.Status, c.Reason = metav1.ConditionFalse, itmv1.ReasonAddressConflict
-		c.Message = "addresses claimed by more than one Device are denied for all of them: " + strings.Join(parts, "; ")
+		msg := "addresses claimed by more than one Device are denied for all of them: " + strings.Join(parts, "; ")
 		if outsideMsg != "" {
-			c.Message += "; " + outsideMsg
+			msg += "; " + outsideMsg
 		}
-		c.Message = text.Truncate(c.Message, 32768)
+		return kit.Summary{Reason: itmv1.ReasonAddressConflict, Message: msg, Stalled: true}
 	case outsideMsg != "":
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, itmv1.ReasonAddressOutsideRanges, outsideMsg
+		return kit.Summary{Reason: itmv1.ReasonAddressOutsideRanges, Message: outsideMsg, Stalled: true}
 	case d.Spec.Lifecycle == itmv1.DeviceLifecycleRetired:
-		c.Reason, c.Message = itmv1.ReasonDeviceRetired, "the device is retired; it gets no access and is never assigned"
+		return kit.Summary{Ready: true, Reason: itmv1.ReasonDeviceRetired, Message: "the device is retired; it gets no access and is never assigned"}
 	case d.Spec.Lifecycle == itmv1.DeviceLifecycleLost:
-		c.Reason, c.Message = itmv1.ReasonDeviceLost, "the device is lost; it gets no access and is never assigned"
+		return kit.Summary{Ready: true, Reason: itmv1.ReasonDeviceLost, Message: "the device is lost; it gets no access and is never assigned"}
+	case agent && in.EnrolmentConflict != "":
+		return kit.Summary{Reason: itmv1.ReasonEnrolmentConflict, Message: in.EnrolmentConflict, Stalled: true}
+	case agent && in.Unenrolled != "":
+		return kit.Summary{Reason: itmv1.ReasonAwaitingEnrolment, Message: in.Unenrolled, Reconciling: true}
 	case !ExpectsCheckIns(d):
-		c.Reason, c.Message = itmv1.ReasonNoCheckInNeeded, "the device has no agent; its static addresses are used"
-	case fresh:
-		c.Reason, c.Message = itmv1.ReasonDeviceCheckedIn, "the device checks in"
+		return kit.Summary{Ready: true, Reason: itmv1.ReasonNoCheckInNeeded, Message: "the device has no agent; its static addresses are used"}
+	case checkIn == CheckInFresh:
+		return kit.Summary{Ready: true, Reason: itmv1.ReasonDeviceCheckedIn, Message: "the device checks in"}
+	case checkIn == NeverCheckedIn:
+		return kit.Summary{Ready: true, Reason: itmv1.ReasonAwaitingCheckIn,
+			Message: "reconciled; no check-in has been received yet (CheckedIn turns True when it is)"}
 	default:
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, itmv1.ReasonAwaitingCheckIn, "the device has not checked in recently"
+		return kit.Summary{Ready: true, Reason: itmv1.ReasonReconciled,
+			Message: "reconciled; the device has not checked in recently (see CheckedIn), which Ready does not count"}
 	}
-	return c
 }
 
 // NodeFacts are the observed facts of the Device that mirrors node: its

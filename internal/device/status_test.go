@@ -206,10 +206,10 @@ func TestUpToDateAndReady(t *testing.T) {
 			wantUpToDate: metav1.ConditionFalse, wantUpToDateReason: itmv1.ReasonVersionUnknown,
 			wantReady: metav1.ConditionTrue, wantReadyReason: itmv1.ReasonDeviceCheckedIn,
 		},
-		"no target is up to date": {
+		"no target is up to date; an enrolled agent that never checked in is Ready (CheckedIn tells)": {
 			device:       laptop(func(d *itmv1.Device) { d.Spec.OS = nil }),
 			wantUpToDate: metav1.ConditionTrue, wantUpToDateReason: itmv1.ReasonNoTargetVersion,
-			wantReady: metav1.ConditionFalse, wantReadyReason: itmv1.ReasonAwaitingCheckIn,
+			wantReady: metav1.ConditionTrue, wantReadyReason: itmv1.ReasonAwaitingCheckIn,
 		},
 		"server without agent is ready without check-ins": {
 			device:       laptop(func(d *itmv1.Device) { d.Spec.Class = itmv1.DeviceClassServer; d.Spec.Agent = nil }),
@@ -306,5 +306,72 @@ func TestNodeFacts(t *testing.T) {
 	node.Labels[itmv1.LabelOSVersion] = "12.7"
 	if got := NodeFacts(node).OSVersion; got != "12.7" {
 		t.Errorf("label did not override osImage: %q", got)
+	}
+}
+
+// TestReadyIsReconciledNotCheckedIn: a Device's Ready (DESIGN §3) means
+// reconciled with no problem of itmanager's making; a device that sleeps
+// stays Ready. Each row names the kstatus verdict the summary leads to.
+func TestReadyIsReconciledNotCheckedIn(t *testing.T) {
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
+	tests := map[string]struct {
+		device               *itmv1.Device
+		renew                *time.Time
+		in                   Input
+		ready                bool
+		reason               string
+		reconciling, stalled bool
+	}{
+		"an enrolled laptop asleep for a week is Ready (Current)": {
+			device: laptop(withCheckedIn(metav1.ConditionTrue, now.Add(-7*24*time.Hour))), renew: at(-7 * 24 * time.Hour),
+			ready: true, reason: itmv1.ReasonReconciled,
+		},
+		"an enrolled laptop that never checked in is Ready (Current)": {
+			device: laptop(nil), ready: true, reason: itmv1.ReasonAwaitingCheckIn,
+		},
+		"a laptop checking in is Ready (Current)": {
+			device: laptop(nil), renew: at(-time.Second), ready: true, reason: itmv1.ReasonDeviceCheckedIn,
+		},
+		"an agent not yet enrolled is Reconciling (InProgress)": {
+			device: laptop(nil), in: Input{Unenrolled: "not done"}, reason: itmv1.ReasonAwaitingEnrolment, reconciling: true,
+		},
+		"an enrolment Secret held by someone else is Stalled (Failed)": {
+			device: laptop(nil), in: Input{Unenrolled: "not done", EnrolmentConflict: "taken"}, reason: itmv1.ReasonEnrolmentConflict, stalled: true,
+		},
+		"enrolment does not concern a device without agent": {
+			device: laptop(func(d *itmv1.Device) { d.Spec.Agent = nil }), in: Input{Unenrolled: "not done"}, ready: true, reason: itmv1.ReasonNoCheckInNeeded,
+		},
+		"an address conflict is Stalled (Failed): a person resolves it": {
+			device: laptop(nil), renew: at(-time.Second), in: Input{Conflicts: map[string][]string{"10.0.0.5": {"lt-2"}}},
+			reason: itmv1.ReasonAddressConflict, stalled: true,
+		},
+		"an address outside the ranges is Stalled (Failed)": {
+			device: laptop(func(d *itmv1.Device) { d.Spec.Addresses = []string{"192.0.2.7"} }), in: Input{AddressRanges: prefixes("10.0.0.0/8")},
+			reason: itmv1.ReasonAddressOutsideRanges, stalled: true,
+		},
+		"a Node whose kubelet stopped renewing is Ready (Current)": {
+			device: nodeDevice("worker-1", "a", nil), renew: at(-time.Hour), ready: true, reason: itmv1.ReasonReconciled,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			in := tc.in
+			in.Device, in.RenewTime, in.Now, in.StaleAfter, in.RefreshEvery = tc.device, tc.renew, now, 5*time.Minute, 5*time.Minute
+			st := Evaluate(in).Status
+			r := meta.FindStatusCondition(st.Conditions, itmv1.ConditionReady)
+			if r == nil || (r.Status == metav1.ConditionTrue) != tc.ready || r.Reason != tc.reason {
+				t.Fatalf("Ready = %+v, want %v/%s", r, tc.ready, tc.reason)
+			}
+			if got := meta.IsStatusConditionTrue(st.Conditions, itmv1.ConditionReconciling); got != tc.reconciling {
+				t.Errorf("Reconciling %v, want %v", got, tc.reconciling)
+			}
+			if got := meta.IsStatusConditionTrue(st.Conditions, itmv1.ConditionStalled); got != tc.stalled {
+				t.Errorf("Stalled %v, want %v", got, tc.stalled)
+			}
+			if st.ObservedGeneration != tc.device.Generation {
+				t.Errorf("observedGeneration %d, want %d", st.ObservedGeneration, tc.device.Generation)
+			}
+		})
 	}
 }

@@ -30,6 +30,7 @@ func TestSummarizeSetsReadyAndOnlyTheAbnormalConditionsThatHold(t *testing.T) {
 		{"in progress", Summary{Reason: "Provisioning", Reconciling: true}, metav1.ConditionFalse, "Provisioning", true, false, "Provisioning", ""},
 		{"stalled with own reason", Summary{Reason: "Failed", Stalled: true, StalledReason: "NeedsAttention"}, metav1.ConditionFalse, "Failed", false, true, "", "NeedsAttention"},
 		{"reconciling with own reason", Summary{Reason: "Rolling", Reconciling: true, ReconcilingReason: "Progressing"}, metav1.ConditionFalse, "Rolling", true, false, "Progressing", ""},
+		{"stalled and reconciling at once: only Stalled (kstatus reads the first of the two in the list)", Summary{Reason: "Failed", Stalled: true, Reconciling: true}, metav1.ConditionFalse, "Failed", false, true, "", "Failed"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

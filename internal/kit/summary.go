@@ -54,8 +54,9 @@ type Summary struct {
 
 // Summarize writes s into conds as the Ready condition, with Reconciling
 // and Stalled True while they hold and absent otherwise (kstatus treats
-// both as abnormal-true conditions), and records gen as the observed
-// generation. It is the only place these three conditions are set.
+// both as abnormal-true conditions; Stalled wins over Reconciling), and
+// records gen as the observed generation. It is the only place these three
+// conditions are set.
 func Summarize(conds *[]metav1.Condition, observedGeneration *int64, gen int64, now time.Time, s Summary) {
 	reason := s.Reason
 	if reason == "" {
@@ -72,7 +73,10 @@ func Summarize(conds *[]metav1.Condition, observedGeneration *int64, gen int64, 
 		}
 		Set(conds, gen, now, t, metav1.ConditionTrue, r, s.Message)
 	}
-	abnormal(itmv1.ConditionReconciling, s.Reconciling, s.ReconcilingReason)
+	// Never both: kstatus takes whichever of the two comes first in the
+	// list, so both at once would read as InProgress or Failed by the
+	// order of history. Stalled wins: retrying does not end it.
+	abnormal(itmv1.ConditionReconciling, s.Reconciling && !s.Stalled, s.ReconcilingReason)
 	abnormal(itmv1.ConditionStalled, s.Stalled, s.StalledReason)
 	if observedGeneration != nil {
 		*observedGeneration = gen

@@ -185,7 +185,9 @@ func devicesAssigned(stage Stage, p *Pass) (string, bool, string) {
 // Summary is the kstatus summary of a request in phase ph: Ready with its
 // reason and message; Stalled (NeedsAttention) while a permanent problem
 // or a denial waits for a person; Reconciling while the phase is one that
-// finishes by itself (Pending, Provisioning, Offboarding).
+// finishes by itself (Pending, Provisioning, Offboarding) or a provider
+// that did not answer is retried. AwaitingApproval is neither: Ready=False
+// waiting for a person's decision (kstatus InProgress; Argo CD Suspended).
 func Summary(ph itmv1.OnboardingPhase, d Decision, p *Pass) kit.Summary {
 	problems := p.problems()
 	all := strings.Join(append(problems, p.Unmet...), "; ")
@@ -216,9 +218,13 @@ func Summary(ph itmv1.OnboardingPhase, d Decision, p *Pass) kit.Summary {
 	if len(p.Permanent) > 0 || d.Stage == Denied {
 		s.Stalled, s.StalledReason = true, itmv1.OnboardingReasonNeedsAttention
 	}
-	switch ph {
-	case itmv1.OnboardingPhaseProvisioning, itmv1.OnboardingPhaseOffboarding, itmv1.OnboardingPhasePending:
+	switch {
+	case ph == itmv1.OnboardingPhaseProvisioning, ph == itmv1.OnboardingPhaseOffboarding, ph == itmv1.OnboardingPhasePending:
 		s.Reconciling, s.ReconcilingReason = true, string(ph)
+	case !s.Ready && !s.Stalled && len(p.Transient) > 0:
+		// An Active (or Scheduled) request whose provider did not answer:
+		// retried, so it finishes by itself.
+		s.Reconciling, s.ReconcilingReason = true, itmv1.OnboardingReasonProvisioningFailed
 	}
 	return s
 }

@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
+	"github.com/itmanager-io/itmanager/internal/kit"
 )
 
 // Condition is one condition's status, reason and message.
@@ -21,6 +22,31 @@ type Condition struct {
 type Conditions struct {
 	WindowOpen, Progressing, Degraded Condition
 	Reconciling                       bool
+}
+
+// Ready is the window's kstatus summary. The schedule is valid (an
+// invalid one never gets here) and the rollout reconciled: Ready, and
+// Reconciling while devices upgrade inside the open window. Not Ready:
+//   - a write of the rollout's steps failed (applyErr): retried, so
+//     Reconciling;
+//   - the failure budget is exhausted: the rollout halts until someone
+//     looks at the failed devices (or the next window), so Stalled.
+//
+// A paused window is Ready (Suspended in Argo CD's terms, by its
+// health.lua): pausing is what was asked for.
+func Ready(c Conditions, paused bool, applyErr error) kit.Summary {
+	switch {
+	case applyErr != nil:
+		return kit.Summary{Reason: itmv1.MaintenanceReasonApplyFailed, Message: applyErr.Error(), Reconciling: true}
+	case c.Degraded.Status == metav1.ConditionTrue && c.Degraded.Reason == itmv1.ReasonFailureBudget:
+		return kit.Summary{Reason: itmv1.ReasonFailureBudget, Message: c.Degraded.Message, Stalled: true}
+	}
+	s := kit.Summary{Ready: true, Reason: itmv1.ReasonReconciled, Message: "schedule valid; rollout reconciled",
+		Reconciling: c.Reconciling, ReconcilingReason: itmv1.MaintenanceReasonUpgrading}
+	if paused {
+		s.Message = "schedule valid; paused: no new upgrade starts"
+	}
+	return s
 }
 
 // Summarize decides the window's conditions from the plan, its input and

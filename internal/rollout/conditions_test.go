@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -68,6 +69,38 @@ func TestSummarizeDecidesTheWindowsConditions(t *testing.T) {
 			}
 			if got.Reconciling != c.reconciling {
 				t.Errorf("Reconciling = %t, want %t", got.Reconciling, c.reconciling)
+			}
+		})
+	}
+}
+
+// TestReadyOfAWindow: the window's kstatus summary. A failed write is
+// retried (Reconciling); an exhausted failure budget halts the rollout
+// until someone looks (Stalled); a paused window is Ready (Argo CD shows it
+// Suspended); upgrades under way in an open window are Reconciling.
+func TestReadyOfAWindow(t *testing.T) {
+	budget := Conditions{Degraded: Condition{metav1.ConditionTrue, itmv1.ReasonFailureBudget, "failure budget: 1 failed"}}
+	cases := []struct {
+		name                        string
+		c                           Conditions
+		paused                      bool
+		err                         error
+		ready, reconciling, stalled bool
+		reason                      string
+	}{
+		{"idle", Conditions{}, false, nil, true, false, false, itmv1.ReasonReconciled},
+		{"upgrading inside the window", Conditions{Reconciling: true}, false, nil, true, true, false, itmv1.ReasonReconciled},
+		{"paused", Conditions{}, true, nil, true, false, false, itmv1.ReasonReconciled},
+		{"a failed write is retried", Conditions{}, false, errors.New("apply: conflict"), false, true, false, itmv1.MaintenanceReasonApplyFailed},
+		{"failure budget exhausted stalls", budget, false, nil, false, false, true, itmv1.ReasonFailureBudget},
+		{"a drain blocked by a PDB is only Degraded, still Reconciling", Conditions{Reconciling: true,
+			Degraded: Condition{metav1.ConditionTrue, itmv1.ReasonDrainBlocked, "pdb"}}, false, nil, true, true, false, itmv1.ReasonReconciled},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := Ready(c.c, c.paused, c.err)
+			if s.Ready != c.ready || s.Reconciling != c.reconciling || s.Stalled != c.stalled || s.Reason != c.reason {
+				t.Fatalf("Ready = %+v, want ready %v reconciling %v stalled %v reason %s", s, c.ready, c.reconciling, c.stalled, c.reason)
 			}
 		})
 	}
