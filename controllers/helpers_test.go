@@ -195,7 +195,7 @@ func impersonate(user string, rules ...rbacv1.PolicyRule) client.Client {
 	// wait until it grants what the role says, or the spec's first request
 	// may be refused for a reason it does not test.
 	for _, rule := range rules {
-		waitRuleInForce(user, rule)
+		waitRuleInForce(user, "", rule)
 	}
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
@@ -205,8 +205,9 @@ func impersonate(user string, rules ...rbacv1.PolicyRule) client.Client {
 }
 
 // waitRuleInForce waits until user is allowed the first verb on the first
-// resource (or URL) of rule.
-func waitRuleInForce(user string, rule rbacv1.PolicyRule) {
+// resource (or URL) of rule, in namespace ns ("" for cluster-wide): the
+// API server's authorizer learns of new RBAC objects from a watch.
+func waitRuleInForce(user, ns string, rule rbacv1.PolicyRule) {
 	GinkgoHelper()
 	if len(rule.Verbs) == 0 {
 		return
@@ -216,7 +217,7 @@ func waitRuleInForce(user string, rule rbacv1.PolicyRule) {
 	case len(rule.NonResourceURLs) > 0:
 		spec.NonResourceAttributes = &authorizationv1.NonResourceAttributes{Path: rule.NonResourceURLs[0], Verb: rule.Verbs[0]}
 	case len(rule.Resources) > 0:
-		attrs := &authorizationv1.ResourceAttributes{Verb: rule.Verbs[0], Resource: rule.Resources[0]}
+		attrs := &authorizationv1.ResourceAttributes{Namespace: ns, Verb: rule.Verbs[0], Resource: rule.Resources[0]}
 		if len(rule.APIGroups) > 0 && rule.APIGroups[0] != "*" {
 			attrs.Group = rule.APIGroups[0]
 		}
@@ -276,4 +277,9 @@ func grantIn(ns, user string, rules ...rbacv1.PolicyRule) {
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
 	})).To(Succeed())
 	DeferCleanup(func() { _ = k8s.Delete(ctx, role) })
+	// The spec's next request must see the grant, or a positive control
+	// could fail for a reason it does not test.
+	for _, rule := range rules {
+		waitRuleInForce(user, ns, rule)
+	}
 }
