@@ -19,6 +19,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -65,6 +66,36 @@ var _ = Describe("Agent enrolment", func() {
 		Expect(post(d.Name, token, checkin.Request{Sequence: 3, Facts: facts()}).code).To(Equal(401))
 		// A new Lease: its sequence starts again.
 		Expect(post(d.Name, newToken, checkin.Request{Sequence: 1, Facts: facts()}).code).To(Equal(200))
+	})
+
+	It("leaves a Secret it did not create alone (Stalled), and enrols by itself once that Secret is deleted", func() {
+		name := uniqueName("lt")
+		foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: testenv.DevicesNamespace, Name: name + "-agent"},
+			StringData: map[string]string{"token": "someone else's"}}
+		Expect(k8s.Create(ctx, foreign)).To(Succeed())
+		agentDevice(func(d *itmv1.Device) { d.Name = name })
+		Eventually(func() string {
+			d := &itmv1.Device{}
+			Expect(k8s.Get(ctx, types.NamespacedName{Name: name}, d)).To(Succeed())
+			if c := meta.FindStatusCondition(d.Status.Conditions, itmv1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue {
+				return c.Reason
+			}
+			return ""
+		}).ShouldNot(BeEmpty(), "Stalled while the foreign Secret is there")
+		s := &corev1.Secret{}
+		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: testenv.DevicesNamespace, Name: name + "-agent"}, s)).To(Succeed())
+		Expect(string(s.Data["token"])).To(Equal("someone else's"), "the foreign Secret is never changed")
+
+		By("deleting the foreign Secret, with no change to the Device")
+		Expect(k8s.Delete(ctx, foreign)).To(Succeed())
+		token := tokenOf(name)
+		Expect(token).To(HaveLen(43))
+		Expect(post(name, token, checkin.Request{Sequence: 1, Facts: facts()}).code).To(Equal(200))
+		Eventually(func() *metav1.Condition {
+			d := &itmv1.Device{}
+			Expect(k8s.Get(ctx, types.NamespacedName{Name: name}, d)).To(Succeed())
+			return meta.FindStatusCondition(d.Status.Conditions, itmv1.ConditionStalled)
+		}).Should(BeNil(), "no longer Stalled")
 	})
 
 	It("brings url and ca.crt up to date in place, keeping the token", func() {
