@@ -35,7 +35,7 @@ KREW_VALIDATE ?= $(LOCALBIN)/validate-krew-manifest-$(KREW_VERSION)
 # ITMANAGER_UNIT_ONLY makes a test that still reaches for a server fail).
 GO_TEST_FLAGS ?= -race -count=1
 TEST_TIMEOUT ?= 20m
-UNIT_PKGS ?= ./internal/... ./cmd/... ./hack/... ./test/e2e/images/...
+UNIT_PKGS ?= ./internal/... ./cmd/... ./hack/... ./config/... ./test/e2e/images/...
 # make fuzz: how long each fuzz target runs after its seed corpus.
 FUZZTIME ?= 10s
 
