@@ -12,11 +12,15 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 KUSTOMIZE_VERSION ?= v5.8.2
 HELM_VERSION ?= v3.22.0
+# promtool is built from the tools module hack/tools/prometheus, whose go.mod
+# pins the same version.
+PROMETHEUS_VERSION ?= v0.316.0
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+PROMTOOL ?= $(LOCALBIN)/promtool-$(PROMETHEUS_VERSION)
 KUBECTL ?= $(LOCALBIN)/kubectl
 
 # Tests. Pure tests need nothing; integration tests need the real control
@@ -79,10 +83,11 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubect
 	hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane manifests generate $(HELM) $(KUSTOMIZE) ## Run every test: the pure ones and the integration ones against the real control plane built from source (and a real slapd).
+test: control-plane manifests generate $(HELM) $(KUSTOMIZE) $(PROMTOOL) ## Run every test: the pure ones, the integration ones against the real control plane built from source (and a real slapd), and promtool's tests of the alert rules.
 	hack/install-slapd.sh
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
 		go test -tags integration $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+	cd hack/tools/prometheus && PROMTOOL="$(PROMTOOL)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
 test-unit: ## Run the pure tests only (no control plane, no slapd; under a minute).
@@ -284,6 +289,15 @@ $(KUSTOMIZE): | $(LOCALBIN)
 
 $(HELM): | $(LOCALBIN)
 	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## Build the pinned promtool into bin/ (bin/promtool-$(PROMETHEUS_VERSION)), which checks and unit-tests the alert rules.
+
+$(PROMTOOL): | $(LOCALBIN)
+	@grep -q 'github.com/prometheus/prometheus $(PROMETHEUS_VERSION)$$' hack/tools/prometheus/go.mod || \
+		{ echo "hack/tools/prometheus/go.mod does not pin github.com/prometheus/prometheus $(PROMETHEUS_VERSION)" >&2; exit 1; }
+	cd hack/tools/prometheus && CGO_ENABLED=0 go build -trimpath -o $(PROMTOOL).tmp github.com/prometheus/prometheus/cmd/promtool
+	mv $(PROMTOOL).tmp $(PROMTOOL)
 
 # go-install-tool installs package $(2) at version $(3) as the file $(1).
 define go-install-tool
