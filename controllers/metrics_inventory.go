@@ -180,11 +180,18 @@ func CountDevices(devices []itmv1.Device) DeviceInventory {
 // DeviceCompliance is a device's baseline compliance, independent of any
 // AccessPolicy's posture: compliant when it checked in recently (CheckedIn
 // True), runs its target version (UpToDate True) and reports an encrypted
-// disk; non-compliant when any of these is known to be false; unknown
-// otherwise (no check-in yet, no disk fact, conditions not yet set).
+// disk; non-compliant when any of these is known to be false (a device that
+// checked in once and went stale included); unknown otherwise (never
+// checked in, no disk fact, conditions not yet set).
 func DeviceCompliance(d *itmv1.Device) string {
+	checkedIn := conditionFact(d.Status.Conditions, itmv1.DeviceConditionCheckedIn)
+	if d.Status.LastCheckIn == nil {
+		// Never reported: CheckedIn False says "no check-in", which is
+		// not knowing the device's state, not knowing it is bad.
+		checkedIn = nil
+	}
 	facts := []*bool{
-		conditionFact(d.Status.Conditions, itmv1.DeviceConditionCheckedIn),
+		checkedIn,
 		conditionFact(d.Status.Conditions, itmv1.DeviceConditionUpToDate),
 		nil,
 	}

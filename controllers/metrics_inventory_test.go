@@ -31,11 +31,27 @@ func TestDeviceComplianceNeedsEveryBaselineFactAndFailsOnAnyFalseOne(t *testing.
 		"false wins over unknown": {[]metav1.Condition{cond(upToDate, "False")}, nil, NonCompliant},
 	} {
 		t.Run(name, func(t *testing.T) {
-			d := &itmv1.Device{Status: itmv1.DeviceStatus{Conditions: c.conds, Observed: &itmv1.ObservedFacts{DiskEncrypted: c.disk}}}
+			seen := metav1.Now()
+			d := &itmv1.Device{Status: itmv1.DeviceStatus{Conditions: c.conds, LastCheckIn: &seen, Observed: &itmv1.ObservedFacts{DiskEncrypted: c.disk}}}
 			if got := DeviceCompliance(d); got != c.want {
 				t.Errorf("got %s, want %s", got, c.want)
 			}
 		})
+	}
+}
+
+func TestDeviceComplianceOfADeviceThatNeverCheckedInIsUnknownNotNonCompliant(t *testing.T) {
+	d := &itmv1.Device{Status: itmv1.DeviceStatus{
+		Conditions: []metav1.Condition{cond(itmv1.DeviceConditionCheckedIn, "False"), cond(itmv1.DeviceConditionUpToDate, "True")},
+		Observed:   &itmv1.ObservedFacts{DiskEncrypted: ptr.To(true)},
+	}}
+	if got := DeviceCompliance(d); got != Unknown {
+		t.Errorf("never checked in: got %s, want %s", got, Unknown)
+	}
+	seen := metav1.Now()
+	d.Status.LastCheckIn = &seen
+	if got := DeviceCompliance(d); got != NonCompliant {
+		t.Errorf("checked in once, now stale: got %s, want %s", got, NonCompliant)
 	}
 }
 
@@ -55,7 +71,7 @@ func TestCountDevicesGroupsByClassPhaseComplianceCheckInAndUpgrade(t *testing.T)
 	}
 	inv := CountDevices(devices)
 	for k, want := range map[[3]string]int{
-		{"Laptop", "Assigned", Compliant}: 1, {"Laptop", "Assigned", NonCompliant}: 1, {"Laptop", "Available", NonCompliant}: 1,
+		{"Laptop", "Assigned", Compliant}: 1, {"Laptop", "Assigned", NonCompliant}: 1, {"Laptop", "Available", Unknown}: 1,
 		{"Server", "Retired", NonCompliant}: 1, {"Server", Unknown, Unknown}: 1,
 	} {
 		if inv.Devices[k] != want {

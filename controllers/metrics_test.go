@@ -11,6 +11,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/checkin"
@@ -73,11 +74,17 @@ var _ = Describe("Metrics", func() {
 		person := uniqueName("metrics")
 		activePerson(person, nil, kube.Name)
 		ns := newNamespace(nil)
-		staticDevice(person, nil, "10.29.0.1")
+		server := staticDevice(person, nil, "10.29.0.1")
 		p := accessPolicy(func(p *itmv1.AccessPolicy) {
 			p.Spec.Subjects.Users = []string{person}
 			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}, Ports: []itmv1.Port{{Port: 443}}}}
 		})
+		Eventually(ingressCIDRs(ns, "itm-"+p.Name)).Should(Equal([]string{"10.29.0.1/32"}))
+		// A lifecycle change the access controller observes and enforces:
+		// one propagation measured.
+		propagated := histogramCount("itmanager_access_propagation_seconds")
+		updateDevice(server.Name, func(d *itmv1.Device) { d.Spec.Lifecycle = itmv1.DeviceLifecycleRetired })
+		Eventually(ingressCIDRs(ns, "itm-"+p.Name)).Should(Equal([]string{"isolated"}))
 		label := map[string]string{"metrics": uniqueName("spec")}
 		d := agentDevice(func(d *itmv1.Device) {
 			d.Labels = label
@@ -96,18 +103,22 @@ var _ = Describe("Metrics", func() {
 			types, samples = scrape()
 			g.Expect(samples).To(ContainElements(
 				MatchRegexp(`^itmanager_accounts\{provider="%s",state="Provisioned"\} 1$`, kube.Name),
-				MatchRegexp(`^itmanager_accesspolicy_devices\{policy="%s",verdict="allowed"\} 1$`, p.Name),
+				MatchRegexp(`^itmanager_accesspolicy_devices\{policy="%s",verdict="denied"\} 1$`, p.Name),
 				MatchRegexp(`^itmanager_device_upgrades\{state="Authorized",window="%s"\} 1$`, mw.Name),
 				MatchRegexp(`^itmanager_maintenancewindow_open\{window="%s"\} 1$`, mw.Name),
 				MatchRegexp(`^itmanager_devices\{class="Laptop",compliance="(non-compliant|compliant|unknown)",phase="Available"\} [1-9]`),
-				MatchRegexp(`^itmanager_devices_checkin\{class="Laptop",state="fresh"\} [1-9]`),
+				// Fresh, or stale already: the suite's staleAfter is 3 s.
+				MatchRegexp(`^itmanager_devices_checkin\{class="Laptop",state="(fresh|stale)"\} [1-9]`),
+				MatchRegexp(`^itmanager_devices\{class="Server",compliance="unknown",phase="Retired"\} [1-9]`),
 				MatchRegexp(`^itmanager_checkins_total\{code="200"\} [1-9]`),
-				MatchRegexp(`^itmanager_access_propagation_seconds_count [1-9]`),
 				MatchRegexp(`^itmanager_certificate_expiry_timestamp_seconds\{certificate="(webhook|checkin)"\} [0-9.e+]+$`),
 				MatchRegexp(`^itmanager_onboarding_provisioning_errors_total\{provider="%s"\} 0$`, kube.Name),
 				MatchRegexp(`^itmanager_inventory_scrape_errors\{kind="Device"\} 0$`),
 			))
 		}).WithTimeout(30 * time.Second).Should(Succeed())
+
+		Expect(histogramCount("itmanager_access_propagation_seconds")).To(BeNumerically(">", propagated),
+			"the retirement's propagation is measured")
 
 		By("comparing the names with docs/metrics.md")
 		documented := documentedMetrics()
@@ -122,3 +133,17 @@ var _ = Describe("Metrics", func() {
 		}
 	})
 })
+
+// histogramCount is the sample count of a histogram without labels.
+func histogramCount(name string) uint64 {
+	GinkgoHelper()
+	families, err := ctrlmetrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	Fail("no histogram " + name)
+	return 0
+}
