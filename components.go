@@ -13,7 +13,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/itmanager-io/itmanager/controllers"
 	"github.com/itmanager-io/itmanager/internal/certexpiry"
@@ -129,7 +128,7 @@ func components(ctx context.Context, mgr ctrl.Manager, o *options.Manager, restC
 		if err := controllers.RegisterInventory(mgr.GetCache()); err != nil {
 			return err
 		}
-		return ctrlmetrics.Registry.Register(&certexpiry.Collector{Sources: certSources(ctx, o, certs)})
+		return controllers.Replace(&certexpiry.Collector{Sources: certSources(ctx, o, certs)})
 	}})
 	return append(list,
 		component{name: "the health check", setup: func(mgr ctrl.Manager) error { return mgr.AddHealthzCheck("healthz", healthz.Ping) }},

@@ -68,11 +68,19 @@ type InventoryCollector struct {
 }
 
 // RegisterInventory registers an InventoryCollector of reader in
-// controller-runtime's metrics registry.
+// controller-runtime's metrics registry, in place of an earlier one.
 func RegisterInventory(reader client.Reader) error {
-	err := ctrlmetrics.Registry.Register(&InventoryCollector{Reader: reader})
+	return Replace(&InventoryCollector{Reader: reader})
+}
+
+// Replace registers c in controller-runtime's metrics registry, replacing
+// a collector of the same metrics registered before (a manager set up
+// again in the same process), so the latest one's sources are read.
+func Replace(c prometheus.Collector) error {
+	err := ctrlmetrics.Registry.Register(c)
 	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
-		return nil
+		ctrlmetrics.Registry.Unregister(are.ExistingCollector)
+		err = ctrlmetrics.Registry.Register(c)
 	}
 	return err
 }

@@ -1,11 +1,16 @@
 package controllers
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
@@ -120,5 +125,47 @@ func TestCountRequestsReportsAccountsPhasesAndTheOldestOffboarding(t *testing.T)
 	}
 	if got := CountRequests(reqs[2:]).OffboardingSince; !got.IsZero() {
 		t.Errorf("no request offboarding, yet oldest offboarding %v", got)
+	}
+}
+
+func TestRegisterInventoryReplacesAnEarlierCollectorAndReadsTheCacheAtScrapeTime(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := itmv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	laptop := func(name string) *itmv1.Device {
+		return &itmv1.Device{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: itmv1.DeviceSpec{Class: itmv1.DeviceClassLaptop}}
+	}
+	first := fake.NewClientBuilder().WithScheme(scheme).WithObjects(laptop("a")).Build()
+	second := fake.NewClientBuilder().WithScheme(scheme).WithObjects(laptop("b"), laptop("c")).Build()
+	for _, c := range []client.Reader{first, second} {
+		if err := RegisterInventory(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() float64 {
+		families, err := ctrlmetrics.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "itmanager_devices" {
+				sum := 0.0
+				for _, m := range f.GetMetric() {
+					sum += m.GetGauge().GetValue()
+				}
+				return sum
+			}
+		}
+		return -1
+	}
+	if got := count(); got != 2 {
+		t.Fatalf("itmanager_devices sums to %v, want the second reader's 2", got)
+	}
+	if err := second.Create(context.Background(), laptop("d")); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != 3 {
+		t.Errorf("after a create, itmanager_devices sums to %v, want 3 (read at scrape time)", got)
 	}
 }
