@@ -74,12 +74,12 @@ var _ = Describe("Metrics", func() {
 		person := uniqueName("metrics")
 		activePerson(person, nil, kube.Name)
 		ns := newNamespace(nil)
-		server := staticDevice(person, nil, "10.29.0.1")
+		server := staticDevice(person, nil, "10.30.0.1")
 		p := accessPolicy(func(p *itmv1.AccessPolicy) {
 			p.Spec.Subjects.Users = []string{person}
 			p.Spec.Destinations = []itmv1.Destination{{Namespaces: []string{ns}, Ports: []itmv1.Port{{Port: 443}}}}
 		})
-		Eventually(ingressCIDRs(ns, "itm-"+p.Name)).Should(Equal([]string{"10.29.0.1/32"}))
+		Eventually(ingressCIDRs(ns, "itm-"+p.Name)).Should(Equal([]string{"10.30.0.1/32"}))
 		// A lifecycle change the access controller observes and enforces:
 		// one propagation measured.
 		propagated := histogramCount("itmanager_access_propagation_seconds")
@@ -91,7 +91,7 @@ var _ = Describe("Metrics", func() {
 			d.Spec.OS.TargetVersion = "24.10" // facts() reports 24.04
 		})
 		token := tokenOf(d.Name)
-		Expect(post(d.Name, token, checkin.Request{Sequence: 1, Facts: facts("10.29.0.2")}).code).To(Equal(http.StatusOK))
+		Expect(post(d.Name, token, checkin.Request{Sequence: 1, Facts: facts("10.30.0.2")}).code).To(Equal(http.StatusOK))
 		mw := window(label, nil)
 		Eventually(func() itmv1.UpgradeState { return upgradeOf(d.Name).State }).WithTimeout(20 * time.Second).
 			Should(Equal(itmv1.UpgradeStateAuthorized))
