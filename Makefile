@@ -17,11 +17,15 @@ HELM_VERSION ?= v3.22.0
 NFPM_VERSION ?= v2.45.2
 GORELEASER_VERSION ?= v2.15.1
 KREW_VERSION ?= v0.4.3
+# promtool is built from the tools module hack/tools/prometheus, whose go.mod
+# pins the same version.
+PROMETHEUS_VERSION ?= v0.316.0
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+PROMTOOL ?= $(LOCALBIN)/promtool-$(PROMETHEUS_VERSION)
 KUBECTL ?= $(LOCALBIN)/kubectl
 NFPM ?= $(LOCALBIN)/nfpm-$(NFPM_VERSION)
 GORELEASER ?= $(LOCALBIN)/goreleaser-$(GORELEASER_VERSION)
@@ -87,11 +91,12 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubect
 	hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane manifests generate $(HELM) $(KUSTOMIZE) $(NFPM) ## Run every test: the pure ones and the integration ones against the real control plane built from source (and a real slapd), and the agent packages in scratch roots.
+test: control-plane manifests generate $(HELM) $(KUSTOMIZE) $(NFPM) $(PROMTOOL) ## Run every test: the pure ones, the integration ones against the real control plane built from source (and a real slapd), the agent packages in scratch roots, and promtool's tests of the alert rules.
 	hack/install-slapd.sh
 	hack/install-package-tools.sh
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" NFPM="$(NFPM)" \
 		go test -tags integration $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+	cd hack/tools/prometheus && PROMTOOL="$(PROMTOOL)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
 test-unit: ## Run the pure tests only (no control plane, no slapd; under a minute).
@@ -336,6 +341,14 @@ define tools-module-build
 @set -e; echo "Building $(3) from hack/tools/$(2)"; \
 cd hack/tools/$(2) && CGO_ENABLED=0 go build -trimpath -o $(1).tmp $(3) && mv $(1).tmp $(1)
 endef
+.PHONY: promtool
+promtool: $(PROMTOOL) ## Build the pinned promtool into bin/ (bin/promtool-$(PROMETHEUS_VERSION)), which checks and unit-tests the alert rules.
+
+$(PROMTOOL): | $(LOCALBIN)
+	@grep -q 'github.com/prometheus/prometheus $(PROMETHEUS_VERSION)$$' hack/tools/prometheus/go.mod || \
+		{ echo "hack/tools/prometheus/go.mod does not pin github.com/prometheus/prometheus $(PROMETHEUS_VERSION)" >&2; exit 1; }
+	cd hack/tools/prometheus && CGO_ENABLED=0 go build -trimpath -o $(PROMTOOL).tmp github.com/prometheus/prometheus/cmd/promtool
+	mv $(PROMTOOL).tmp $(PROMTOOL)
 
 # go-install-tool installs package $(2) at version $(3) as the file $(1).
 define go-install-tool

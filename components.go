@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -13,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/itmanager-io/itmanager/controllers"
+	"github.com/itmanager-io/itmanager/internal/certexpiry"
 	"github.com/itmanager-io/itmanager/internal/checkin"
 	"github.com/itmanager-io/itmanager/internal/options"
 	itmwebhook "github.com/itmanager-io/itmanager/internal/webhook"
@@ -121,6 +124,12 @@ func components(ctx context.Context, mgr ctrl.Manager, o *options.Manager, restC
 		}
 		list = append(list, component{name: "the webhook certificate rotator", setup: func(mgr ctrl.Manager) error { return certs.Setup(ctx, mgr) }, of: certs})
 	}
+	list = append(list, component{name: "the inventory and certificate metrics", setup: func(mgr ctrl.Manager) error {
+		if err := controllers.RegisterInventory(mgr.GetCache()); err != nil {
+			return err
+		}
+		return controllers.Replace(&certexpiry.Collector{Sources: certSources(ctx, o, certs)})
+	}})
 	return append(list,
 		component{name: "the health check", setup: func(mgr ctrl.Manager) error { return mgr.AddHealthzCheck("healthz", healthz.Ping) }},
 		component{name: "the ready check", setup: func(mgr ctrl.Manager) error {
@@ -134,4 +143,25 @@ func components(ctx context.Context, mgr ctrl.Manager, o *options.Manager, restC
 			return mgr.AddReadyzCheck("readyz", readyz)
 		}},
 	), nil
+}
+
+// certSources are the serving certificates whose expiry the manager
+// exports: the webhook's (as the webhook server reads it), the check-in
+// service's (the Secret it serves from) and the metrics server's own when
+// it comes from files.
+func certSources(ctx context.Context, o *options.Manager, checkinCerts *checkin.CertLoader) map[string]certexpiry.Source {
+	sources := map[string]certexpiry.Source{
+		"checkin": func() (*x509.Certificate, error) {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			return checkinCerts.Leaf(ctx)
+		},
+	}
+	if o.EnableWebhooks {
+		sources["webhook"] = certexpiry.File(filepath.Join(o.WebhookCertDir, "tls.crt"))
+	}
+	if o.MetricsCertPath != "" {
+		sources["metrics"] = certexpiry.File(filepath.Join(o.MetricsCertPath, o.MetricsCertName))
+	}
+	return sources
 }

@@ -12,7 +12,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +35,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -175,6 +178,20 @@ func webhookServer(o *options.Manager, s webhook.Server) webhook.Server {
 // newManager is the manager with our leader election lock, when elected.
 func newManager(restConfig *rest.Config, o *options.Manager, log logr.Logger) (ctrl.Manager, error) {
 	mgrOpts := managerOptions(o)
+	var metricsCerts *certwatcher.CertWatcher
+	if o.MetricsCertPath != "" {
+		// As kubebuilder's scaffold: a certificate from files (a mounted
+		// Secret, cert-manager's), reloaded when they change. A missing
+		// file fails the start rather than falling back to a self-signed
+		// certificate the scraper would not trust.
+		var err error
+		metricsCerts, err = certwatcher.New(filepath.Join(o.MetricsCertPath, o.MetricsCertName), filepath.Join(o.MetricsCertPath, o.MetricsCertKey))
+		if err != nil {
+			return nil, fmt.Errorf("load the metrics certificate: %w", err)
+		}
+		log.Info("Serving metrics with the certificate from files", "certPath", o.MetricsCertPath)
+		mgrOpts.Metrics.TLSOpts = append(slices.Clone(mgrOpts.Metrics.TLSOpts), func(c *tls.Config) { c.GetCertificate = metricsCerts.GetCertificate })
+	}
 	var leaderLock *resourcelock.LeaseLock
 	if o.LeaderElect {
 		var err error
@@ -188,6 +205,11 @@ func newManager(restConfig *rest.Config, o *options.Manager, log logr.Logger) (c
 	mgr, err := ctrl.NewManager(restConfig, mgrOpts)
 	if err != nil {
 		return nil, fmt.Errorf("create the manager: %w", err)
+	}
+	if metricsCerts != nil {
+		if err := mgr.Add(metricsCerts); err != nil {
+			return nil, fmt.Errorf("watch the metrics certificate: %w", err)
+		}
 	}
 	if leaderLock != nil {
 		// "<identity> became leader" Events on the Lease, as

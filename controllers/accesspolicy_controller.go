@@ -78,9 +78,12 @@ type AccessPolicyReconciler struct {
 	AddressRanges []netip.Prefix
 
 	status kit.Status
-	nps    *owned.Set[*networkingv1.NetworkPolicy, *networkingv1.NetworkPolicyList]
-	crbs   *owned.Set[*rbacv1.ClusterRoleBinding, *rbacv1.ClusterRoleBindingList]
-	rbs    *owned.Set[*rbacv1.RoleBinding, *rbacv1.RoleBindingList]
+	// pending are the observed changes not yet enforced, for
+	// itmanager_access_propagation_seconds.
+	pending pendingChanges
+	nps     *owned.Set[*networkingv1.NetworkPolicy, *networkingv1.NetworkPolicyList]
+	crbs    *owned.Set[*rbacv1.ClusterRoleBinding, *rbacv1.ClusterRoleBindingList]
+	rbs     *owned.Set[*rbacv1.RoleBinding, *rbacv1.RoleBindingList]
 }
 
 // +kubebuilder:rbac:groups=itmanager.io,resources=accesspolicies,verbs=get;list;watch
@@ -93,11 +96,12 @@ type AccessPolicyReconciler struct {
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get
 
 // Reconcile resolves one AccessPolicy, enforces it and reports it.
-func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, rerr error) {
 	p := &itmv1.AccessPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetPolicy(req.Name)
+			r.pending.take(req.Name)
 			r.nps.Forget(req.Name)
 			r.crbs.Forget(req.Name)
 			r.rbs.Forget(req.Name)
@@ -112,6 +116,20 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	log := ctrl.LoggerFrom(ctx).WithValues("AccessPolicy", klog.KObj(p))
 	now := r.Clock.Now()
 	base := p.DeepCopy()
+	// The change that enqueued this reconcile, if a Device or Lease did:
+	// it has reached the NetworkPolicies when enforce succeeds.
+	changed, hasChange := r.pending.take(p.Name)
+	enforced := false
+	defer func() {
+		switch {
+		case !hasChange:
+		case enforced:
+			propagationSeconds.Observe(r.Clock.Since(changed).Seconds())
+		case rerr != nil && !errors.Is(rerr, reconcile.TerminalError(nil)):
+			// Retried: the change is still on its way.
+			r.pending.putBack(p.Name, changed)
+		}
+	}()
 
 	sels, invalid := access.ParseSelectors(&p.Spec)
 	if invalid != nil {
@@ -154,6 +172,7 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if out.ApplyErr != nil {
 		return ctrl.Result{}, out.ApplyErr
 	}
+	enforced = !out.Audit
 	log.V(1).Info("Resolved access policy", "matched", plan.Counts.Matched, "allowed", plan.Counts.Allowed, "cidrs", len(plan.Prefixes))
 	if plan.NextChange.IsZero() {
 		return ctrl.Result{}, nil

@@ -124,7 +124,9 @@ func (r *AccessPolicyReconciler) deviceToPolicies(ctx context.Context, o client.
 // device's owner for each would keep the queue full and delay the changes
 // that matter.
 func (r *AccessPolicyReconciler) deviceHandler() handler.EventHandler {
-	mapped := handler.EnqueueRequestsFromMapFunc(r.deviceToPolicies)
+	mapped := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		return r.observed(r.deviceToPolicies(ctx, o))
+	})
 	return handler.Funcs{
 		CreateFunc: mapped.Create, DeleteFunc: mapped.Delete, GenericFunc: mapped.Generic,
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -133,11 +135,21 @@ func (r *AccessPolicyReconciler) deviceHandler() handler.EventHandler {
 				mapped.Update(ctx, e, q)
 				return
 			}
-			for _, req := range r.reportToPolicies(ctx, o, n) {
+			for _, req := range r.observed(r.reportToPolicies(ctx, o, n)) {
 				q.Add(req)
 			}
 		},
 	}
+}
+
+// observed notes, for itmanager_access_propagation_seconds, that a change
+// reaching reqs was observed now.
+func (r *AccessPolicyReconciler) observed(reqs []reconcile.Request) []reconcile.Request {
+	now := r.Clock.Now()
+	for _, req := range reqs {
+		r.pending.observe(req.Name, now)
+	}
+	return reqs
 }
 
 // reportToPolicies are the policies selecting a device whose verdict on it
@@ -221,6 +233,7 @@ func (r *AccessPolicyReconciler) leaseHandler() handler.EventHandler {
 		for _, d := range devices(ctx, l) {
 			for _, p := range r.policiesForDevice(ctx, &d) {
 				if p.Spec.Posture != nil && p.Spec.Posture.MaxCheckInAge != nil && keep(&p) {
+					r.pending.observe(p.Name, r.Clock.Now())
 					q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
 				}
 			}

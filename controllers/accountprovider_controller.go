@@ -48,8 +48,12 @@ type AccountProviderReconciler struct {
 func (r *AccountProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &itmv1.AccountProvider{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetProvider(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	initProvider(p.Name)
 	every := r.CheckEvery
 	if every <= 0 {
 		every = 5 * time.Minute

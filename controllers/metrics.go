@@ -1,6 +1,9 @@
 package controllers
 
 import (
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -46,9 +49,67 @@ var (
 	}, []string{"provider"})
 )
 
+// propagationSeconds is how long a Device or Lease change the AccessPolicy
+// controller observed took to reach the policy's NetworkPolicies.
+var propagationSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+	Name: "itmanager_access_propagation_seconds",
+	Help: "From a Device or check-in Lease change the AccessPolicy controller observed to the end of the reconcile that made the policy's NetworkPolicies match it.",
+	// A posture change must arrive within a second (DESIGN §6).
+	Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+})
+
 func init() {
-	ctrlmetrics.Registry.MustRegister(policyDevices, policyAddressBlocks, windowOpen, windowDevices, joiners, leavers, provisioningErrors)
+	ctrlmetrics.Registry.MustRegister(policyDevices, policyAddressBlocks, windowOpen, windowDevices, joiners, leavers, provisioningErrors,
+		propagationSeconds)
 }
+
+// pendingChanges remembers, per AccessPolicy, when the first change that
+// enqueued it and has not been enforced yet was observed.
+type pendingChanges struct {
+	mu    sync.Mutex
+	since map[string]time.Time
+}
+
+// observe records a change of policy seen at t, unless an earlier one is
+// still pending.
+func (p *pendingChanges) observe(policy string, t time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.since == nil {
+		p.since = map[string]time.Time{}
+	}
+	if _, ok := p.since[policy]; !ok {
+		p.since[policy] = t
+	}
+}
+
+// take returns and forgets the pending change of policy.
+func (p *pendingChanges) take(policy string) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.since[policy]
+	delete(p.since, policy)
+	return t, ok
+}
+
+// putBack restores a change take returned whose reconcile failed, unless a
+// later change is pending (the earlier time is kept).
+func (p *pendingChanges) putBack(policy string, t time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur, ok := p.since[policy]; !ok || t.Before(cur) {
+		if p.since == nil {
+			p.since = map[string]time.Time{}
+		}
+		p.since[policy] = t
+	}
+}
+
+// initProvider creates the provider's provisioning error series at 0, so
+// that increase() sees its first error.
+func initProvider(name string) { provisioningErrors.WithLabelValues(name) }
+
+func forgetProvider(name string) { provisioningErrors.DeleteLabelValues(name) }
 
 func recordPolicy(p *itmv1.AccessPolicy) {
 	policyDevices.WithLabelValues(p.Name, "allowed").Set(float64(p.Status.Devices.Allowed))

@@ -24,10 +24,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/itmanager-io/itmanager/controllers"
+	"github.com/itmanager-io/itmanager/internal/certexpiry"
 	"github.com/itmanager-io/itmanager/internal/checkin"
 	"github.com/itmanager-io/itmanager/internal/informer"
 	"github.com/itmanager-io/itmanager/internal/testenv"
@@ -75,6 +77,8 @@ var (
 	managerCache client.Reader
 	// managerCfg authenticates as the manager's ServiceAccount.
 	managerCfg *rest.Config
+	// metricsURL is the in-process manager's /metrics.
+	metricsURL string
 	// onbClock is the onboarding controller's clock (startDate, endDate).
 	onbClock = &shiftClock{}
 	// ldapServer is a real slapd on loopback for LDAP AccountProviders.
@@ -159,9 +163,16 @@ var _ = BeforeSuite(func() {
 	ldapServer, err = testenv.StartLDAP(testenv.LDAPOptions{})
 	Expect(err).NotTo(HaveOccurred())
 
+	// The manager serves /metrics (plain HTTP here) so a spec can scrape
+	// what a Prometheus would (metrics_test.go).
+	metricsPort := freePort()
+	for metricsPort == env.WebhookInstallOptions.LocalServingPort {
+		metricsPort = freePort()
+	}
+	metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  testenv.Scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
+		Metrics: metricsserver.Options{BindAddress: fmt.Sprintf("127.0.0.1:%d", metricsPort)},
 		Cache:   cache.Options{ByObject: controllers.CacheByObject(testenv.DevicesNamespace, testenv.UpgradesNamespace), NewInformer: informer.New},
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: env.WebhookInstallOptions.LocalServingHost, Port: env.WebhookInstallOptions.LocalServingPort,
@@ -187,6 +198,12 @@ var _ = BeforeSuite(func() {
 	Expect(mgr.Add(&checkin.Rotator{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Secret: certSecret,
 		Hosts: []string{"127.0.0.1"}, Clock: clk, Log: ctrl.Log.WithName("rotator"), Every: time.Hour})).To(Succeed())
 	certs := &checkin.CertLoader{Reader: mgr.GetAPIReader(), Secret: certSecret, Clock: clk, Refresh: time.Minute}
+	// As the manager's components wire them (components.go).
+	Expect(controllers.RegisterInventory(mgr.GetCache())).To(Succeed())
+	Expect(ctrlmetrics.Registry.Register(&certexpiry.Collector{Sources: map[string]certexpiry.Source{
+		"webhook": certexpiry.File(filepath.Join(env.WebhookInstallOptions.LocalServingCertDir, "tls.crt")),
+		"checkin": func() (*x509.Certificate, error) { return certs.Leaf(ctx) },
+	}})).To(Succeed())
 
 	Expect((&controllers.DeviceReconciler{
 		Client: mgr.GetClient(), Clock: clk, Recorder: mgr.GetEventRecorder("itmanager-device"),

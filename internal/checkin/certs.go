@@ -310,3 +310,17 @@ func (l *CertLoader) CA(ctx context.Context) ([]byte, error) {
 	defer l.mu.Unlock()
 	return bytes.Clone(l.ca), nil
 }
+
+// Leaf returns the serving certificate of the Secret (what the check-in
+// service serves from its mount of that Secret).
+func (l *CertLoader) Leaf(ctx context.Context) (*x509.Certificate, error) {
+	if err := l.load(ctx); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cert.Leaf != nil {
+		return l.cert.Leaf, nil
+	}
+	return x509.ParseCertificate(l.cert.Certificate[0])
+}

@@ -31,8 +31,14 @@ import (
 type Manager struct {
 	MetricsAddr   string
 	MetricsSecure bool
-	ProbeAddr     string
-	PprofAddr     string
+	// MetricsCertPath, when set, is the directory of the metrics server's
+	// certificate (MetricsCertName, MetricsCertKey), watched and reloaded
+	// (certwatcher); empty: controller-runtime serves a self-signed one.
+	MetricsCertPath string
+	MetricsCertName string
+	MetricsCertKey  string
+	ProbeAddr       string
+	PprofAddr       string
 
 	LeaderElect             bool
 	LeaderElectionNamespace string
@@ -95,6 +101,8 @@ func NewManager(getenv func(string) string) *Manager {
 	return &Manager{
 		MetricsAddr:              ":8443",
 		MetricsSecure:            true,
+		MetricsCertName:          "tls.crt",
+		MetricsCertKey:           "tls.key",
 		ProbeAddr:                ":8081",
 		PprofAddr:                "0",
 		LeaseDuration:            15 * time.Second,
@@ -123,6 +131,9 @@ func NewManager(getenv func(string) string) *Manager {
 func (o *Manager) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "Address the metrics endpoint binds to; \"0\" disables it.")
 	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure, "Serve metrics over HTTPS, authenticating and authorizing each scrape.")
+	fs.StringVar(&o.MetricsCertPath, "metrics-cert-path", o.MetricsCertPath, "Directory with the metrics server's certificate (--metrics-cert-name, --metrics-cert-key), reloaded when it changes; empty: a self-signed certificate generated at start.")
+	fs.StringVar(&o.MetricsCertName, "metrics-cert-name", o.MetricsCertName, "File name of the metrics server's certificate in --metrics-cert-path.")
+	fs.StringVar(&o.MetricsCertKey, "metrics-cert-key", o.MetricsCertKey, "File name of the metrics server's private key in --metrics-cert-path.")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "Address the health and readiness probes bind to.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Elect a leader so only one replica reconciles at a time.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "Namespace of the leader election Lease (default: the operator namespace).")
@@ -184,6 +195,12 @@ func (o *Manager) Complete() error {
 	if o.LeaderElect && (o.RetryPeriod >= o.RenewDeadline || o.RenewDeadline >= o.LeaseDuration) {
 		errs = append(errs, fmt.Errorf("need --leader-elect-retry-period (%s) < --leader-elect-renew-deadline (%s) < --leader-elect-lease-duration (%s)",
 			o.RetryPeriod, o.RenewDeadline, o.LeaseDuration))
+	}
+	if o.MetricsCertPath != "" && !o.MetricsSecure {
+		bad("metrics-cert-path", "needs --metrics-secure (a certificate for a plain HTTP endpoint would go unused)")
+	}
+	if o.MetricsCertPath != "" && (o.MetricsCertName == "" || o.MetricsCertKey == "") {
+		bad("metrics-cert-path", "needs --metrics-cert-name and --metrics-cert-key")
 	}
 	if o.WebhookPort < 1 || o.WebhookPort > 65535 {
 		bad("webhook-port", "%d is not a port (1-65535)", o.WebhookPort)

@@ -33,6 +33,9 @@ func TestDefaults(t *testing.T) {
 	for name, c := range map[string]struct{ got, want any }{
 		"metrics":            {o.MetricsAddr, ":8443"},
 		"metrics secure":     {o.MetricsSecure, true},
+		"metrics cert":       {o.MetricsCertPath, ""},
+		"metrics cert name":  {o.MetricsCertName, "tls.crt"},
+		"metrics cert key":   {o.MetricsCertKey, "tls.key"},
 		"probes":             {o.ProbeAddr, ":8081"},
 		"pprof off":          {o.PprofAddr, "0"},
 		"no leader election": {o.LeaderElect, false},
@@ -153,6 +156,28 @@ func TestWebhookCertRotationIsOnlyOnWithASecret(t *testing.T) {
 	} {
 		if _, err := parse(t, nil, "--webhook-cert-secret=s", c.arg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s with rotation: got %v, want an error naming %s", c.arg, err, c.want)
+		}
+	}
+}
+
+func TestMetricsCertPathIsAcceptedWithSecureServing(t *testing.T) {
+	o, err := parse(t, nil, "--metrics-cert-path=/certs", "--metrics-cert-name=c.pem", "--metrics-cert-key=k.pem")
+	if err != nil {
+		t.Fatalf("refused: %v", err)
+	}
+	if o.MetricsCertPath != "/certs" || o.MetricsCertName != "c.pem" || o.MetricsCertKey != "k.pem" {
+		t.Errorf("got %q %q %q", o.MetricsCertPath, o.MetricsCertName, o.MetricsCertKey)
+	}
+}
+
+func TestMetricsCertPathIsRefusedWithoutSecureServingOrFileNames(t *testing.T) {
+	for _, args := range [][]string{
+		{"--metrics-cert-path=/certs", "--metrics-secure=false"},
+		{"--metrics-cert-path=/certs", "--metrics-cert-key="},
+		{"--metrics-cert-path=/certs", "--metrics-cert-name="},
+	} {
+		if _, err := parse(t, nil, args...); err == nil || !strings.Contains(err.Error(), "--metrics-cert-path") {
+			t.Errorf("%v: got %v, want an error naming --metrics-cert-path", args, err)
 		}
 	}
 }

@@ -148,7 +148,12 @@ func TestCheckinServiceIsDeployedApartFromTheManager(t *testing.T) {
 			}
 			for _, other := range services {
 				if other.Name != tc.svc && len(other.Spec.Selector) > 0 && labels.SelectorFromSet(other.Spec.Selector).Matches(labels.Set(checkin.Spec.Template.Labels)) {
-					t.Errorf("Service %s selects the check-in pods", other.Name)
+					// Only the metrics Service may, and only its metrics port.
+					for _, p := range other.Spec.Ports {
+						if p.TargetPort.StrVal != "metrics" {
+							t.Errorf("Service %s selects the check-in pods and exposes their port %s", other.Name, p.TargetPort.String())
+						}
+					}
 				}
 			}
 		})

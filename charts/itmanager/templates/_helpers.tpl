@@ -89,3 +89,17 @@ manager's RBAC (update on this one only). */ -}}
 {{- define "itmanager.webhookConfiguration" -}}
 {{ include "itmanager.fullname" . }}
 {{- end -}}
+
+{{- /* The Secret of the metrics serving certificate: certSecret, or
+cert-manager's default; empty: the manager's self-signed one. */ -}}
+{{- define "itmanager.metricsCertSecret" -}}
+{{- if .Values.metrics.certSecret -}}
+{{ .Values.metrics.certSecret }}
+{{- else if .Values.metrics.certManager.enabled -}}
+{{ include "itmanager.fullname" . }}-metrics-cert
+{{- end -}}
+{{- end }}
+
+{{- define "itmanager.metricsService" -}}
+{{ include "itmanager.fullname" . }}-metrics
+{{- end }}
