@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -578,5 +579,44 @@ func TestChartPodsStayThroughTheirNodesDrain(t *testing.T) {
 	}
 	if found != 2 {
 		t.Errorf("found %d Deployments, want the manager's and the check-in service's", found)
+	}
+}
+
+// A stopping Pod keeps serving for preStopSleepSeconds before SIGTERM, so
+// the webhook client and Services stop sending to it first (a helm upgrade
+// without it refused 1 webhook call in 241); 0 turns the hook off, and the
+// sleep stays below each Deployment's grace period.
+func TestChartPodsKeepServingBrieflyWhenStopped(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleeps := func(args ...string) map[string]int64 {
+		t.Helper()
+		got := map[string]int64{}
+		for _, obj := range ofKind(mustRender(t, root, args...), "Deployment") {
+			var d appsv1.Deployment
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &d); err != nil {
+				t.Fatal(err)
+			}
+			c := d.Spec.Template.Spec.Containers[0]
+			got[c.Name] = -1
+			if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+				got[c.Name] = c.Lifecycle.PreStop.Sleep.Seconds
+				if grace := d.Spec.Template.Spec.TerminationGracePeriodSeconds; grace == nil || *grace <= got[c.Name] {
+					t.Errorf("Deployment %s: preStop sleep %ds is not below its grace period %v", d.Name, got[c.Name], grace)
+				}
+			}
+		}
+		return got
+	}
+	if got, want := sleeps(), map[string]int64{"manager": 5, "checkin": 5}; !maps.Equal(got, want) {
+		t.Errorf("defaults: preStop sleep per container %v, want %v", got, want)
+	}
+	if got, want := sleeps("--set", "preStopSleepSeconds=0", "--set", "checkin.preStopSleepSeconds=7"), map[string]int64{"manager": -1, "checkin": 7}; !maps.Equal(got, want) {
+		t.Errorf("manager off, check-in 7: preStop sleep per container %v, want %v (-1: no hook)", got, want)
+	}
+	if _, err := render(t, root, "--set", "preStopSleepSeconds=40"); err == nil {
+		t.Error("a preStop sleep of 40 s (beyond the manager's 30 s grace period) was accepted")
 	}
 }
