@@ -54,12 +54,17 @@ while [ "$#" -gt 0 ]; do
 	esac
 done
 
-[ -n "$root" ] || [ "$(id -u)" = 0 ] || die "run as root (sudo sh install-agent.sh ...), or give --root DIR"
 if [ -n "$root" ]; then
 	[ -d "$root" ] || die "--root $root is not a directory"
 	root=$(cd "$root" && pwd)
 	[ "$root" != / ] || root=
 fi
+# After --root / became the host itself.
+[ -n "$root" ] || [ "$(id -u)" = 0 ] || die "run as root (sudo sh install-agent.sh ...), or give --root DIR"
+case "$base_url" in
+https://*) ;;
+*) die "--base-url must be an https:// URL (checksums.txt is verified over it)" ;;
+esac
 [ -z "$bundle" ] || [ -f "$bundle" ] || die "--bundle $bundle: no such file"
 [ -z "$from" ] || [ -d "$from" ] || die "--from $from is not a directory"
 [ -z "$base_set" ] || [ -n "$version" ] || [ -n "$from" ] || die "--base-url needs --version (files are at URL/v<version>/<file>)"
@@ -79,7 +84,8 @@ elif command -v rpm >/dev/null 2>&1 && { [ -d /var/lib/rpm ] || [ -d /usr/lib/sy
 else format=tarball; fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/itmanager-agent.XXXXXX")
-trap 'rm -rf "$work"' EXIT INT TERM
+trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; exit 130' INT TERM
 chmod 0700 "$work"
 
 # fetch NAME: checksums.txt or an artifact into $work, from --from or the
@@ -94,9 +100,11 @@ fetch() {
 	else url="$latest_url/$1"; fi
 	echo "Downloading $url"
 	if command -v curl >/dev/null 2>&1; then
-		curl -fsSL --proto '=https,http' -o "$work/$1" "$url" || die "download of $url failed"
+		# HTTPS only, redirects included: checksums.txt comes over the same
+		# channel as the artifact, so a plain-HTTP hop could swap both.
+		curl -fsSL --proto '=https' --proto-redir '=https' --tlsv1.2 -o "$work/$1" "$url" || die "download of $url failed"
 	elif command -v wget >/dev/null 2>&1; then
-		wget -q -O "$work/$1" "$url" || die "download of $url failed"
+		wget -q --https-only --secure-protocol=TLSv1_2 -O "$work/$1" "$url" || die "download of $url failed"
 	else
 		die "neither curl nor wget is installed (or use --from DIR)"
 	fi
@@ -127,27 +135,36 @@ got=$(sha256 "$work/$artifact")
 echo "Verified $artifact (sha256 $got)"
 
 # check_bundle: exactly the regular files url, token and ca.crt, each once
-# and not empty, unpacked into $work/bundle before anything is installed.
-# Anything else (a directory, a link, a path, another entry) refuses.
+# (url and token not empty; an empty ca.crt means the system roots, as
+# the agent and kubectl itm enroll have it), unpacked into $work/bundle
+# before anything is installed. Anything else (a directory, a link, a path,
+# another entry) refuses. The bundle is copied once first, so every check
+# reads the same bytes the extraction does.
 check_bundle() {
-	names=$(tar -tzf "$bundle") || die "$bundle is not a gzipped tar"
+	cp "$bundle" "$work/bundle.tgz" || die "cannot read $bundle"
+	src=$bundle
+	bundle=$work/bundle.tgz
+	names=$(tar -tzf "$bundle") || die "$src is not a gzipped tar"
 	[ "$(printf '%s\n' "$names" | sort | tr '\n' ' ')" = "ca.crt token url " ] ||
-		die "$bundle must hold exactly url, token and ca.crt, it holds: $(printf '%s' "$names" | tr '\n' ' ')"
+		die "$src must hold exactly url, token and ca.crt, it holds: $(printf '%s' "$names" | tr '\n' ' ')"
 	# Regular files only: a verbose listing starts each entry with its type.
 	tar -tvzf "$bundle" | while IFS= read -r line; do
 		case "$line" in
 		-*) ;;
-		*) die "$bundle: not a regular file: $line" ;;
+		*) die "$src: not a regular file: $line" ;;
 		esac
 	done || exit 1
 	mkdir "$work/bundle"
-	(cd "$work/bundle" && tar -xzf "$bundle" url token ca.crt) </dev/null || die "cannot unpack $bundle"
+	(cd "$work/bundle" && tar --no-same-owner --no-same-permissions -xzf "$bundle" url token ca.crt) </dev/null || die "cannot unpack $src"
 	for f in url token ca.crt; do
-		if [ ! -f "$work/bundle/$f" ] || [ -L "$work/bundle/$f" ] || [ ! -s "$work/bundle/$f" ]; then
-			die "$bundle: $f is not a non-empty regular file"
+		if [ ! -f "$work/bundle/$f" ] || [ -L "$work/bundle/$f" ]; then
+			die "$src: $f is not a regular file"
 		fi
 	done
-	[ "$(find "$work/bundle" -mindepth 1 | wc -l)" -eq 3 ] || die "$bundle unpacked more than url, token and ca.crt"
+	for f in url token; do
+		[ -s "$work/bundle/$f" ] || die "$src: $f is empty"
+	done
+	[ "$(find "$work/bundle" -mindepth 1 | wc -l)" -eq 3 ] || die "$src unpacked more than url, token and ca.crt"
 }
 
 # install_bundle: the checked files into the enrolment directory, 0600.

@@ -531,7 +531,17 @@ func writeBundle(t *testing.T, entries []bundleEntry) string {
 // installScript runs the install script of the artifacts with args.
 func installScript(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
+	return installScriptIn(t, "", dir, args...)
+}
+
+// installScriptIn runs the script with TMPDIR=tmp (when not empty), where
+// it keeps its work directory.
+func installScriptIn(t *testing.T, tmp, dir string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command("sh", append([]string{filepath.Join(dir, "install-agent.sh"), "--from", dir}, args...)...)
+	if tmp != "" {
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -650,29 +660,76 @@ func TestInstallScriptRefusesAnArtifactWhoseChecksumDoesNotMatch(t *testing.T) {
 	}
 }
 
+// An empty ca.crt means the host's system roots (the agent and kubectl itm
+// enroll have it so): the script installs such a bundle as it is.
+func TestInstallScriptAcceptsABundleWithAnEmptyCaCrt(t *testing.T) {
+	dir := artifacts(t)
+	root := t.TempDir()
+	bundle := []bundleEntry{goodBundle[0], goodBundle[1], {name: "ca.crt", typ: tar.TypeReg}}
+	out, err := installScript(t, dir, "--root", root, "--bundle", writeBundle(t, bundle))
+	if err != nil {
+		t.Fatalf("install-agent.sh refused a bundle with an empty ca.crt: %v\n%s", err, out)
+	}
+	info, err := os.Lstat(filepath.Join(root, "etc/itmanager-agent/ca.crt"))
+	if err != nil || info.Size() != 0 || info.Mode() != 0o600 {
+		t.Errorf("ca.crt installed as %v (%v), want an empty -rw------- file", info, err)
+	}
+}
+
+// Downloads are HTTPS only: checksums.txt comes over the same channel as
+// the artifact, so a plain-HTTP base URL is refused before any download.
+func TestInstallScriptRefusesAPlainHTTPBaseURL(t *testing.T) {
+	dir := artifacts(t)
+	cmd := exec.Command("sh", filepath.Join(dir, "install-agent.sh"), "--root", t.TempDir(), "--version", packageVersion, "--base-url", "http://mirror.example/itmanager")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--base-url must be an https:// URL") {
+		t.Errorf("a plain-HTTP --base-url: err %v, output:\n%s", err, out)
+	}
+	if strings.Contains(string(out), "Downloading") {
+		t.Errorf("the script downloaded before refusing:\n%s", out)
+	}
+}
+
 func TestInstallScriptRefusesABundleWithAnythingButUrlTokenAndCaCrt(t *testing.T) {
 	dir := artifacts(t)
 	with := func(extra ...bundleEntry) []bundleEntry { return append(slices.Clone(goodBundle), extra...) }
-	for name, entries := range map[string][]bundleEntry{
-		"an extra file":       with(bundleEntry{name: "extra", typ: tar.TypeReg, body: "x"}),
-		"a traversing entry":  with(bundleEntry{name: "../../etc/cron.d/evil", typ: tar.TypeReg, body: "x"}),
-		"a traversing url":    {{name: "../url", typ: tar.TypeReg, body: "x"}, goodBundle[1], goodBundle[2]},
-		"an absolute path":    {{name: "/tmp/url", typ: tar.TypeReg, body: "x"}, goodBundle[1], goodBundle[2]},
-		"a symlinked token":   {goodBundle[0], {name: "token", typ: tar.TypeSymlink, linkname: "/etc/shadow"}, goodBundle[2]},
-		"a hard-linked token": {goodBundle[0], {name: "token", typ: tar.TypeLink, linkname: "url"}, goodBundle[2]},
-		"a directory":         with(bundleEntry{name: "sub/", typ: tar.TypeDir}),
-		"a duplicated token":  with(goodBundle[1]),
-		"a missing ca.crt":    goodBundle[:2],
-		"an empty token":      {goodBundle[0], {name: "token", typ: tar.TypeReg}, goodBundle[2]},
+	const notExactly, notRegular = "must hold exactly url, token and ca.crt", "not a regular file"
+	for name, tc := range map[string]struct {
+		entries []bundleEntry
+		want    string
+	}{
+		"an extra file":       {with(bundleEntry{name: "extra", typ: tar.TypeReg, body: "x"}), notExactly},
+		"a traversing entry":  {with(bundleEntry{name: "../../etc/cron.d/evil", typ: tar.TypeReg, body: "x"}), notExactly},
+		"a traversing url":    {[]bundleEntry{{name: "../url", typ: tar.TypeReg, body: "x"}, goodBundle[1], goodBundle[2]}, notExactly},
+		"an absolute path":    {[]bundleEntry{{name: "/tmp/url", typ: tar.TypeReg, body: "x"}, goodBundle[1], goodBundle[2]}, notExactly},
+		"a symlinked token":   {[]bundleEntry{goodBundle[0], {name: "token", typ: tar.TypeSymlink, linkname: "/etc/shadow"}, goodBundle[2]}, notRegular},
+		"a hard-linked token": {[]bundleEntry{goodBundle[0], {name: "token", typ: tar.TypeLink, linkname: "url"}, goodBundle[2]}, notRegular},
+		"a directory":         {with(bundleEntry{name: "sub/", typ: tar.TypeDir}), notExactly},
+		"a duplicated token":  {with(goodBundle[1]), notExactly},
+		"a missing ca.crt":    {goodBundle[:2], notExactly},
+		"an empty token":      {[]bundleEntry{goodBundle[0], {name: "token", typ: tar.TypeReg}, goodBundle[2]}, "token is empty"},
+		"an empty url":        {[]bundleEntry{{name: "url", typ: tar.TypeReg}, goodBundle[1], goodBundle[2]}, "url is empty"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			root := t.TempDir()
-			out, err := installScript(t, dir, "--root", root, "--bundle", writeBundle(t, entries))
+			// The script's work directory (where a traversal would land)
+			// lives two levels below tmp: after the run tmp is empty.
+			tmp := filepath.Join(t.TempDir(), "a", "b")
+			if err := os.MkdirAll(tmp, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			out, err := installScriptIn(t, tmp, dir, "--root", root, "--bundle", writeBundle(t, tc.entries))
 			if err == nil {
 				t.Fatalf("install-agent.sh accepted the bundle:\n%s", out)
 			}
-			if !strings.Contains(out, "bundle.tar.gz") {
-				t.Errorf("the refusal does not name the bundle:\n%s", out)
+			if !strings.Contains(out, "bundle.tar.gz") || !strings.Contains(out, tc.want) {
+				t.Errorf("the refusal does not name the bundle and say %q:\n%s", tc.want, out)
+			}
+			for _, d := range []string{tmp, filepath.Dir(tmp), filepath.Dir(filepath.Dir(tmp))} {
+				left, _ := os.ReadDir(d)
+				if d == tmp && len(left) != 0 || d != tmp && len(left) != 1 {
+					t.Errorf("%s holds %v after a refused bundle (its work directory or an escaped entry)", d, left)
+				}
 			}
 			if _, err := os.Stat(filepath.Join(root, "usr/bin/itmanager-agent")); err == nil {
 				t.Error("the agent was installed although its bundle was refused")
