@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -237,30 +238,49 @@ func bundleArchive(b *Bundle) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// writeBundle writes the archive to path, created 0600; an existing file
-// is refused unless force (then it is truncated and made 0600 first, so
-// the token is never readable by others, even for a moment).
-func writeBundle(path string, archive []byte, force bool) error {
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+// writeBundle writes the archive to path as a new 0600 file. Without force
+// the path must not exist (O_EXCL: a symbolic link there is not followed)
+// and a failed write removes what it made. With force the archive is
+// written complete into a temporary file beside path and renamed over it,
+// so an existing path is replaced, never written through: a symbolic link
+// there is replaced rather than followed, and a hard link or an open
+// descriptor of the old file never receives the token.
+func writeBundle(path string, archive []byte, force bool) (err error) {
+	var f *os.File
 	if force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	}
-	f, err := os.OpenFile(path, flags, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("%s exists: give --force to overwrite it", path)
+		f, err = os.CreateTemp(filepath.Dir(path), ".itm-bundle-*")
+	} else {
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%s exists: give --force to overwrite it", path)
+		}
 	}
 	if err != nil {
 		return err
 	}
-	if err := f.Chmod(0o600); err != nil {
-		_ = f.Close()
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	// Whatever the umask or platform.
+	if err = f.Chmod(0o600); err != nil {
 		return err
 	}
-	if _, err := f.Write(archive); err != nil {
-		_ = f.Close()
+	if _, err = f.Write(archive); err != nil {
 		return err
 	}
-	return f.Close()
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if force {
+		return os.Rename(f.Name(), path)
+	}
+	return nil
 }
 
 // caFingerprints are the SHA-256 fingerprints of the certificates in a
@@ -336,7 +356,7 @@ func printEnrolment(out io.Writer, b *Bundle, file, pluginVersion string) error 
 	if released {
 		pin = " --version v" + strings.TrimPrefix(pluginVersion, "v")
 	}
-	fmt.Fprintf(out, "  curl -fsSLO %s/install-agent.sh && sudo sh install-agent.sh%s --bundle %s\n", base, pin, shellQuote(target))
+	fmt.Fprintf(out, "  curl -fsSLO --proto '=https' %s/install-agent.sh && sudo sh install-agent.sh%s --bundle %s\n", base, pin, shellQuote(filepath.Base(target)))
 	if !released {
 		fmt.Fprintf(out, "\nThis plugin is a development build (%s): the command installs the latest release, not a matching one.\n", pluginVersion)
 	}

@@ -117,7 +117,7 @@ func TestEnrollWritesTheBundleAndNeverPrintsTheToken(t *testing.T) {
 		t.Fatalf("the summary prints the token:\n%s%s", out, errOut)
 	}
 	for _, want := range []string{"Device:", "lt-1", "https://checkin.example.com/v1/devices/lt-1", fp, "Bundle:", file,
-		"curl -fsSLO https://github.com/itmanager-io/itmanager/releases/latest/download/install-agent.sh && sudo sh install-agent.sh --bundle " + file,
+		"curl -fsSLO --proto '=https' https://github.com/itmanager-io/itmanager/releases/latest/download/install-agent.sh && sudo sh install-agent.sh --bundle " + filepath.Base(file),
 		"development build"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
@@ -215,9 +215,13 @@ func TestEnrollRefusals(t *testing.T) {
 		"not itmanager's": {[]client.Object{dev, unlabelled}, "is not this Device's enrolment"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			out, _, _, err := plugin(t, tt.objs, "enroll", "lt-1", "--bundle", filepath.Join(t.TempDir(), "b"))
+			dir := t.TempDir()
+			out, _, _, err := plugin(t, tt.objs, "enroll", "lt-1", "--bundle", filepath.Join(dir, "b"))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err %v, want %q", err, tt.want)
+			}
+			if left, _ := os.ReadDir(dir); len(left) != 0 {
+				t.Errorf("a refusal left %v beside the bundle path", left)
 			}
 			if strings.Contains(out, testToken) || (err != nil && strings.Contains(err.Error(), testToken)) {
 				t.Error("a refusal printed the token")
@@ -332,8 +336,60 @@ func TestInstallCommandNamesThePluginsRelease(t *testing.T) {
 	if err := printEnrolment(&out, &Bundle{Device: "lt-1", URL: "https://x", Token: testToken}, "my bundle.tgz", "v0.3.1"); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "curl -fsSLO https://github.com/itmanager-io/itmanager/releases/download/v0.3.1/install-agent.sh && sudo sh install-agent.sh --version v0.3.1 --bundle 'my bundle.tgz'\n") ||
+	if !strings.Contains(out.String(), "curl -fsSLO --proto '=https' https://github.com/itmanager-io/itmanager/releases/download/v0.3.1/install-agent.sh && sudo sh install-agent.sh --version v0.3.1 --bundle 'my bundle.tgz'\n") ||
 		strings.Contains(out.String(), "development build") || strings.Contains(out.String(), testToken) {
 		t.Errorf("release summary:\n%s", out.String())
+	}
+}
+
+// --force replaces what is at the bundle path and never writes through it:
+// a symbolic link there is replaced (its target keeps its content), a hard
+// link to the old file never gets the token; without --force a symbolic
+// link at the path is refused like a file.
+func TestEnrollForceReplacesTheBundlePathNeverWritesThroughIt(t *testing.T) {
+	ca, _ := testCA(t)
+	dev := enrolledDevice(true)
+	objs := []client.Object{dev, enrolmentSecret(dev, ca)}
+	dir := t.TempDir()
+	target := filepath.Join(dir, "victim")
+	if err := os.WriteFile(target, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "lt-1.tar.gz")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := plugin(t, objs, "enroll", "lt-1", "--bundle", link); err == nil || !strings.Contains(err.Error(), "give --force") {
+		t.Errorf("a symbolic link at the path without --force: %v", err)
+	}
+	hard := filepath.Join(dir, "hard")
+	if _, _, _, err := plugin(t, objs, "enroll", "lt-1", "--bundle", link, "--force"); err != nil {
+		t.Fatal(err)
+	}
+	if body, _ := os.ReadFile(target); string(body) != "keep me" {
+		t.Errorf("--force wrote through the symbolic link into its target: %q", body)
+	}
+	info, err := os.Lstat(link)
+	if err != nil || info.Mode().Type() != 0 || info.Mode().Perm() != 0o600 {
+		t.Fatalf("the bundle path is %v (%v), want a regular 0600 file", info, err)
+	}
+	if err := os.Link(link, hard); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(hard)
+	// A rotated token: a write through the old file would change it.
+	rotated := enrolmentSecret(dev, ca)
+	rotated.Data["token"] = []byte("a-rotated-token")
+	if _, _, _, err := plugin(t, []client.Object{dev, rotated}, "enroll", "lt-1", "--bundle", link, "--force"); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(hard); !bytes.Equal(before, after) {
+		t.Error("--force wrote into the old file (a hard link to it changed)")
+	}
+	if now, _ := os.ReadFile(link); bytes.Equal(before, now) {
+		t.Error("--force did not replace the bundle with the rotated token's")
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".itm-bundle-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }

@@ -201,7 +201,7 @@ func TestPluginThroughKubectl(t *testing.T) {
 		}
 		file := filepath.Join(t.TempDir(), "lt-1.tar.gz")
 		out, errOut, err = k.run(t, itm("--as", "bob", "--as-group", "itm-readers", "enroll", "lt-1", "--bundle", file)...)
-		want := "curl -fsSLO https://github.com/itmanager-io/itmanager/releases/download/" + pluginVersion + "/install-agent.sh && sudo sh install-agent.sh --version " + pluginVersion + " --bundle " + file
+		want := "curl -fsSLO --proto '=https' https://github.com/itmanager-io/itmanager/releases/download/" + pluginVersion + "/install-agent.sh && sudo sh install-agent.sh --version " + pluginVersion + " --bundle " + filepath.Base(file)
 		if err != nil || !strings.Contains(out, want) || strings.Contains(out+errOut, seededToken) {
 			t.Errorf("bob --bundle: %v\n%s%s", err, out, errOut)
 		}
