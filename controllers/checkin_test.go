@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
@@ -68,34 +69,47 @@ var _ = Describe("Agent enrolment", func() {
 		Expect(post(d.Name, newToken, checkin.Request{Sequence: 1, Facts: facts()}).code).To(Equal(200))
 	})
 
-	It("leaves a Secret it did not create alone (Stalled), and enrols by itself once that Secret is deleted", func() {
+	It("leaves a Secret it did not create alone (Stalled), enrols by itself once that Secret is deleted, and is Stalled again when someone takes its own over", func() {
 		name := uniqueName("lt")
 		foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: testenv.DevicesNamespace, Name: name + "-agent"},
 			StringData: map[string]string{"token": "someone else's"}}
 		Expect(k8s.Create(ctx, foreign)).To(Succeed())
 		agentDevice(func(d *itmv1.Device) { d.Name = name })
-		Eventually(func() string {
+		stalledReason := func() string {
 			d := &itmv1.Device{}
 			Expect(k8s.Get(ctx, types.NamespacedName{Name: name}, d)).To(Succeed())
 			if c := meta.FindStatusCondition(d.Status.Conditions, itmv1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue {
 				return c.Reason
 			}
 			return ""
-		}).ShouldNot(BeEmpty(), "Stalled while the foreign Secret is there")
-		s := &corev1.Secret{}
-		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: testenv.DevicesNamespace, Name: name + "-agent"}, s)).To(Succeed())
-		Expect(string(s.Data["token"])).To(Equal("someone else's"), "the foreign Secret is never changed")
+		}
+		Eventually(stalledReason).Should(Equal(itmv1.ReasonEnrolmentConflict), "Stalled while the foreign Secret is there")
+		Consistently(func() string {
+			s := &corev1.Secret{}
+			Expect(k8s.Get(ctx, types.NamespacedName{Namespace: testenv.DevicesNamespace, Name: name + "-agent"}, s)).To(Succeed())
+			return string(s.Data["token"])
+		}).WithTimeout(2*time.Second).Should(Equal("someone else's"), "the foreign Secret is never changed")
 
 		By("deleting the foreign Secret, with no change to the Device")
 		Expect(k8s.Delete(ctx, foreign)).To(Succeed())
 		token := tokenOf(name)
 		Expect(token).To(HaveLen(43))
 		Expect(post(name, token, checkin.Request{Sequence: 1, Facts: facts()}).code).To(Equal(200))
-		Eventually(func() *metav1.Condition {
-			d := &itmv1.Device{}
-			Expect(k8s.Get(ctx, types.NamespacedName{Name: name}, d)).To(Succeed())
-			return meta.FindStatusCondition(d.Status.Conditions, itmv1.ConditionStalled)
-		}).Should(BeNil(), "no longer Stalled")
+		Eventually(stalledReason).Should(BeEmpty(), "no longer Stalled")
+
+		By("someone taking itmanager's Secret over after enrolment (its managed-by label removed): Stalled again, not Ready")
+		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			s := &corev1.Secret{}
+			if err := k8s.Get(ctx, types.NamespacedName{Namespace: testenv.DevicesNamespace, Name: name + "-agent"}, s); err != nil {
+				return err
+			}
+			delete(s.Labels, itmv1.LabelManagedBy)
+			return k8s.Update(ctx, s)
+		})).To(Succeed())
+		Eventually(stalledReason).Should(Equal(itmv1.ReasonEnrolmentConflict))
+		d := &itmv1.Device{}
+		Expect(k8s.Get(ctx, types.NamespacedName{Name: name}, d)).To(Succeed())
+		Expect(meta.IsStatusConditionTrue(d.Status.Conditions, itmv1.ConditionReady)).To(BeFalse())
 	})
 
 	It("brings url and ca.crt up to date in place, keeping the token", func() {

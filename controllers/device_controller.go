@@ -137,8 +137,8 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	return kit.Urgent(kit.After(res.RequeueAfter)), nil
 }
 
-// SetupWithManager watches Devices, their Leases, Nodes, and Devices that
-// share an address.
+// SetupWithManager watches Devices, their Leases, Nodes, Devices that
+// share an address, and (metadata of) enrolment Secrets.
 func (r *DeviceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// The status memo is keyed by UID, which a NotFound no longer tells.
 	forgetStatus := r.writer().ForgetOnDelete()
@@ -152,6 +152,12 @@ func (r *DeviceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(r.freshnessChanged())).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToDevices),
 			builder.WithPredicates(nodeFactsChanged())).
+		// An enrolment Secret appearing, going or changing hands decides
+		// Ready (enrolled, awaiting enrolment, or Stalled by someone
+		// else's Secret).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return enrolmentSecretDevice(r.DevicesNamespace, o)
+		}), builder.OnlyMetadata, builder.WithPredicates(createOrDelete())).
 		Complete(r)
 }
 

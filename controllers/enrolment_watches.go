@@ -2,13 +2,11 @@ package controllers
 
 import (
 	"context"
-	"strings"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,19 +40,19 @@ func (r *EnrolmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // namespace that no Device controls to the Device of that name (the ones a
 // Device controls come through Owns).
 func (r *EnrolmentReconciler) foreignSecretDevice(_ context.Context, o client.Object) []reconcile.Request {
-	if o.GetNamespace() != r.DevicesNamespace || metav1.GetControllerOf(o) != nil {
+	if metav1.GetControllerOf(o) != nil {
 		return nil
 	}
-	device, ok := strings.CutSuffix(o.GetName(), "-agent")
-	if !ok || device == "" {
-		return nil
-	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: device}}}
+	return enrolmentSecretDevice(r.DevicesNamespace, o)
 }
 
+// createOrDelete passes the creation and deletion of an object and a
+// change of its managed-by label (what decides whose it is).
 func createOrDelete() predicate.Predicate {
 	return predicate.Funcs{
-		UpdateFunc:  func(event.UpdateEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.GetLabels()[itmv1.LabelManagedBy] != e.ObjectNew.GetLabels()[itmv1.LabelManagedBy]
+		},
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
 }

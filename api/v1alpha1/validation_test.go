@@ -218,11 +218,11 @@ var _ = Describe("Device", func() {
 })
 
 var _ = Describe("AccessPolicy", func() {
-	It("accepts a valid policy and defaults mode and protocol", func() {
-		p := accessPolicy(nil)
+	It("accepts a valid policy, defaults mode and leaves an omitted protocol omitted (a default inside the atomic ports list would make every re-apply a write; the compiler reads it as TCP)", func() {
+		p := accessPolicy(func(p *itmv1.AccessPolicy) { p.Spec.Destinations[0].Ports[0].Protocol = "" })
 		Expect(k8s.Create(ctx, p)).To(Succeed())
 		Expect(p.Spec.Mode).To(Equal(itmv1.AccessModeEnforce))
-		Expect(p.Spec.Destinations[0].Ports[0].Protocol).To(Equal(itmv1.ProtocolTCP))
+		Expect(p.Spec.Destinations[0].Ports[0].Protocol).To(BeEmpty())
 	})
 
 	It("accepts a name of exactly 50 characters", func() {
