@@ -130,6 +130,11 @@ func TestHealthBeforeTheControllerCaughtUp(t *testing.T) {
 				stalled := loadObject(t, kind, tc.InputPath)
 				st := stalled["status"].(map[string]any)
 				st["conditions"] = append(st["conditions"].([]any), map[string]any{"type": "Stalled", "status": "True", "reason": "Broken", "message": "x"})
+				// A condition without a reason (written by hand, or by a
+				// future writer) is still read, never a Lua error.
+				noReason := loadObject(t, kind, tc.InputPath)
+				nst := noReason["status"].(map[string]any)
+				nst["conditions"] = append(nst["conditions"].([]any), map[string]any{"type": "Stalled", "status": "True", "message": "x"})
 				for name, c := range map[string]struct {
 					obj  map[string]any
 					want string
@@ -139,6 +144,7 @@ func TestHealthBeforeTheControllerCaughtUp(t *testing.T) {
 					"empty status":         {emptyStatus, "Progressing"},
 					"stale generation":     {stale, "Progressing"},
 					"stalled though ready": {stalled, "Degraded"},
+					"stalled, no reason":   {noReason, "Degraded"},
 				} {
 					got, err := RunKind(kind, c.obj)
 					if err != nil {

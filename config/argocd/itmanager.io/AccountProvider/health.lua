@@ -32,9 +32,9 @@ if obj.status.conditions ~= nil then
 end
 local function say(c)
   if c.message ~= nil and c.message ~= "" then
-    return c.reason .. ": " .. c.message
+    return (c.reason or c.type) .. ": " .. c.message
   end
-  return c.reason
+  return c.reason or c.type
 end
 if stalled ~= nil then
   return {status = "Degraded", message = say(stalled)}
