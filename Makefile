@@ -63,9 +63,10 @@ dev: control-plane manifests ## Run a local control plane, the manager and the c
 	$(LOCALBIN)/itmanager-dev
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook configuration, and copy the CRDs into the chart.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook configuration, the Argo CD health checks, and copy the CRDs into the chart.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
 	go run ./hack/admissiongen config/admission/accesspolicy.yaml
+	go run ./hack/argocdgen
 	hack/sync-chart.sh
 
 .PHONY: generate

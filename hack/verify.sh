@@ -10,6 +10,7 @@ generated() {
   find config/crd/bases config/rbac/role.yaml config/webhook/manifests.yaml config/admission/accesspolicy.yaml \
     charts/itmanager/templates/crds charts/itmanager/templates/manager-rbac.yaml charts/itmanager/templates/admission-policies.yaml \
     charts/itmanager/files -type f 2>/dev/null
+  find config/argocd -name health.lua 2>/dev/null
   find . -name 'zz_generated*.go' -not -path './bin/*' 2>/dev/null
 }
 snapshot() { generated | sort | xargs sha256sum; }

@@ -1,7 +1,9 @@
 // Package argocd holds the Argo CD health checks of itmanager's kinds, in
 // Argo CD's resource_customizations layout (itmanager.io/<Kind>/health.lua,
 // with testdata/ fixtures and health_test.yaml beside each), and runs them
-// as Argo CD does, so tests can check them against real objects.
+// as Argo CD does, so tests can check them against real objects. The
+// scripts are written by `make manifests` (hack/argocdgen) from the one
+// template health.lua.tmpl, since Argo CD runs each alone.
 package argocd
 
 import (
