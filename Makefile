@@ -97,7 +97,7 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager and kubect
 .PHONY: test
 test: control-plane manifests generate $(HELM) $(KUSTOMIZE) $(NFPM) $(PROMTOOL) ## Run every test: the pure ones, the integration ones against the real control plane built from source (and a real slapd), the agent packages in scratch roots, and promtool's tests of the alert rules.
 	hack/install-slapd.sh
-	hack/install-package-tools.sh
+	hack/install-node-packages.sh package-tests
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --print)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" NFPM="$(NFPM)" \
 		go test -tags integration $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 	cd hack/tools/prometheus && PROMTOOL="$(PROMTOOL)" go test $(GO_TEST_FLAGS) ./...

@@ -7,16 +7,26 @@
 # No package's own service is started. Needs root, or is a no-op when all are
 # present.
 #
-#   hack/install-node-packages.sh          everything
-#   hack/install-node-packages.sh image    only what make image needs
+#   hack/install-node-packages.sh                everything for the image and the node
+#   hack/install-node-packages.sh image          only what make image needs
+#   hack/install-node-packages.sh package-tests  what make test's agent package
+#     tests need: dpkg (the .deb into a scratch root), systemd's
+#     systemd-analyze (the unit), rpm (the .rpm's metadata), shellcheck (the
+#     install script); nothing of the project's own packages is installed
+#     onto this machine
 set -euo pipefail
 
 # command-or-path:package pairs.
 image=(podman:podman /etc/ssl/certs/ca-certificates.crt:ca-certificates)
 node=(runc:runc /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables
 	ipset:ipset nft:nftables ip:iproute2 conntrack:conntrack)
-want=("${image[@]}")
-[[ "${1:-}" == image ]] || want+=("${node[@]}")
+package_tests=(dpkg:dpkg systemd-analyze:systemd rpm:rpm shellcheck:shellcheck)
+case "${1:-}" in
+image) want=("${image[@]}") ;;
+package-tests) want=("${package_tests[@]}") ;;
+"") want=("${image[@]}" "${node[@]}") ;;
+*) echo "usage: $0 [image|package-tests]" >&2; exit 2 ;;
+esac
 
 missing=()
 for pair in "${want[@]}"; do

@@ -6,7 +6,7 @@
 // a scratch root (never onto this machine: --root, and the maintainer
 // scripts run with $DPKG_ROOT and no systemd of this host), and the install
 // script installs into scratch roots. Needs dpkg, systemd-analyze, rpm and
-// shellcheck (hack/install-package-tools.sh installs them).
+// shellcheck (hack/install-node-packages.sh package-tests installs them).
 package packages
 
 import (
@@ -60,7 +60,7 @@ func requireTools(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"dpkg", "systemd-analyze", "rpm", "shellcheck", "tar", "sha256sum"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is missing: run hack/install-package-tools.sh (as root), as make test does", tool)
+			t.Fatalf("%s is missing: run hack/install-node-packages.sh package-tests (as root), as make test does", tool)
 		}
 	}
 	if os.Getenv("NFPM") == "" {
@@ -261,7 +261,7 @@ func TestUnitPassesSystemdAnalyzeVerifyAloneAndWithTheUpgradeDropIn(t *testing.T
 	// from this host's systemd, so verify can load the unit's graph.
 	targets, err := filepath.Glob("/usr/lib/systemd/system/*.target")
 	if err != nil || len(targets) == 0 {
-		t.Fatalf("no systemd targets under /usr/lib/systemd/system (install systemd: hack/install-package-tools.sh): %v", err)
+		t.Fatalf("no systemd targets under /usr/lib/systemd/system (install systemd: hack/install-node-packages.sh package-tests): %v", err)
 	}
 	for _, target := range targets {
 		data, err := os.ReadFile(target)
