@@ -27,6 +27,7 @@ import (
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/access"
+	"github.com/itmanager-io/itmanager/internal/index"
 	"github.com/itmanager-io/itmanager/internal/kit"
 	"github.com/itmanager-io/itmanager/internal/netpol"
 	"github.com/itmanager-io/itmanager/internal/owned"
@@ -81,9 +82,11 @@ type AccessPolicyReconciler struct {
 	// pending are the observed changes not yet enforced, for
 	// itmanager_access_propagation_seconds.
 	pending pendingChanges
-	nps     *owned.Set[*networkingv1.NetworkPolicy, *networkingv1.NetworkPolicyList]
-	crbs    *owned.Set[*rbacv1.ClusterRoleBinding, *rbacv1.ClusterRoleBindingList]
-	rbs     *owned.Set[*rbacv1.RoleBinding, *rbacv1.RoleBindingList]
+	// claims answers which Devices claim an address.
+	claims *index.Claims
+	nps    *owned.Set[*networkingv1.NetworkPolicy, *networkingv1.NetworkPolicyList]
+	crbs   *owned.Set[*rbacv1.ClusterRoleBinding, *rbacv1.ClusterRoleBindingList]
+	rbs    *owned.Set[*rbacv1.RoleBinding, *rbacv1.RoleBindingList]
 }
 
 // +kubebuilder:rbac:groups=itmanager.io,resources=accesspolicies,verbs=get;list;watch
@@ -267,6 +270,10 @@ func count32(n int) int32 {
 // concern.
 func (r *AccessPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.status = kit.Status{Client: r.Client, FieldManager: AccessFieldManager}
+	var err error
+	if r.claims, err = index.ClaimsOf(context.Background(), mgr.GetCache()); err != nil {
+		return err
+	}
 	cfg := owned.Config{
 		Client: r.Client, APIReader: r.APIReader, FieldManager: AccessFieldManager, OwnerLabel: netpol.LabelAccessPolicy,
 		Owner: schema.GroupKind{Group: itmv1.GroupVersion.Group, Kind: "AccessPolicy"}, OwnerNoun: "policy",

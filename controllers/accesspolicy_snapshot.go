@@ -123,7 +123,7 @@ func (r *AccessPolicyReconciler) candidates(ctx context.Context, people map[stri
 		if c.LastCheckIn, err = RenewTime(ctx, r.Client, r.DevicesNamespace, d); err != nil {
 			return nil, err
 		}
-		if c.Conflicts, err = AddressConflicts(ctx, r.Client, d); err != nil {
+		if c.Conflicts, err = AddressConflicts(r.claims, d); err != nil {
 			return nil, err
 		}
 		out = append(out, c)

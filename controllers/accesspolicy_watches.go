@@ -106,7 +106,7 @@ func (r *AccessPolicyReconciler) deviceToPolicies(ctx context.Context, o client.
 	d := o.(*itmv1.Device)
 	ps := r.policiesForDevice(ctx, d)
 	for _, addr := range device.Claims(d) {
-		others, _ := OtherClaimants(ctx, r.Client, addr, d.Name)
+		others, _ := OtherClaimants(r.claims, addr, d.Name)
 		for _, name := range others {
 			other := &itmv1.Device{}
 			if err := r.Get(ctx, types.NamespacedName{Name: name}, other); err == nil {
@@ -161,7 +161,7 @@ func (r *AccessPolicyReconciler) reportToPolicies(ctx context.Context, old, cur 
 	after := access.Candidate{Device: cur, AddressRanges: r.AddressRanges}
 	var err error
 	if after.LastCheckIn, err = RenewTime(ctx, r.Client, r.DevicesNamespace, cur); err == nil {
-		after.Conflicts, err = AddressConflicts(ctx, r.Client, cur)
+		after.Conflicts, err = AddressConflicts(r.claims, cur)
 	}
 	if err != nil {
 		return requestsFor(ps)

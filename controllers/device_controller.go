@@ -57,6 +57,8 @@ type DeviceReconciler struct {
 
 	status     *kit.Status
 	statusOnce sync.Once
+	// claims answers which Devices claim an address.
+	claims *index.Claims
 }
 
 // writer is the controller's one status writer. The check-in service and
@@ -109,7 +111,7 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			return ctrl.Result{}, err
 		}
 	}
-	if in.Conflicts, err = AddressConflicts(ctx, r.Client, dev); err != nil {
+	if in.Conflicts, err = AddressConflicts(r.claims, dev); err != nil {
 		return ctrl.Result{}, err
 	}
 	if in.Unenrolled, in.EnrolmentConflict, err = AgentEnrolment(ctx, r.Client, r.DevicesNamespace, dev); err != nil {
@@ -142,6 +144,10 @@ func (r *DeviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 func (r *DeviceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// The status memo is keyed by UID, which a NotFound no longer tells.
 	forgetStatus := r.writer().ForgetOnDelete()
+	var err error
+	if r.claims, err = index.ClaimsOf(context.Background(), mgr.GetCache()); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("device").
@@ -182,7 +188,7 @@ func (r *DeviceReconciler) devicesSharingAddresses(ctx context.Context, o client
 	var reqs []reconcile.Request
 	for _, addr := range device.Claims(o.(*itmv1.Device)) {
 		// On a lookup error those Devices still get their own next reconcile.
-		others, _ := OtherClaimants(ctx, r.Client, addr, o.GetName())
+		others, _ := OtherClaimants(r.claims, addr, o.GetName())
 		for _, name := range others {
 			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
 		}

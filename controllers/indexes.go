@@ -11,7 +11,12 @@ import (
 )
 
 // SetupIndexes registers the field indexes the controllers use (named, and
-// their keys built, in internal/index).
+// their keys built, in internal/index), and the Device informer's index of
+// claimed addresses (index.Claims).
 func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
-	return index.Setup(ctx, mgr.GetFieldIndexer())
+	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	_, err := index.ClaimsOf(ctx, mgr.GetCache())
+	return err
 }

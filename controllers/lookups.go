@@ -88,10 +88,10 @@ func enrolmentSecretDevice(devicesNamespace string, o client.Object) []reconcile
 
 // AddressConflicts maps each of the device's addresses that other Devices
 // claim too to those Devices' sorted names.
-func AddressConflicts(ctx context.Context, c client.Reader, dev *itmv1.Device) (map[string][]string, error) {
+func AddressConflicts(claims *index.Claims, dev *itmv1.Device) (map[string][]string, error) {
 	var out map[string][]string
 	for _, addr := range device.Claims(dev) {
-		others, err := OtherClaimants(ctx, c, addr, dev.Name)
+		others, err := OtherClaimants(claims, addr, dev.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -107,17 +107,10 @@ func AddressConflicts(ctx context.Context, c client.Reader, dev *itmv1.Device) (
 
 // OtherClaimants are the sorted names of the Devices other than self that
 // claim addr.
-func OtherClaimants(ctx context.Context, c client.Reader, addr, self string) ([]string, error) {
-	list := &itmv1.DeviceList{}
-	if err := c.List(ctx, list, index.DevicesClaiming(addr), client.UnsafeDisableDeepCopy); err != nil {
+func OtherClaimants(claims *index.Claims, addr, self string) ([]string, error) {
+	names, err := claims.Claimants(addr)
+	if err != nil {
 		return nil, err
 	}
-	var names []string
-	for _, d := range list.Items {
-		if d.Name != self {
-			names = append(names, d.Name)
-		}
-	}
-	slices.Sort(names)
-	return names, nil
+	return slices.DeleteFunc(names, func(n string) bool { return n == self }), nil
 }

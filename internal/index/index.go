@@ -12,16 +12,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
-	"github.com/itmanager-io/itmanager/internal/device"
 )
 
 // Index names.
 const (
 	// DeviceNodeNameField indexes Devices by spec.nodeName.
 	DeviceNodeNameField = "spec.nodeName"
-	// DeviceAddressField indexes Active Devices by every address they claim
-	// (device.Claims: static and observed).
-	DeviceAddressField = "address"
 	// DeviceAssigneeField indexes Devices by spec.assignee.
 	DeviceAssigneeField = "spec.assignee"
 	// OnboardingGroupField indexes OnboardingRequests by each of spec.groups.
@@ -76,12 +72,6 @@ func NamespaceKey(ns string) string { return "ns:" + ns }
 // DevicesOnNode selects the Devices whose spec.nodeName is node.
 func DevicesOnNode(node string) client.MatchingFields {
 	return client.MatchingFields{DeviceNodeNameField: node}
-}
-
-// DevicesClaiming selects the Devices that claim addr (in its
-// device.Canonical spelling).
-func DevicesClaiming(addr string) client.MatchingFields {
-	return client.MatchingFields{DeviceAddressField: addr}
 }
 
 // DevicesOf selects the Devices assigned to user.
@@ -213,7 +203,6 @@ func Setup(ctx context.Context, indexer client.FieldIndexer) error {
 		keys  client.IndexerFunc
 	}{
 		{&itmv1.Device{}, DeviceNodeNameField, func(o client.Object) []string { return DeviceNodeNameKeys(o.(*itmv1.Device)) }},
-		{&itmv1.Device{}, DeviceAddressField, func(o client.Object) []string { return device.Claims(o.(*itmv1.Device)) }},
 		{&itmv1.Device{}, DeviceAssigneeField, func(o client.Object) []string { return DeviceAssigneeKeys(o.(*itmv1.Device)) }},
 		{&itmv1.OnboardingRequest{}, OnboardingGroupField, func(o client.Object) []string { return o.(*itmv1.OnboardingRequest).Spec.Groups }},
 		{&itmv1.OnboardingRequest{}, OnboardingProviderField, func(o client.Object) []string { return OnboardingProviderKeys(o.(*itmv1.OnboardingRequest)) }},

@@ -68,7 +68,6 @@ func TestLookupsAskForTheKeysSetupIndexesObjectsUnder(t *testing.T) {
 		{"waiting", RequestsWaitingForDevices(), OnboardingWaitingField, &itmv1.OnboardingRequest{Status: itmv1.OnboardingRequestStatus{
 			Conditions: []metav1.Condition{{Type: itmv1.OnboardingConditionDevicesAssigned, Status: metav1.ConditionFalse}}}}},
 		{"group member", RequestsInGroup("eng"), OnboardingGroupField, &itmv1.OnboardingRequest{Spec: itmv1.OnboardingRequestSpec{Groups: []string{"ops", "eng"}}}},
-		{"address, in its canonical spelling", DevicesClaiming("fd00::1"), DeviceAddressField, &itmv1.Device{Spec: itmv1.DeviceSpec{Addresses: []string{"10.0.0.1", "FD00:0::1"}}}},
 	}
 	untested := maps.Clone(indexes)
 	for _, c := range cases {
