@@ -55,6 +55,7 @@ func (r *AccessPolicyReconciler) gather(ctx context.Context, p *itmv1.AccessPoli
 	if s.have, err = r.generated(ctx, p.Name); err != nil {
 		return nil, err
 	}
+	s.NetworkPolicies = s.have.nps
 	return s, nil
 }
 

@@ -67,6 +67,9 @@ type Snapshot struct {
 	// ServiceAccounts are the metadata of the ServiceAccounts AccountRefs
 	// claims that exist, read live.
 	ServiceAccounts map[types.NamespacedName]metav1.ObjectMeta
+	// NetworkPolicies are the policy's NetworkPolicies in place: how many
+	// shards they have is kept while it fits (netpol.Input.Existing).
+	NetworkPolicies []*networkingv1.NetworkPolicy
 }
 
 // Config is the installation's part of every policy's resolution.
@@ -104,7 +107,7 @@ func Compute(s Snapshot, c Config, now time.Time) Plan {
 
 	var targets []netpol.Target
 	targets, plan.Forbidden = Targets(&p.Spec, s.Selectors, protected, s.Namespaces)
-	plan.NetworkPolicies = netpol.Compile(netpol.Input{Owner: p, Targets: targets, Prefixes: plan.Prefixes})
+	plan.NetworkPolicies = netpol.Compile(netpol.Input{Owner: p, Targets: targets, Prefixes: plan.Prefixes, Existing: s.NetworkPolicies})
 
 	var sas []rbacv1.Subject
 	if len(p.Spec.KubernetesAccess) > 0 {

@@ -44,6 +44,10 @@ type Input struct {
 	Targets []Target
 	// Prefixes are the aggregated allowed addresses, sorted.
 	Prefixes []netip.Prefix
+	// Existing are the policy's NetworkPolicies in place (any namespace):
+	// their number tells how many shards there are, which changes only
+	// when it must (see shards).
+	Existing []*networkingv1.NetworkPolicy
 	// MaxCIDRs overrides MaxCIDRsPerObject (tests); zero means the default.
 	MaxCIDRs int
 }
@@ -57,34 +61,35 @@ func Name(policy string, n int) string {
 	return "itm-" + policy + "." + strconv.Itoa(n)
 }
 
-// Compile returns the NetworkPolicies for every target namespace, sorted by
-// namespace and name. Destinations of one namespace that select the same pods
+// Compile returns the NetworkPolicies for every target namespace, by
+// namespace and then index. Destinations of one namespace that select the same pods
 // share objects (their ports are merged); each distinct podSelector gets its
-// own, since a NetworkPolicy has one. With no allowed address each gets no
-// ingress rule at all, which isolates the selected pods: an empty "from"
-// would mean "from anywhere".
+// own, since a NetworkPolicy has one. Above the CIDR limit each gets one
+// object per shard (see shards): group g's shard k is object g×shards+k.
+// With no allowed address each gets no ingress rule at all, which isolates
+// the selected pods: an empty "from" would mean "from anywhere"; so does an
+// object whose shard happens to be empty, the others admitting the rest.
 func Compile(in Input) []*networkingv1.NetworkPolicy {
 	maxCIDRs := cmp.Or(in.MaxCIDRs, MaxCIDRsPerObject)
+	targets := slices.Clone(in.Targets)
+	slices.SortFunc(targets, func(a, b Target) int { return cmp.Compare(a.Namespace, b.Namespace) })
+	prev := 0
+	if len(targets) > 0 {
+		prev = shardsInPlace(in.Owner, in.Existing, targets[0].Namespace, len(groupBySelector(targets[0].Destinations)))
+	}
 	var peers [][]networkingv1.NetworkPolicyPeer
-	for chunk := range slices.Chunk(in.Prefixes, maxCIDRs) {
-		ps := make([]networkingv1.NetworkPolicyPeer, 0, len(chunk))
-		for _, p := range chunk {
+	for _, shard := range shards(in.Prefixes, prev, maxCIDRs) {
+		ps := make([]networkingv1.NetworkPolicyPeer, 0, len(shard))
+		for _, p := range shard {
 			ps = append(ps, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: p.String()}})
 		}
 		peers = append(peers, ps)
 	}
 
-	targets := slices.Clone(in.Targets)
-	slices.SortFunc(targets, func(a, b Target) int { return cmp.Compare(a.Namespace, b.Namespace) })
 	var out []*networkingv1.NetworkPolicy
 	for _, t := range targets {
 		n := 0
 		for _, g := range groupBySelector(t.Destinations) {
-			if len(peers) == 0 {
-				out = append(out, object(in.Owner, t.Namespace, n, g, nil))
-				n++
-				continue
-			}
 			for _, from := range peers {
 				out = append(out, object(in.Owner, t.Namespace, n, g, from))
 				n++

@@ -1,0 +1,109 @@
+package netpol
+
+import (
+	"hash/fnv"
+	"net/netip"
+	"slices"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Sharding. Above MaxCIDRsPerObject a policy's addresses are spread over
+// shards by a hash of each CIDR, not cut in address order: a device coming
+// or going then changes the one shard its address hashes to, where cutting
+// a sorted list at every 1,000th CIDR shifts every shard after it (at
+// 100,000 devices a single change rewrote about half of a policy's objects,
+// 40 KiB each). The shard count is a power of two, kept from the objects in
+// place while it fits: it doubles when a shard would exceed the limit and
+// halves only when the halved shards would be three-quarters full at most,
+// so a count hovering at a boundary does not reshuffle every object each
+// time. Up to MaxCIDRsPerObject addresses, and with nothing in place, a
+// policy has one object per selected pod group, as before.
+
+// shards spreads the sorted prefixes over a power-of-two number of shards,
+// each sorted and at most limit long, starting from prev shards (0: none in
+// place). There is always at least one shard.
+func shards(prefixes []netip.Prefix, prev, limit int) [][]netip.Prefix {
+	if len(prefixes) == 0 {
+		return [][]netip.Prefix{nil}
+	}
+	hashes := make([]uint64, len(prefixes))
+	for i, p := range prefixes {
+		hashes[i] = prefixHash(p)
+	}
+	fits := func(b int) bool {
+		counts := make([]int, b)
+		for _, h := range hashes {
+			counts[h&uint64(b-1)]++
+			if counts[h&uint64(b-1)] > limit {
+				return false
+			}
+		}
+		return true
+	}
+	b := 1
+	if prev > 1 && prev&(prev-1) == 0 {
+		b = prev
+	}
+	for b > 1 && 4*len(prefixes) <= 3*limit*(b/2) && fits(b/2) {
+		b /= 2
+	}
+	// Doubling spreads random addresses within a step or two; addresses
+	// chosen to collide could keep a shard full whatever the count: past a
+	// bound, cut in address order instead, which always fits.
+	bound := 64 * max(1, (len(prefixes)+limit-1)/limit)
+	for !fits(b) {
+		if b >= bound {
+			return slices.Collect(slices.Chunk(prefixes, limit))
+		}
+		b *= 2
+	}
+	out := make([][]netip.Prefix, b)
+	for i, p := range prefixes {
+		k := hashes[i] & uint64(b-1)
+		out[k] = append(out[k], p) // prefixes is sorted, so each shard is
+	}
+	return out
+}
+
+// prefixHash is a stable hash of a CIDR (the same in every replica and
+// release: a different one would move every address once).
+func prefixHash(p netip.Prefix) uint64 {
+	h := fnv.New64a()
+	a := p.Addr().As16()
+	_, _ = h.Write(a[:])
+	_, _ = h.Write([]byte{byte(p.Bits())})
+	// FNV's low bits alone are poorly mixed; a shard is picked by them.
+	x := h.Sum64()
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+// shardsInPlace is how many shards the owner's objects in place have: the
+// objects it controls in the first target namespace over the pod groups
+// there, when that is a power of two; 0 otherwise (nothing in place, or a
+// layout this release did not write).
+func shardsInPlace(owner metav1.Object, existing []*networkingv1.NetworkPolicy, ns string, groups int) int {
+	if groups == 0 {
+		return 0
+	}
+	n := 0
+	for _, np := range existing {
+		if np.Namespace == ns && metav1.IsControlledBy(np, owner) {
+			n++
+		}
+	}
+	if n == 0 || n%groups != 0 {
+		return 0
+	}
+	b := n / groups
+	if b&(b-1) != 0 {
+		return 0
+	}
+	return b
+}
