@@ -424,6 +424,9 @@ func startCluster(parent context.Context, opts clusterOptions) (*cluster, error)
 			"--metrics-bind-address=" + metricsAddr, "--metrics-secure=false",
 			"--health-probe-bind-address=" + probe, "--checkin-url=" + c.checkinAt,
 		}, opts.managerArgs...)
+		if r == 0 && *pprofAddr != "" {
+			args = append(args, "--pprof-bind-address="+*pprofAddr)
+		}
 		p, err := c.startProcess(fmt.Sprintf("manager-%d", r), managerBin, kubeconfig, args)
 		if err != nil {
 			return nil, err

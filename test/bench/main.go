@@ -52,6 +52,7 @@ var (
 	replicas      = flag.Int("replicas", 2, "Manager replicas (leader election on when more than one).")
 	curveFlag     = flag.String("curve", "", "Comma-separated device counts: run convergence and churn at each in a fresh cluster and write the scale curve (make bench-100k).")
 	out           = flag.String("out", "docs/benchmarks.md", "Report file (relative to the repository root).")
+	pprofAddr     = flag.String("pprof", "", "Serve the first manager replica's Go profiling endpoints (net/http/pprof) here, e.g. 127.0.0.1:6060, to see where its time and memory go; off by default.")
 	allowDirty    = flag.Bool("allow-dirty", false, "Run from a working tree with uncommitted changes; the report's commit is then marked -dirty.")
 )
 
