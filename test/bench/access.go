@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -548,6 +549,11 @@ type churnResult struct {
 	changes      int
 	churnChanges int64
 	npsPer       int
+	// The API server's ceiling and what the target needs of it.
+	objects       int
+	ceiling       float64
+	ceilingKiB    float64
+	needed, bound float64
 }
 
 // churn measures posture change → every affected NetworkPolicy while
@@ -668,7 +674,78 @@ func churn(c *cluster, n, changes int, rate float64) (*churnResult, error) {
 		return nil
 	})
 	logf("churn ran %s", time.Since(started).Round(time.Second))
+
+	// What would any design need? Each change touches one object in each of
+	// npsPer namespaces; with changes to one object coalesced, every object
+	// touched within the p99 bound L must be rewritten within it:
+	// objects × (1 − e^(−λL)) / L writes a second, λ the touches per
+	// object per second. And what can the API server take? A plain client
+	// rewriting the baseline's copies in a loop, nothing else writing.
+	var all networkingv1.NetworkPolicyList
+	if err := c.admin.List(c.ctx, &all, client.MatchingLabels{itmv1.LabelManagedBy: itmv1.ManagedByValue}); err != nil {
+		return nil, err
+	}
+	res.objects = len(all.Items)
+	res.bound = 1
+	if n > 10000 {
+		res.bound = 5
+	}
+	lambda := res.achieved * float64(res.npsPer) / float64(max(res.objects, 1))
+	res.needed = float64(res.objects) * (1 - math.Exp(-lambda*res.bound)) / res.bound
+	if res.ceiling, res.ceilingKiB, err = ceiling(c, 15*time.Second); err != nil {
+		return nil, err
+	}
+	logf("ceiling: %.0f NetworkPolicy updates/s of %.1f KiB; the target needs %.0f/s", res.ceiling, res.ceilingKiB, res.needed)
 	return res, nil
+}
+
+// ceiling is how many NetworkPolicy updates a second the API server takes
+// from a plain client, and their mean size: the convergence baseline's
+// copies rewritten in a loop for d (each update drops or puts back the
+// last CIDR), 16 in flight as the operator's workers, one writer per
+// object, after the operator's last writes.
+func ceiling(c *cluster, d time.Duration) (float64, float64, error) {
+	var l networkingv1.NetworkPolicyList
+	if err := c.admin.List(c.ctx, &l, client.MatchingLabels{"bench": "baseline"}); err != nil {
+		return 0, 0, err
+	}
+	if len(l.Items) == 0 {
+		return 0, 0, fmt.Errorf("no baseline NetworkPolicies to rewrite")
+	}
+	time.Sleep(5 * time.Second)
+	var done, bytes atomic.Int64
+	stop := time.Now().Add(d)
+	t0 := time.Now()
+	err := parallel(16, 16, func(w int) error {
+		var mine []*networkingv1.NetworkPolicy
+		var last []networkingv1.NetworkPolicyPeer
+		for i := w; i < len(l.Items); i += 16 {
+			if np := &l.Items[i]; len(np.Spec.Ingress) > 0 && len(np.Spec.Ingress[0].From) > 1 {
+				mine = append(mine, np)
+				last = append(last, np.Spec.Ingress[0].From[len(np.Spec.Ingress[0].From)-1])
+			}
+		}
+		for k := 0; len(mine) > 0 && time.Now().Before(stop); k++ {
+			i := k % len(mine)
+			np, from := mine[i], mine[i].Spec.Ingress[0].From
+			if from[len(from)-1] == last[i] {
+				np.Spec.Ingress[0].From = from[:len(from)-1]
+			} else {
+				np.Spec.Ingress[0].From = append(from, last[i])
+			}
+			if err := c.admin.Update(c.ctx, np); err != nil {
+				return err
+			}
+			done.Add(1)
+			bytes.Add(int64(np.Size()))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	n := done.Load()
+	return float64(n) / time.Since(t0).Seconds(), float64(bytes.Load()) / float64(max(n, 1)) / 1024, nil
 }
 
 func (r *churnResult) report(rep *report, n int) {
@@ -681,6 +758,11 @@ func (r *churnResult) report(rep *report, n int) {
 	rep.add(s, fmt.Sprintf("posture change → all %d affected NetworkPolicies, %d devices, under %.1f other device changes/s (asked %.0f/s): p50 / p99 / max", r.npsPer, n, r.achieved, r.rate),
 		pcts(r.lat)+fmt.Sprintf(", %d timed out (30 s), %d not sent (the previous change had not landed 30 s later)", r.timeouts, r.unsettled), target, met)
 	rep.add(s, "operator writes per second meanwhile", list(r.opWrites, 1), "", "")
+	rep.add(s, "ceiling: a plain client rewriting the convergence baseline's NetworkPolicies in a loop (16 in flight, nothing else writing)",
+		fmt.Sprintf("%.0f updates/s of %.1f KiB", r.ceiling, r.ceilingKiB), "", "")
+	rep.add(s, fmt.Sprintf("updates/s any design needs for p99 < %.0f s: each of the %d objects a change touches rewritten within it, changes to one object coalesced (%d objects × (1 − e^(−λ·%.0f s)) / %.0f s, λ = %.2f touches per object per second)",
+		r.bound, r.npsPer, r.objects, r.bound, r.bound, r.achieved*float64(r.npsPer)/float64(max(r.objects, 1))),
+		fmt.Sprintf("%.0f/s", r.needed), "≤ the ceiling", yes(r.needed <= r.ceiling))
 }
 
 // --- steady state -----------------------------------------------------------

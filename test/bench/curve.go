@@ -14,6 +14,7 @@ type curvePoint struct {
 	p50, p99           time.Duration
 	timeouts           int
 	churnRate          float64
+	ceiling, needed    float64
 	rss                int64
 	rep                *report
 }
@@ -35,6 +36,7 @@ func runCurvePoint(ctx context.Context, n int) (curvePoint, error) {
 	}
 	if lastChurn != nil {
 		p.p50, p.p99, p.timeouts, p.churnRate = pct(lastChurn.lat, 50), pct(lastChurn.lat, 99), lastChurn.timeouts, lastChurn.achieved
+		p.ceiling, p.needed = lastChurn.ceiling, lastChurn.needed
 	}
 	return p, nil
 }
@@ -45,16 +47,16 @@ func renderCurve(st stamp, curve []curvePoint) string {
 	b.WriteString("## Scale curve (make bench-100k)\n\n")
 	fmt.Fprintf(&b, "Its own run: commit `%s`, %s, %s, command `%s` (took %s). Each row is a fresh cluster: %d policies over %d namespaces, 10 devices per person, scattered /32s.\n\n",
 		st.commit, st.date, st.machine, st.command, st.took.Round(time.Second), *policies, 2**policies)
-	b.WriteString("| devices | convergence | bare minimum | ratio (≤ 1.5×) | propagation p50 / p99 under churn | churn achieved | manager peak RSS | RSS target | p99 target |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| devices | convergence | bare minimum | ratio (≤ 1.5×) | propagation p50 / p99 under churn | churn achieved | NetworkPolicy updates/s the p99 target needs / the API server's ceiling | manager peak RSS | RSS target | p99 target |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range curve {
 		rssT, p99T, lim, rl := "< 300 MiB", "< 1 s", time.Second, int64(300<<20)
 		if p.devices > 10000 {
 			rssT, p99T, lim, rl = "< 1.5 GiB", "< 5 s", 5*time.Second, 1536<<20
 		}
 		ratio := p.operator.Seconds() / p.baseline.Seconds()
-		fmt.Fprintf(&b, "| %d | %s | %s | %.2f× (%s) | %s / %s (%d timed out) (%s) | %.1f/s | %s (%s) | %s | %s |\n",
+		fmt.Fprintf(&b, "| %d | %s | %s | %.2f× (%s) | %s / %s (%d timed out) (%s) | %.1f/s | %.0f / %.0f | %s (%s) | %s | %s |\n",
 			p.devices, ms(p.operator), ms(p.baseline), ratio, yes(ratio <= 1.5), ms(p.p50), ms(p.p99), p.timeouts,
-			yes(p.timeouts == 0 && p.p99 < lim), p.churnRate, mib(p.rss), yes(p.rss < rl), rssT, p99T)
+			yes(p.timeouts == 0 && p.p99 < lim), p.churnRate, p.needed, p.ceiling, mib(p.rss), yes(p.rss < rl), rssT, p99T)
 	}
 	b.WriteString("\n")
 	for _, p := range curve {
