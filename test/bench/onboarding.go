@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/testenv"
@@ -89,26 +90,67 @@ func onboard(c *cluster, n int) (*onboardResult, error) {
 		return nil, err
 	}
 	time.Sleep(5 * time.Second) // the Device controller's first status writes
-	w, err := c.admin.Watch(c.ctx, &itmv1.OnboardingRequestList{})
-	if err != nil {
-		return nil, err
-	}
-	defer w.Stop()
 	var mu sync.Mutex
 	active := map[string]time.Time{}
+	seen := func(r *itmv1.OnboardingRequest) {
+		if r.Status.Phase != itmv1.OnboardingPhaseActive {
+			return
+		}
+		mu.Lock()
+		if _, ok := active[r.Name]; !ok {
+			active[r.Name] = time.Now()
+		}
+		mu.Unlock()
+	}
+	// A watch from before the first create; should it end (one did, seconds
+	// in, for no reason the API server logged), what it missed is listed
+	// and it starts again from there. An Active seen only by the list
+	// counts from then.
+	stop := make(chan struct{})
+	defer close(stop)
+	watching := make(chan error, 1)
 	go func() {
-		for ev := range w.ResultChan() {
-			r, ok := ev.Object.(*itmv1.OnboardingRequest)
-			if !ok || ev.Type == watch.Deleted || r.Status.Phase != itmv1.OnboardingPhaseActive {
+		var opts []client.ListOption
+		for first := true; ; first = false {
+			w, err := c.admin.Watch(c.ctx, &itmv1.OnboardingRequestList{}, opts...)
+			if first {
+				watching <- err
+				if err != nil {
+					return
+				}
+			}
+			for ok := err == nil; ok; {
+				var ev watch.Event
+				select {
+				case <-stop:
+					w.Stop()
+					return
+				case ev, ok = <-w.ResultChan():
+				}
+				if r, isReq := ev.Object.(*itmv1.OnboardingRequest); ok && isReq && ev.Type != watch.Deleted {
+					seen(r)
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+			logf("  the OnboardingRequest watch ended; listing and watching again")
+			var l itmv1.OnboardingRequestList
+			if err := c.admin.List(c.ctx, &l); err != nil {
+				opts = nil
 				continue
 			}
-			mu.Lock()
-			if _, seen := active[r.Name]; !seen {
-				active[r.Name] = time.Now()
+			for i := range l.Items {
+				seen(&l.Items[i])
 			}
-			mu.Unlock()
+			opts = []client.ListOption{&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: l.ResourceVersion}}}
 		}
 	}()
+	if err := <-watching; err != nil {
+		return nil, err
+	}
 	w0, _ := c.audit.snapshot()
 	cpu0 := c.managerCPU()
 	logf("onboarding %d people (Kubernetes + LDAP accounts, a laptop each)", n)
