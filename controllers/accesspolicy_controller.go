@@ -166,7 +166,7 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	} else {
 		want := generatedObjects{nps: plan.NetworkPolicies, crbs: plan.ClusterRoleBindings, rbs: plan.RoleBindings}
 		out.Taken, out.ApplyErr = r.enforce(ctx, p, snap.have, want,
-			&access.Withdrawal{Policy: p, ClusterWideRoles: r.clusterWideRoles(), Namespaces: snap.Namespaces})
+			&access.Withdrawal{Policy: p, ClusterWideRoles: r.clusterWideRoles(), Namespaces: snap.Namespaces, Wanted: plan.NetworkPolicies})
 	}
 	if err := r.report(ctx, base, p, now, out); err != nil {
 		return ctrl.Result{}, errors.Join(out.ApplyErr, err)

@@ -253,6 +253,18 @@ func TestWithdrawalKeepsWhatTheSpecStillNamesAndLetsTheRestGo(t *testing.T) {
 		{"NetworkPolicy in a named namespace", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("named")) }, true, true},
 		{"NetworkPolicy in a selected namespace", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("labelled")) }, true, true},
 		{"NetworkPolicy elsewhere", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("other")) }, false, true},
+		{"a NetworkPolicy selecting the pods a wanted one selects there (a surplus shard)", func(w Withdrawal) (metav1.Object, bool) {
+			surplus := npIn("named")
+			surplus.Name = "itm-ops.1"
+			w.Wanted = []*networkingv1.NetworkPolicy{npIn("labelled"), npIn("named")}
+			return w.NetworkPolicy(surplus)
+		}, false, true},
+		{"a NetworkPolicy selecting other pods than the wanted ones there", func(w Withdrawal) (metav1.Object, bool) {
+			wanted := npIn("named")
+			wanted.Spec.PodSelector = metav1.LabelSelector{MatchLabels: map[string]string{"app": "y"}}
+			w.Wanted = []*networkingv1.NetworkPolicy{wanted}
+			return w.NetworkPolicy(npIn("named"))
+		}, true, true},
 		{"NetworkPolicy in a terminating namespace", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("dying")) }, false, true},
 		{"NetworkPolicy in a namespace being deleted", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("closing")) }, false, true},
 		{"NetworkPolicy in a gone namespace", func(w Withdrawal) (metav1.Object, bool) { return w.NetworkPolicy(npIn("gone")) }, false, true},

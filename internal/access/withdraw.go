@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -24,6 +25,11 @@ type Withdrawal struct {
 	// All keeps every object withdrawn: the spec is invalid, so what it
 	// names is unknown.
 	All bool
+	// Wanted are the NetworkPolicies the policy generates now: an object no
+	// longer wanted that selects the same pods as a wanted one in its
+	// namespace (a shard left over when the shard count halved) goes, since
+	// the wanted one keeps those pods isolated.
+	Wanted []*networkingv1.NetworkPolicy
 }
 
 // namespace is the object's namespace if it exists and is not being
@@ -39,6 +45,11 @@ func (w Withdrawal) NetworkPolicy(o *networkingv1.NetworkPolicy) (*networkingv1.
 		ns, ok := w.namespace(o.Namespace)
 		if !ok || !DestinationClaimed(&w.Policy.Spec, o.Namespace, labels.Set(ns.Labels)) {
 			return nil, false
+		}
+		for _, want := range w.Wanted {
+			if want.Namespace == o.Namespace && equality.Semantic.DeepEqual(want.Spec.PodSelector, o.Spec.PodSelector) {
+				return nil, false
+			}
 		}
 	}
 	return netpol.Isolating(w.Policy, o), true

@@ -73,10 +73,7 @@ func Compile(in Input) []*networkingv1.NetworkPolicy {
 	maxCIDRs := cmp.Or(in.MaxCIDRs, MaxCIDRsPerObject)
 	targets := slices.Clone(in.Targets)
 	slices.SortFunc(targets, func(a, b Target) int { return cmp.Compare(a.Namespace, b.Namespace) })
-	prev := 0
-	if len(targets) > 0 {
-		prev = shardsInPlace(in.Owner, in.Existing, targets[0].Namespace, len(groupBySelector(targets[0].Destinations)))
-	}
+	prev := shardsInPlace(in.Owner, in.Existing, targets)
 	var peers [][]networkingv1.NetworkPolicyPeer
 	for _, shard := range shards(in.Prefixes, prev, maxCIDRs) {
 		ps := make([]networkingv1.NetworkPolicyPeer, 0, len(shard))

@@ -6,25 +6,27 @@ import (
 	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Sharding. Above MaxCIDRsPerObject a policy's addresses are spread over
 // shards by a hash of each CIDR, not cut in address order: a device coming
 // or going then changes the one shard its address hashes to, where cutting
-// a sorted list at every 1,000th CIDR shifts every shard after it (at
-// 100,000 devices a single change rewrote about half of a policy's objects,
-// 40 KiB each). The shard count is a power of two, kept from the objects in
-// place while it fits: it doubles when a shard would exceed the limit and
-// halves only when the halved shards would be three-quarters full at most,
-// so a count hovering at a boundary does not reshuffle every object each
-// time. Up to MaxCIDRsPerObject addresses, and with nothing in place, a
-// policy has one object per selected pod group, as before.
+// a sorted list at every 1,000th CIDR shifts every shard after it (one
+// address more near the start of 10,000 rewrote all ten objects of 40 KiB).
+// The shard count is a power of two, kept from the objects in place while
+// it fits: it doubles when a shard would exceed the limit and halves only
+// when the halved shards would be three-quarters full at most, so a count
+// hovering at a boundary does not reshuffle every object each time; but
+// whenever one object holds everything there is one (DESIGN: more shards
+// only when needed).
 
 // shards spreads the sorted prefixes over a power-of-two number of shards,
 // each sorted and at most limit long, starting from prev shards (0: none in
 // place). There is always at least one shard.
 func shards(prefixes []netip.Prefix, prev, limit int) [][]netip.Prefix {
+	limit = max(limit, 1)
 	if len(prefixes) == 0 {
 		return [][]netip.Prefix{nil}
 	}
@@ -46,7 +48,9 @@ func shards(prefixes []netip.Prefix, prev, limit int) [][]netip.Prefix {
 	if prev > 1 && prev&(prev-1) == 0 {
 		b = prev
 	}
-	for b > 1 && 4*len(prefixes) <= 3*limit*(b/2) && fits(b/2) {
+	// One object whenever one holds everything (DESIGN: shards only when
+	// needed); above that, halving waits for three-quarters.
+	for b > 1 && fits(b/2) && (b == 2 || 4*len(prefixes) <= 3*limit*(b/2)) {
 		b /= 2
 	}
 	// Doubling spreads random addresses within a step or two; addresses
@@ -62,7 +66,7 @@ func shards(prefixes []netip.Prefix, prev, limit int) [][]netip.Prefix {
 	out := make([][]netip.Prefix, b)
 	for i, p := range prefixes {
 		k := hashes[i] & uint64(b-1)
-		out[k] = append(out[k], p) // prefixes is sorted, so each shard is
+		out[k] = append(out[k], p) // in order: each shard is sorted
 	}
 	return out
 }
@@ -84,26 +88,29 @@ func prefixHash(p netip.Prefix) uint64 {
 	return x
 }
 
-// shardsInPlace is how many shards the owner's objects in place have: the
-// objects it controls in the first target namespace over the pod groups
-// there, when that is a power of two; 0 otherwise (nothing in place, or a
-// layout this release did not write).
-func shardsInPlace(owner metav1.Object, existing []*networkingv1.NetworkPolicy, ns string, groups int) int {
-	if groups == 0 {
-		return 0
-	}
-	n := 0
-	for _, np := range existing {
-		if np.Namespace == ns && metav1.IsControlledBy(np, owner) {
-			n++
+// shardsInPlace is how many shards the owner's objects in place have: in
+// the first target namespace holding any, the objects it controls that
+// select the pods of that namespace's first pod group, when that is a power
+// of two; 0 otherwise (nothing in place, or a layout this release did not
+// write).
+func shardsInPlace(owner metav1.Object, existing []*networkingv1.NetworkPolicy, targets []Target) int {
+	for _, t := range targets {
+		groups := groupBySelector(t.Destinations)
+		if len(groups) == 0 {
+			continue
+		}
+		n := 0
+		for _, np := range existing {
+			if np.Namespace == t.Namespace && metav1.IsControlledBy(np, owner) && equality.Semantic.DeepEqual(np.Spec.PodSelector, groups[0].selector) {
+				n++
+			}
+		}
+		if n > 0 {
+			if n&(n-1) != 0 {
+				return 0
+			}
+			return n
 		}
 	}
-	if n == 0 || n%groups != 0 {
-		return 0
-	}
-	b := n / groups
-	if b&(b-1) != 0 {
-		return 0
-	}
-	return b
+	return 0
 }

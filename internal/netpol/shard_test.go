@@ -9,6 +9,7 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 )
@@ -126,10 +127,10 @@ func TestADeviceComingOrGoingChangesOneShard(t *testing.T) {
 }
 
 func TestTheShardCountChangesOnlyWhenItMust(t *testing.T) {
-	ps := scattered(1600, 3)
-	two := compileIn(ps[:1001], nil)
-	if len(two) != 2 {
-		t.Fatalf("1,001 CIDRs in %d objects, want 2", len(two))
+	ps := scattered(2600, 3)
+	two, four := compileIn(ps[:1001], nil), compileIn(ps[:2100], nil)
+	if len(two) != 2 || len(four) != 4 {
+		t.Fatalf("1,001 CIDRs in %d objects, 2,100 in %d; want 2 and 4", len(two), len(four))
 	}
 	for _, tc := range []struct {
 		name     string
@@ -137,11 +138,15 @@ func TestTheShardCountChangesOnlyWhenItMust(t *testing.T) {
 		in       []*networkingv1.NetworkPolicy
 		wantObjs int
 	}{
-		{"two stay two down to three-quarters of one", 751, two, 2},
-		{"two halve to one at three-quarters", 750, two, 1},
+		{"two become one as soon as one holds everything (DESIGN: shards only when needed)", 1000, two, 1},
 		{"one stays one up to the limit", 1000, compileIn(ps[:900], nil), 1},
-		{"two stay two up to two full", 1600, two, 2},
-		{"a count this release did not write is chosen afresh", 900, two[:1:1], 1},
+		{"one becomes two above it", 1001, compileIn(ps[:900], nil), 2},
+		{"four stay four down to three-quarters of two", 1501, four, 4},
+		{"four halve to two at three-quarters", 1500, four, 2},
+		{"two stay two while no shard overflows", 1900, two, 2},
+		{"two become four when one would", 2100, two, 4},
+		{"from scratch, the fewest that fit", 1500, nil, 2},
+		{"a count this release did not write is chosen afresh", 1500, append(slices.Clone(four), four[0]), 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := compileIn(ps[:tc.cidrs], tc.in); len(got) != tc.wantObjs {
@@ -154,19 +159,25 @@ func TestTheShardCountChangesOnlyWhenItMust(t *testing.T) {
 // Each pod group of a namespace gets every shard, named group×shards+shard;
 // the count in place is read over the groups.
 func TestShardsPerPodGroup(t *testing.T) {
-	ps := scattered(1500, 5)
+	ps := scattered(2500, 5)
 	in := Input{Owner: owner, Prefixes: ps, Targets: []Target{{Namespace: "a", Destinations: []itmv1.Destination{web(), {}}}}}
 	first := Compile(in)
-	if len(first) != 4 {
-		t.Fatalf("2 pod groups × 2 shards: %d objects", len(first))
+	if len(first) != 8 {
+		t.Fatalf("2 pod groups × 4 shards: %d objects", len(first))
 	}
-	if !equality.Semantic.DeepEqual(first[0].Spec.Ingress[0].From, first[2].Spec.Ingress[0].From) ||
-		!equality.Semantic.DeepEqual(first[1].Spec.Ingress[0].From, first[3].Spec.Ingress[0].From) {
-		t.Fatalf("the pod groups do not get the same shards")
+	for k := range 4 {
+		if !equality.Semantic.DeepEqual(first[k].Spec.Ingress[0].From, first[4+k].Spec.Ingress[0].From) {
+			t.Fatalf("the pod groups do not get the same shard %d", k)
+		}
 	}
-	in.Existing, in.Prefixes = first, ps[:800]
-	if got := Compile(in); len(got) != 4 {
-		t.Fatalf("800 CIDRs with 2 shards per group in place: %d objects, want 4 (kept)", len(got))
+	in.Existing, in.Prefixes = first, ps[:1600]
+	if got := Compile(in); len(got) != 8 {
+		t.Fatalf("1,600 CIDRs with 4 shards per group in place: %d objects, want 8 (kept)", len(got))
+	}
+	// A pod group added: the count is still read off the first group.
+	in.Targets[0].Destinations = append(in.Targets[0].Destinations, itmv1.Destination{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}})
+	if got := Compile(in); len(got) != 12 {
+		t.Fatalf("1,600 CIDRs, 3 pod groups, 4 shards per group in place: %d objects, want 12", len(got))
 	}
 }
 
