@@ -69,10 +69,10 @@ func TestCompile(t *testing.T) {
 			in: Input{Owner: owner, MaxCIDRs: 2, Prefixes: prefixes("10.0.0.1/32", "10.0.0.3/32", "10.0.0.5/32", "10.0.0.7/32", "10.0.0.9/32"),
 				Targets: []Target{{Namespace: "a", Destinations: []itmv1.Destination{web()}}}},
 			want: []string{
-				"a/itm-wiki sel=app=web 10.0.0.1/32 10.0.0.5/32",
-				"a/itm-wiki.1 sel=app=web 10.0.0.9/32",
+				"a/itm-wiki sel=app=web 10.0.0.7/32",
+				"a/itm-wiki.1 sel=app=web 10.0.0.3/32 10.0.0.9/32",
 				"a/itm-wiki.2 sel=app=web isolated",
-				"a/itm-wiki.3 sel=app=web 10.0.0.3/32 10.0.0.7/32",
+				"a/itm-wiki.3 sel=app=web 10.0.0.1/32 10.0.0.5/32",
 			},
 		},
 		"same pods: ports merged, sorted, deduplicated": {

@@ -4,6 +4,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"slices"
+	"strconv"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -37,8 +38,9 @@ func shards(prefixes []netip.Prefix, prev, limit int) [][]netip.Prefix {
 	fits := func(b int) bool {
 		counts := make([]int, b)
 		for _, h := range hashes {
-			counts[h&uint64(b-1)]++
-			if counts[h&uint64(b-1)] > limit {
+			k := bucket(h, b)
+			counts[k]++
+			if counts[k] > limit {
 				return false
 			}
 		}
@@ -65,10 +67,15 @@ func shards(prefixes []netip.Prefix, prev, limit int) [][]netip.Prefix {
 	}
 	out := make([][]netip.Prefix, b)
 	for i, p := range prefixes {
-		k := hashes[i] & uint64(b-1)
+		k := bucket(hashes[i], b)
 		out[k] = append(out[k], p) // in order: each shard is sorted
 	}
 	return out
+}
+
+// bucket is the shard of hash h among b, a power of two: its low bits.
+func bucket(h uint64, b int) int {
+	return int(h & uint64(b-1)) //nolint:gosec // b is a positive power of two, so the mask and the result are below it
 }
 
 // prefixHash is a stable hash of a CIDR (the same in every replica and
@@ -77,7 +84,7 @@ func prefixHash(p netip.Prefix) uint64 {
 	h := fnv.New64a()
 	a := p.Addr().As16()
 	_, _ = h.Write(a[:])
-	_, _ = h.Write([]byte{byte(p.Bits())})
+	_, _ = h.Write(strconv.AppendInt(nil, int64(p.Bits()), 10))
 	// FNV's low bits alone are poorly mixed; a shard is picked by them.
 	x := h.Sum64()
 	x ^= x >> 33
