@@ -25,10 +25,10 @@ type Withdrawal struct {
 	// All keeps every object withdrawn: the spec is invalid, so what it
 	// names is unknown.
 	All bool
-	// Wanted are the NetworkPolicies the policy generates now: an object no
-	// longer wanted that selects the same pods as a wanted one in its
-	// namespace (a shard left over when the shard count halved) goes, since
-	// the wanted one keeps those pods isolated.
+	// Wanted are the NetworkPolicies the policy generates now that exist
+	// already: an object no longer wanted that selects the same pods as one
+	// of them in its namespace (a shard left over when the shard count
+	// halved) goes, since that one keeps those pods isolated.
 	Wanted []*networkingv1.NetworkPolicy
 }
 
