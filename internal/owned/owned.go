@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,19 +81,11 @@ func (s *Set[T, L]) List(ctx context.Context, owner string) ([]T, error) {
 	return s.kind.Items(l), nil
 }
 
-// writesInFlight bounds the writes one Apply makes at once: a policy's
-// objects are independent, and each write waits on the API server, so a
-// reconcile that rewrites several objects (a policy over many namespaces,
-// or shards) takes about as long as its slowest write, not their sum.
-const writesInFlight = 8
-
 // Apply creates or updates every desired object that differs from what is
 // there (existing, from List). A desired object the cache does not show is
 // read live: absent, it is created; held by an object owner did not create,
 // its name is reported in taken and the object left alone; left by a
-// deleted predecessor of the same name, that one is deleted first. The
-// writes go out concurrently (writesInFlight); taken and errs are in the
-// order of desired.
+// deleted predecessor of the same name, that one is deleted first.
 func (s *Set[T, L]) Apply(ctx context.Context, owner client.Object, desired, existing []T) (taken []string, errs []error) {
 	have := map[string]T{}
 	for _, o := range existing {
@@ -103,74 +94,47 @@ func (s *Set[T, L]) Apply(ctx context.Context, owner client.Object, desired, exi
 			have[key(o)] = o
 		}
 	}
-	type result struct {
-		taken string
-		err   error
-	}
-	results := make([]result, len(desired))
-	sem := make(chan struct{}, writesInFlight)
-	var wg sync.WaitGroup
-	for i, o := range desired {
+	for _, o := range desired {
 		k := key(o)
 		cur, ok := have[k]
-		if ok && (s.upToDate(cur, o) || s.memo.Pending(owner.GetName(), k, cur.GetResourceVersion(), o)) {
+		cachedRV := ""
+		if ok {
+			cachedRV = cur.GetResourceVersion()
+			if s.upToDate(cur, o) || s.memo.Pending(owner.GetName(), k, cachedRV, o) {
+				continue
+			}
+		} else {
+			// Not in the cache: absent, just created by us and not seen
+			// yet, or someone else's. A live read tells.
+			live, why, err := s.live(ctx, o, owner)
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+				continue
+			case why != "":
+				taken = append(taken, why)
+				continue
+			case live != nil && s.upToDate(*live, o):
+				continue
+			case live != nil:
+				cur = *live
+				ok = true
+			}
+		}
+		var err error
+		if ok {
+			err = s.write(ctx, owner, o, &cur)
+		} else {
+			err = s.write(ctx, owner, o, nil)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			s.memo.Forget(owner.GetName(), k)
 			continue
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			results[i].taken, results[i].err = s.applyOne(ctx, owner, o, cur, ok)
-		}()
-	}
-	wg.Wait()
-	for _, r := range results {
-		if r.taken != "" {
-			taken = append(taken, r.taken)
-		}
-		if r.err != nil {
-			errs = append(errs, r.err)
-		}
+		s.memo.Wrote(owner.GetName(), k, cachedRV, o)
 	}
 	return taken, errs
-}
-
-// applyOne writes one desired object that is not up to date; cur is the
-// cached object when cached (ok).
-func (s *Set[T, L]) applyOne(ctx context.Context, owner client.Object, o, cur T, ok bool) (string, error) {
-	k := key(o)
-	cachedRV := ""
-	if ok {
-		cachedRV = cur.GetResourceVersion()
-	} else {
-		// Not in the cache: absent, just created by us and not seen
-		// yet, or someone else's. A live read tells.
-		live, why, err := s.live(ctx, o, owner)
-		switch {
-		case err != nil:
-			return "", err
-		case why != "":
-			return why, nil
-		case live != nil && s.upToDate(*live, o):
-			return "", nil
-		case live != nil:
-			cur = *live
-			ok = true
-		}
-	}
-	var err error
-	if ok {
-		err = s.write(ctx, owner, o, &cur)
-	} else {
-		err = s.write(ctx, owner, o, nil)
-	}
-	if err != nil {
-		s.memo.Forget(owner.GetName(), k)
-		return "", err
-	}
-	s.memo.Wrote(owner.GetName(), k, cachedRV, o)
-	return "", nil
 }
 
 // Prune removes the existing objects owner generated that desired does not

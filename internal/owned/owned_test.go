@@ -5,9 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -62,11 +60,8 @@ func np(o *itmv1.AccessPolicy, ns, name string, cidrs ...string) *networkingv1.N
 	return p
 }
 
-// writes counts the create, update and delete requests the Set sends
-// (under countMu: an Apply writes concurrently).
+// writes counts the create, update and delete requests the Set sends.
 type writes struct{ create, update, del int }
-
-var countMu sync.Mutex
 
 func newSet(t *testing.T, w *writes, objs ...client.Object) (*Set[*networkingv1.NetworkPolicy, *networkingv1.NetworkPolicyList], client.Client) {
 	t.Helper()
@@ -84,26 +79,19 @@ func newSetMeddled(t *testing.T, w *writes, meddle func(client.WithWatch) error,
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
-			countMu.Lock()
 			w.create++
-			countMu.Unlock()
 			return c.Create(ctx, o, opts...)
 		},
 		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
-			countMu.Lock()
 			w.update++
-			m := meddle
-			meddle = nil
-			countMu.Unlock()
-			if m != nil {
+			if m := meddle; m != nil {
+				meddle = nil
 				return m(c)
 			}
 			return c.Update(ctx, o, opts...)
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
-			countMu.Lock()
 			w.del++
-			countMu.Unlock()
 			return c.Delete(ctx, o, opts...)
 		},
 	}).Build()
@@ -159,63 +147,6 @@ func TestApplyCreatesWhatIsAbsentAndUpdatesOnlyWhatDiffers(t *testing.T) {
 	}
 	if !slices.Equal(cidrs(get(t, c, "c")), []string{"10.0.0.1/32"}) {
 		t.Fatal("c not created as desired")
-	}
-}
-
-// A reconcile that rewrites several objects takes about its slowest write,
-// not their sum: Apply's writes are in flight together. Each create here
-// waits (up to 5 s) until three are in flight; one at a time, none would
-// see the others.
-func TestApplyWritesConcurrentlyAndReportsInOrder(t *testing.T) {
-	o := owner("u1")
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	inFlight, most := 0, 0
-	all := make(chan struct{})
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "itm-ap"}}).WithInterceptorFuncs(interceptor.Funcs{
-		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-			mu.Lock()
-			inFlight++
-			most = max(most, inFlight)
-			if inFlight == 3 {
-				close(all)
-			}
-			mu.Unlock()
-			select {
-			case <-all:
-			case <-time.After(5 * time.Second):
-			}
-			mu.Lock()
-			inFlight--
-			mu.Unlock()
-			if obj.GetNamespace() == "d" {
-				return errors.New("refused")
-			}
-			return c.Create(ctx, obj, opts...)
-		},
-	}).Build()
-	s := New(NetworkPolicies, Config{
-		Client: c, APIReader: c, FieldManager: "test", OwnerLabel: ownerLabel,
-		Owner: schema.GroupKind{Group: itmv1.GroupVersion.Group, Kind: "AccessPolicy"}, OwnerNoun: "policy",
-	})
-	desired := []*networkingv1.NetworkPolicy{np(o, "a", "itm-ap", "10.0.0.1/32"), np(o, "b", "itm-ap"), np(o, "c", "itm-ap"), np(o, "d", "itm-ap"), np(o, "e", "itm-ap")}
-	taken, errs := s.Apply(ctx, o, desired, nil)
-	if most < 3 {
-		t.Fatalf("at most %d writes in flight, want 3 or more", most)
-	}
-	if len(taken) != 1 || !strings.Contains(taken[0], "b/itm-ap") {
-		t.Fatalf("taken %q, want b/itm-ap's name only", taken)
-	}
-	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "d/itm-ap") {
-		t.Fatalf("errs %v, want d/itm-ap's refusal only", errs)
-	}
-	for _, ns := range []string{"a", "c", "e"} {
-		if got := get(t, c, ns); !metav1.IsControlledBy(got, o) {
-			t.Fatalf("%s/itm-ap not created by the policy", ns)
-		}
 	}
 }
 
