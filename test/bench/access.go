@@ -126,6 +126,18 @@ func rssRows(c *cluster, rep *report, scenario string, n int) {
 	}
 	rep.add(scenario, fmt.Sprintf("manager peak RSS (highest replica, whole cluster life, %d devices)", n), mib(peak), target, met)
 	rep.add(scenario, "check-in service peak RSS", mib(c.checkin.Peak()), "", "")
+	// A closed watch costs its reader a re-watch (the operator's informers
+	// resume from their resourceVersion; the benchmark's do too, see follow).
+	tw, err := c.terminatedWatchers()
+	v := "not read: " + fmt.Sprint(err)
+	if err == nil {
+		v = "none"
+		if len(tw) > 0 {
+			v = list(tw, 1)
+		}
+		v += fmt.Sprintf("; of them the benchmark's own, opened again: %d", c.watchRestarts.Load())
+	}
+	rep.add(scenario, "watches the API server closed because their reader fell behind (apiserver_terminated_watchers_total, whole cluster life, by resource)", v, "", "")
 }
 
 // setupDevices creates the namespaces, the people (Active at once: no
@@ -237,47 +249,40 @@ type npWatcher struct {
 }
 
 func watchNPs(c *cluster) (*npWatcher, error) {
-	w, err := c.admin.Watch(c.ctx, &networkingv1.NetworkPolicyList{}, client.MatchingLabels{itmv1.LabelManagedBy: itmv1.ManagedByValue})
+	nw := &npWatcher{byNS: map[string]map[string][]netip.Prefix{}}
+	nw.cond = sync.NewCond(&nw.mu)
+	err := c.follow(c.ctx, &networkingv1.NetworkPolicyList{}, []client.ListOption{client.MatchingLabels{itmv1.LabelManagedBy: itmv1.ManagedByValue}}, func(ev watch.Event) {
+		np, ok := ev.Object.(*networkingv1.NetworkPolicy)
+		if !ok {
+			return
+		}
+		var ps []netip.Prefix
+		for _, r := range np.Spec.Ingress {
+			for _, f := range r.From {
+				if f.IPBlock == nil {
+					continue
+				}
+				if p, err := netip.ParsePrefix(f.IPBlock.CIDR); err == nil {
+					ps = append(ps, p)
+				}
+			}
+		}
+		nw.mu.Lock()
+		if nw.byNS[np.Namespace] == nil {
+			nw.byNS[np.Namespace] = map[string][]netip.Prefix{}
+		}
+		if ev.Type == watch.Deleted {
+			delete(nw.byNS[np.Namespace], np.Name)
+		} else {
+			nw.byNS[np.Namespace][np.Name] = ps
+		}
+		nw.seen = time.Now()
+		nw.cond.Broadcast()
+		nw.mu.Unlock()
+	})
 	if err != nil {
 		return nil, err
 	}
-	nw := &npWatcher{byNS: map[string]map[string][]netip.Prefix{}}
-	nw.cond = sync.NewCond(&nw.mu)
-	go func() {
-		for ev := range w.ResultChan() {
-			np, ok := ev.Object.(*networkingv1.NetworkPolicy)
-			if !ok {
-				continue
-			}
-			var ps []netip.Prefix
-			for _, r := range np.Spec.Ingress {
-				for _, f := range r.From {
-					if f.IPBlock == nil {
-						continue
-					}
-					if p, err := netip.ParsePrefix(f.IPBlock.CIDR); err == nil {
-						ps = append(ps, p)
-					}
-				}
-			}
-			nw.mu.Lock()
-			if nw.byNS[np.Namespace] == nil {
-				nw.byNS[np.Namespace] = map[string][]netip.Prefix{}
-			}
-			if ev.Type == watch.Deleted {
-				delete(nw.byNS[np.Namespace], np.Name)
-			} else {
-				nw.byNS[np.Namespace][np.Name] = ps
-			}
-			nw.seen = time.Now()
-			nw.cond.Broadcast()
-			nw.mu.Unlock()
-		}
-	}()
-	go func() {
-		<-c.ctx.Done()
-		w.Stop()
-	}()
 	return nw, nil
 }
 

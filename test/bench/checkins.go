@@ -279,11 +279,17 @@ func measureStale(c *cluster, f *fleet, names []string, sample int, threshold ti
 	for k := range sample {
 		picked[names[(k*len(names)+len(names)/2)/sample]] = true
 	}
-	w, err := c.admin.Watch(c.ctx, &itmv1.DeviceList{}, client.MatchingLabels{"bench": "checkins"})
-	if err != nil {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	events := make(chan watch.Event, 1024)
+	if err := c.follow(ctx, &itmv1.DeviceList{}, []client.ListOption{client.MatchingLabels{"bench": "checkins"}}, func(ev watch.Event) {
+		select {
+		case events <- ev:
+		case <-ctx.Done():
+		}
+	}); err != nil {
 		return nil, nil, err
 	}
-	defer w.Stop()
 	for i, n := range names {
 		if picked[n] {
 			f.stopped[i].Store(true)
@@ -297,11 +303,8 @@ func measureStale(c *cluster, f *fleet, names []string, sample int, threshold ti
 			return nil, nil, c.ctx.Err()
 		case <-deadline:
 			return nil, nil, fmt.Errorf("only %d of %d stopped devices turned CheckedIn=False", len(seen), len(picked))
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return nil, nil, fmt.Errorf("watch closed")
-			}
-			if ev.Type != watch.Modified {
+		case ev := <-events:
+			if ev.Type == watch.Deleted {
 				continue
 			}
 			d := ev.Object.(*itmv1.Device)

@@ -22,8 +22,11 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -346,6 +349,9 @@ type cluster struct {
 	cancel    context.CancelFunc
 	logDir    string
 	checkinAt string
+	// watchRestarts counts the benchmark's own watches opened again after
+	// the API server closed them (follow).
+	watchRestarts atomic.Int64
 }
 
 const auditPolicy = `apiVersion: audit.k8s.io/v1
@@ -852,4 +858,78 @@ func maps(w writes) writes {
 		out[k] = v
 	}
 	return out
+}
+
+// follow watches list's kind (narrowed by opts) and calls fn with every
+// event in order until ctx ends; it returns once the first watch is open.
+// The API server closes a watch whose reader falls behind
+// (apiserver_terminated_watchers_total): follow then opens it again from
+// the last resourceVersion it saw, so no event is lost, or, when that is
+// too old, from the current state, replayed as Added events. A reader that
+// stopped at the first close saw nothing after it: every later change
+// looked as if it never landed.
+func (c *cluster) follow(ctx context.Context, list client.ObjectList, opts []client.ListOption, fn func(watch.Event)) error {
+	open := func(rv string) (watch.Interface, error) {
+		o := append(slices.Clone(opts), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}})
+		return c.admin.Watch(ctx, list.DeepCopyObject().(client.ObjectList), o...)
+	}
+	w, err := open("")
+	if err != nil {
+		return err
+	}
+	gone := func(err error) bool { return apierrors.IsResourceExpired(err) || apierrors.IsGone(err) }
+	go func() {
+		rv := ""
+		for {
+			for ev := range w.ResultChan() {
+				if ev.Type == watch.Error {
+					if gone(apierrors.FromObject(ev.Object)) {
+						rv = ""
+					}
+					continue
+				}
+				if m, err := meta.Accessor(ev.Object); err == nil && m.GetResourceVersion() != "" {
+					rv = m.GetResourceVersion()
+				}
+				if ev.Type != watch.Bookmark {
+					fn(ev)
+				}
+			}
+			w.Stop()
+			for {
+				if ctx.Err() != nil {
+					return
+				}
+				c.watchRestarts.Add(1)
+				logf("  the %T watch ended; opening it again from resourceVersion %q", list, rv)
+				if w, err = open(rv); err == nil {
+					break
+				}
+				if gone(err) {
+					rv = ""
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}()
+	return nil
+}
+
+// terminatedWatchers is the API server's count of watches it closed because
+// their reader fell behind, by resource, over the cluster's life.
+func (c *cluster) terminatedWatchers() (map[string]float64, error) {
+	raw, err := c.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(c.ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	re := regexp.MustCompile(`^apiserver_terminated_watchers_total\{.*resource="([^"]+)".*\} (\S+)$`)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if m := re.FindStringSubmatch(line); m != nil {
+			if v, err := strconv.ParseFloat(m[2], 64); err == nil {
+				out[m[1]] += v
+			}
+		}
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -9,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/testenv"
@@ -102,53 +102,15 @@ func onboard(c *cluster, n int) (*onboardResult, error) {
 		}
 		mu.Unlock()
 	}
-	// A watch from before the first create; should it end (one did, seconds
-	// in, for no reason the API server logged), what it missed is listed
-	// and it starts again from there. An Active seen only by the list
-	// counts from then.
-	stop := make(chan struct{})
-	defer close(stop)
-	watching := make(chan error, 1)
-	go func() {
-		var opts []client.ListOption
-		for first := true; ; first = false {
-			w, err := c.admin.Watch(c.ctx, &itmv1.OnboardingRequestList{}, opts...)
-			if first {
-				watching <- err
-				if err != nil {
-					return
-				}
-			}
-			for ok := err == nil; ok; {
-				var ev watch.Event
-				select {
-				case <-stop:
-					w.Stop()
-					return
-				case ev, ok = <-w.ResultChan():
-				}
-				if r, isReq := ev.Object.(*itmv1.OnboardingRequest); ok && isReq && ev.Type != watch.Deleted {
-					seen(r)
-				}
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Second):
-			}
-			logf("  the OnboardingRequest watch ended; listing and watching again")
-			var l itmv1.OnboardingRequestList
-			if err := c.admin.List(c.ctx, &l); err != nil {
-				opts = nil
-				continue
-			}
-			for i := range l.Items {
-				seen(&l.Items[i])
-			}
-			opts = []client.ListOption{&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: l.ResourceVersion}}}
+	// A watch from before the first create (follow opens it again if the
+	// API server closes it).
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	if err := c.follow(ctx, &itmv1.OnboardingRequestList{}, nil, func(ev watch.Event) {
+		if r, ok := ev.Object.(*itmv1.OnboardingRequest); ok && ev.Type != watch.Deleted {
+			seen(r)
 		}
-	}()
-	if err := <-watching; err != nil {
+	}); err != nil {
 		return nil, err
 	}
 	w0, _ := c.audit.snapshot()

@@ -125,35 +125,30 @@ func runBaseline(n, limit int) time.Duration {
 // the highest number in flight (Authorized or InProgress) at once and how
 // many events saw more than the limit.
 func watchPeak(c *cluster) func() (int, int) {
-	w, err := c.admin.Watch(c.ctx, &itmv1.DeviceList{}, client.MatchingLabels{"ring": "bench"})
 	var mu sync.Mutex
 	flight := map[string]bool{}
 	peak, over := 0, 0
 	mu2 := intstr.Parse(*maxUnavail)
 	limit, _ := intstr.GetScaledValueFromIntOrPercent(&mu2, *rolloutN, false)
-	if err == nil {
-		go func() {
-			for ev := range w.ResultChan() {
-				d, ok := ev.Object.(*itmv1.Device)
-				if !ok {
-					continue
-				}
-				in := ev.Type != watch.Deleted && d.Status.Upgrade != nil &&
-					(d.Status.Upgrade.State == itmv1.UpgradeStateAuthorized || d.Status.Upgrade.State == itmv1.UpgradeStateInProgress)
-				mu.Lock()
-				if in {
-					flight[d.Name] = true
-				} else {
-					delete(flight, d.Name)
-				}
-				peak = max(peak, len(flight))
-				if len(flight) > max(limit, 1) {
-					over++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
+	err := c.follow(c.ctx, &itmv1.DeviceList{}, []client.ListOption{client.MatchingLabels{"ring": "bench"}}, func(ev watch.Event) {
+		d, ok := ev.Object.(*itmv1.Device)
+		if !ok {
+			return
+		}
+		in := ev.Type != watch.Deleted && d.Status.Upgrade != nil &&
+			(d.Status.Upgrade.State == itmv1.UpgradeStateAuthorized || d.Status.Upgrade.State == itmv1.UpgradeStateInProgress)
+		mu.Lock()
+		if in {
+			flight[d.Name] = true
+		} else {
+			delete(flight, d.Name)
+		}
+		peak = max(peak, len(flight))
+		if len(flight) > max(limit, 1) {
+			over++
+		}
+		mu.Unlock()
+	})
 	return func() (int, int) {
 		mu.Lock()
 		defer mu.Unlock()
