@@ -135,7 +135,7 @@ func rssRows(c *cluster, rep *report, scenario string, n int) {
 		if len(tw) > 0 {
 			v = list(tw, 1)
 		}
-		v += fmt.Sprintf("; of them the benchmark's own, opened again: %d", c.watchRestarts.Load())
+		v += fmt.Sprintf("; the benchmark's own watches opened again after they ended, for any reason (server timeouts included): %d", c.watchRestarts.Load())
 	}
 	rep.add(scenario, "watches the API server closed because their reader fell behind (apiserver_terminated_watchers_total, whole cluster life, by resource)", v, "", "")
 }
@@ -248,10 +248,10 @@ type npWatcher struct {
 	seen time.Time
 }
 
-func watchNPs(c *cluster) (*npWatcher, error) {
+func watchNPs(ctx context.Context, c *cluster) (*npWatcher, error) {
 	nw := &npWatcher{byNS: map[string]map[string][]netip.Prefix{}}
 	nw.cond = sync.NewCond(&nw.mu)
-	err := c.follow(c.ctx, &networkingv1.NetworkPolicyList{}, []client.ListOption{client.MatchingLabels{itmv1.LabelManagedBy: itmv1.ManagedByValue}}, func(ev watch.Event) {
+	err := c.follow(ctx, &networkingv1.NetworkPolicyList{}, []client.ListOption{client.MatchingLabels{itmv1.LabelManagedBy: itmv1.ManagedByValue}}, func(ev watch.Event) {
 		np, ok := ev.Object.(*networkingv1.NetworkPolicy)
 		if !ok {
 			return
@@ -376,7 +376,9 @@ type convResult struct {
 // then a plain client creates copies of the same NetworkPolicies in fresh
 // namespaces, the bare minimum of writes, in the same cluster.
 func convergence(c *cluster, n int) (*convResult, error) {
-	nw, err := watchNPs(c)
+	ctx, stop := context.WithCancel(c.ctx)
+	defer stop()
+	nw, err := watchNPs(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -578,7 +580,9 @@ type churnResult struct {
 // churn measures posture change → every affected NetworkPolicy while
 // other devices' postures flip at rate per second.
 func churn(c *cluster, n, changes int, rate float64) (*churnResult, error) {
-	nw, err := watchNPs(c)
+	ctx, stop := context.WithCancel(c.ctx)
+	defer stop()
+	nw, err := watchNPs(ctx, c)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -350,7 +351,7 @@ type cluster struct {
 	logDir    string
 	checkinAt string
 	// watchRestarts counts the benchmark's own watches opened again after
-	// the API server closed them (follow).
+	// they ended, for any reason (follow).
 	watchRestarts atomic.Int64
 }
 
@@ -862,22 +863,59 @@ func maps(w writes) writes {
 
 // follow watches list's kind (narrowed by opts) and calls fn with every
 // event in order until ctx ends; it returns once the first watch is open.
-// The API server closes a watch whose reader falls behind
-// (apiserver_terminated_watchers_total): follow then opens it again from
-// the last resourceVersion it saw, so no event is lost, or, when that is
-// too old, from the current state, replayed as Added events. A reader that
-// stopped at the first close saw nothing after it: every later change
-// looked as if it never landed.
+// The API server ends a watch whose reader falls behind
+// (apiserver_terminated_watchers_total), and any watch after 30 to 60
+// minutes: follow then opens it again from the last resourceVersion it
+// saw, so no event is lost. When that version is too old (410), it lists
+// instead, and replays the list as Added events and what vanished since as
+// Deleted ones. A reader that stopped at the first close saw nothing after
+// it: every later change looked as if it never landed.
 func (c *cluster) follow(ctx context.Context, list client.ObjectList, opts []client.ListOption, fn func(watch.Event)) error {
 	open := func(rv string) (watch.Interface, error) {
 		o := append(slices.Clone(opts), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}})
 		return c.admin.Watch(ctx, list.DeepCopyObject().(client.ObjectList), o...)
 	}
+	gone := func(err error) bool { return apierrors.IsResourceExpired(err) || apierrors.IsGone(err) }
+	last := map[types.NamespacedName]runtime.Object{} // what fn was last told exists
+	deliver := func(ev watch.Event) {
+		if m, err := meta.Accessor(ev.Object); err == nil {
+			k := types.NamespacedName{Namespace: m.GetNamespace(), Name: m.GetName()}
+			if ev.Type == watch.Deleted {
+				delete(last, k)
+			} else {
+				last[k] = ev.Object
+			}
+		}
+		fn(ev)
+	}
+	// relist replays the current state and returns the version to watch from.
+	relist := func() (string, error) {
+		l := list.DeepCopyObject().(client.ObjectList)
+		if err := c.admin.List(ctx, l, opts...); err != nil {
+			return "", err
+		}
+		items, err := meta.ExtractList(l)
+		if err != nil {
+			return "", err
+		}
+		present := map[types.NamespacedName]bool{}
+		for _, o := range items {
+			if m, err := meta.Accessor(o); err == nil {
+				present[types.NamespacedName{Namespace: m.GetNamespace(), Name: m.GetName()}] = true
+			}
+			deliver(watch.Event{Type: watch.Added, Object: o})
+		}
+		for k, o := range last {
+			if !present[k] {
+				deliver(watch.Event{Type: watch.Deleted, Object: o})
+			}
+		}
+		return l.GetResourceVersion(), nil
+	}
 	w, err := open("")
 	if err != nil {
 		return err
 	}
-	gone := func(err error) bool { return apierrors.IsResourceExpired(err) || apierrors.IsGone(err) }
 	go func() {
 		rv := ""
 		for {
@@ -892,24 +930,30 @@ func (c *cluster) follow(ctx context.Context, list client.ObjectList, opts []cli
 					rv = m.GetResourceVersion()
 				}
 				if ev.Type != watch.Bookmark {
-					fn(ev)
+					deliver(ev)
 				}
 			}
 			w.Stop()
 			for {
+				time.Sleep(200 * time.Millisecond)
 				if ctx.Err() != nil {
 					return
 				}
-				c.watchRestarts.Add(1)
-				logf("  the %T watch ended; opening it again from resourceVersion %q", list, rv)
+				if rv == "" {
+					if rv, err = relist(); err != nil {
+						logf("  listing %T again failed, retrying: %v", list, err)
+						continue
+					}
+				}
 				if w, err = open(rv); err == nil {
 					break
 				}
 				if gone(err) {
 					rv = ""
 				}
-				time.Sleep(200 * time.Millisecond)
 			}
+			c.watchRestarts.Add(1)
+			logf("  the %T watch ended; opened it again from resourceVersion %q", list, rv)
 		}
 	}()
 	return nil
