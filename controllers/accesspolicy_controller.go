@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -167,7 +166,7 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	} else {
 		want := generatedObjects{nps: plan.NetworkPolicies, crbs: plan.ClusterRoleBindings, rbs: plan.RoleBindings}
 		out.Taken, out.ApplyErr = r.enforce(ctx, p, snap.have, want,
-			&access.Withdrawal{Policy: p, ClusterWideRoles: r.clusterWideRoles(), Namespaces: snap.Namespaces, Wanted: inPlace(p, plan.NetworkPolicies, snap.have.nps)})
+			&access.Withdrawal{Policy: p, ClusterWideRoles: r.clusterWideRoles(), Namespaces: snap.Namespaces, Wanted: access.InPlace(p, plan.NetworkPolicies, snap.have.nps)})
 	}
 	if err := r.report(ctx, base, p, now, out); err != nil {
 		return ctrl.Result{}, errors.Join(out.ApplyErr, err)
@@ -184,25 +183,6 @@ func (r *AccessPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	// Withdraw access the instant a check-in grows too old, ahead of
 	// routine work.
 	return kit.Urgent(kit.At(r.Clock.Now(), plan.NextChange)), nil
-}
-
-// inPlace are the wanted NetworkPolicies that exist already, controlled by
-// the policy: only one of those may stand in for a surplus shard (it
-// isolates the same pods even if this reconcile's write of it fails).
-func inPlace(p *itmv1.AccessPolicy, want, have []*networkingv1.NetworkPolicy) []*networkingv1.NetworkPolicy {
-	exists := map[types.NamespacedName]bool{}
-	for _, o := range have {
-		if metav1.IsControlledBy(o, p) {
-			exists[client.ObjectKeyFromObject(o)] = true
-		}
-	}
-	var out []*networkingv1.NetworkPolicy
-	for _, o := range want {
-		if exists[client.ObjectKeyFromObject(o)] {
-			out = append(out, o)
-		}
-	}
-	return out
 }
 
 // generatedObjects are a policy's objects of each generated kind.

@@ -388,3 +388,30 @@ func TestWatchFreshnessAgreesWithPosture(t *testing.T) {
 		})
 	}
 }
+
+func TestInPlaceKeepsOnlyWantedNetworkPoliciesThePolicyAlreadyControls(t *testing.T) {
+	p := &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: "ops", UID: "p-1"}}
+	other := &itmv1.AccessPolicy{ObjectMeta: metav1.ObjectMeta{Name: "ops", UID: "p-2"}}
+	np := func(ns, name string, owner *itmv1.AccessPolicy) *networkingv1.NetworkPolicy {
+		o := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+		if owner != nil {
+			o.OwnerReferences = []metav1.OwnerReference{netpol.OwnerReference(owner)}
+		}
+		return o
+	}
+	want := []*networkingv1.NetworkPolicy{np("a", "itm-ops", p), np("a", "itm-ops.1", p), np("b", "itm-ops", p), np("c", "itm-ops", p)}
+	have := []*networkingv1.NetworkPolicy{
+		np("a", "itm-ops", p),     // in place
+		np("a", "itm-ops.2", p),   // not wanted
+		np("b", "itm-ops", other), // same name, another policy's (a UID since deleted and recreated)
+		np("c", "itm-ops", nil),   // same name, no controller
+		np("d", "itm-ops", p),     // not wanted
+	}
+	var got []string
+	for _, o := range InPlace(p, want, have) {
+		got = append(got, o.Namespace+"/"+o.Name)
+	}
+	if !slices.Equal(got, []string{"a/itm-ops"}) {
+		t.Errorf("InPlace = %v, want [a/itm-ops]: a.1 does not exist yet, b's and c's are not controlled by the policy", got)
+	}
+}

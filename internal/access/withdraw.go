@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	itmv1 "github.com/itmanager-io/itmanager/api/v1alpha1"
 	"github.com/itmanager-io/itmanager/internal/netpol"
@@ -26,10 +27,30 @@ type Withdrawal struct {
 	// names is unknown.
 	All bool
 	// Wanted are the NetworkPolicies the policy generates now that exist
-	// already: an object no longer wanted that selects the same pods as one
-	// of them in its namespace (a shard left over when the shard count
-	// halved) goes, since that one keeps those pods isolated.
+	// already (InPlace): an object no longer wanted that selects the same
+	// pods as one of them in its namespace (a shard left over when the shard
+	// count halved) goes, since that one keeps those pods isolated.
 	Wanted []*networkingv1.NetworkPolicy
+}
+
+// InPlace are the wanted NetworkPolicies that exist already, controlled by
+// p: only one of those may stand in for a surplus shard (Withdrawal.Wanted),
+// since it keeps the pods isolated even if this reconcile's write of it
+// fails.
+func InPlace(p *itmv1.AccessPolicy, want, have []*networkingv1.NetworkPolicy) []*networkingv1.NetworkPolicy {
+	exists := map[types.NamespacedName]bool{}
+	for _, o := range have {
+		if metav1.IsControlledBy(o, p) {
+			exists[types.NamespacedName{Namespace: o.Namespace, Name: o.Name}] = true
+		}
+	}
+	var out []*networkingv1.NetworkPolicy
+	for _, o := range want {
+		if exists[types.NamespacedName{Namespace: o.Namespace, Name: o.Name}] {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // namespace is the object's namespace if it exists and is not being
