@@ -100,7 +100,7 @@ func runAccessCluster(ctx context.Context, rep *report, selected map[string]bool
 		}
 	}
 	lastRSS = c.managerPeak()
-	rssRows(c, rep, "access", n)
+	lifeRows(c, rep, "access", n)
 	return nil
 }
 
@@ -114,7 +114,9 @@ func keys(m map[string]bool, order ...string) []string {
 	return out
 }
 
-func rssRows(c *cluster, rep *report, scenario string, n int) {
+// lifeRows are the figures of a cluster's whole life: peak memory and the
+// watches the API server closed.
+func lifeRows(c *cluster, rep *report, scenario string, n int) {
 	limit, target := int64(300<<20), "< 300 MiB at 10,000 devices"
 	if n > 10000 {
 		limit, target = 1536<<20, "< 1.5 GiB at 100,000 devices"
@@ -126,13 +128,12 @@ func rssRows(c *cluster, rep *report, scenario string, n int) {
 	}
 	rep.add(scenario, fmt.Sprintf("manager peak RSS (highest replica, whole cluster life, %d devices)", n), mib(peak), target, met)
 	rep.add(scenario, "check-in service peak RSS", mib(c.checkin.Peak()), "", "")
-	// A closed watch costs its reader a re-watch (the operator's informers
-	// resume from their resourceVersion; the benchmark's do too, see follow).
-	tw, err := c.terminatedWatchers()
-	v := "not read: " + fmt.Sprint(err)
-	if err == nil {
+	// A closed watch costs its reader a re-watch (informers resume from
+	// their resourceVersion; the benchmark's watches do too, see follow).
+	v := "not read (the API server's metrics)"
+	if m := c.apiMetrics(); m != nil {
 		v = "none"
-		if len(tw) > 0 {
+		if tw := m.by("apiserver_terminated_watchers_total", "resource"); len(tw) > 0 {
 			v = list(tw, 1)
 		}
 		v += fmt.Sprintf("; the benchmark's own watches opened again after they ended, for any reason (server timeouts included): %d", c.watchRestarts.Load())

@@ -243,7 +243,7 @@ func runCheckins(ctx context.Context, rep *report) error {
 		"Slowest CheckedIn=False transitions: %s (lag p99 %s).\n\nReconcile errors: %s\n\n```\n%s\n```\n",
 		n, deviceQueue(mStart, mWarm), elapsed.Round(time.Second), deviceQueue(mWarm, mSteady), deviceQueue(mSteady, mEnd),
 		strings.Join(slowest, "; "), ms(lag99), explained, strings.Join(errLines[:min(len(errLines), 12)], "\n"))
-	rssRows(c, rep, "checkins", n)
+	lifeRows(c, rep, "checkins", n)
 	return nil
 }
 

@@ -958,22 +958,3 @@ func (c *cluster) follow(ctx context.Context, list client.ObjectList, opts []cli
 	}()
 	return nil
 }
-
-// terminatedWatchers is the API server's count of watches it closed because
-// their reader fell behind, by resource, over the cluster's life.
-func (c *cluster) terminatedWatchers() (map[string]float64, error) {
-	raw, err := c.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(c.ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	re := regexp.MustCompile(`^apiserver_terminated_watchers_total\{.*resource="([^"]+)".*\} (\S+)$`)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if m := re.FindStringSubmatch(line); m != nil {
-			if v, err := strconv.ParseFloat(m[2], 64); err == nil {
-				out[m[1]] += v
-			}
-		}
-	}
-	return out, nil
-}

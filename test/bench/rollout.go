@@ -98,7 +98,7 @@ func runRollout(ctx context.Context, rep *report) error {
 	rep.add(s, "peak upgrades in flight, from a watch of every Device transition", fmt.Sprintf("%d (%d events over the limit)", p, over), fmt.Sprintf("≤ %d", limit), yes(p <= limit))
 	rep.add(s, "manager CPU during the rollout", fmt.Sprintf("%s (%.0f%% of a core)", ms(cpu), 100*cpu.Seconds()/done.Seconds()), "", "")
 	rep.add(s, "agent check-ins ok / failed", fmt.Sprintf("%d / %d", f.ok.Load(), f.failed.Load()), "", "")
-	rssRows(c, rep, "rollout", n)
+	lifeRows(c, rep, "rollout", n)
 	return nil
 }
 
